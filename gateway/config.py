@@ -1,0 +1,315 @@
+"""Read the TOML configuration once into frozen, typed objects; every mistake names its key."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from gateway.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "/etc/sms-gateway/config.toml"
+DEFAULT_DROP_ON = ("NO_OPERATION", "NO_OP", "BAD_SERVICE")
+MASK = "********"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    url: str
+    api_key: str = field(repr=False)
+    retry_interval: float = 10.0
+    timeout: float = 10.0
+    concurrency: int = 32
+    max_age: float = 86400.0
+    drop_on: tuple[str, ...] = DEFAULT_DROP_ON
+    circuit_after: int = 5
+    bearer_header: bool = True
+    phone_type: Literal["string", "integer"] = "string"
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = "/var/lib/sms-gateway/outbox.sqlite3"
+    keep_finished: float = 604800.0
+
+
+@dataclass(frozen=True)
+class IdsConfig:
+    node: int = 0
+    nodes: int = 1
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: str = "127.0.0.1:8080"
+    ingest_token: str = field(default="", repr=False)
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+@dataclass(frozen=True)
+class Config:
+    upstream: UpstreamConfig
+    store: StoreConfig = StoreConfig()
+    ids: IdsConfig = IdsConfig()
+    http: HttpConfig = HttpConfig()
+    log: LogConfig = LogConfig()
+    source_path: str = ""
+
+
+def default_path() -> str:
+    """The config path when -c is not given: $SMS_GATEWAY_CONFIG, else the system path."""
+    return os.environ.get("SMS_GATEWAY_CONFIG") or DEFAULT_CONFIG_PATH
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the file at `path`; raise ConfigError naming the first wrong key."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file (give one with -c PATH)") from None
+    except PermissionError:
+        raise ConfigError(f"{p}: not readable by this user") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    return parse(raw, base_dir=p.parent, source_path=str(p))
+
+
+def parse(raw: Mapping[str, Any], *, base_dir: Path = Path("."), source_path: str = "") -> Config:
+    """Turn a decoded TOML document into a Config (separate from load() for tests)."""
+    t = _Table(raw, "")
+    upstream = _parse_upstream(t.table("upstream", required=True), base_dir)
+    store_t = t.table("store")
+    store = StoreConfig(
+        path=store_t.string("path", StoreConfig.path, nonempty=True),
+        keep_finished=store_t.number("keep_finished", StoreConfig.keep_finished, minimum=0),
+    )
+    ids_t = t.table("ids")
+    nodes = ids_t.integer("nodes", IdsConfig.nodes, minimum=1)
+    node = ids_t.integer("node", IdsConfig.node, minimum=0)
+    if node >= nodes:
+        raise ConfigError(f"ids.node: is {node}, must be below ids.nodes ({nodes})")
+    http_t = t.table("http")
+    http = HttpConfig(
+        listen=http_t.check("listen", HttpConfig.listen, _listen_address),
+        ingest_token=_secret(http_t, "ingest_token", base_dir, required=False),
+    )
+    log_t = t.table("log")
+    log = LogConfig(
+        level=log_t.choice("level", LogConfig.level, ("debug", "info", "warning", "error")),
+        format=log_t.choice("format", LogConfig.format, ("json", "console")),
+    )
+    for sub in (store_t, ids_t, http_t, log_t):
+        sub.finish()
+    t.finish()
+    return Config(
+        upstream=upstream,
+        store=store,
+        ids=IdsConfig(node=node, nodes=nodes),
+        http=http,
+        log=log,
+        source_path=source_path,
+    )
+
+
+def _parse_upstream(t: _Table, base_dir: Path) -> UpstreamConfig:
+    d = UpstreamConfig
+    url = t.check("url", None, _upstream_url)
+    drop_on = t.string_list("drop_on", DEFAULT_DROP_ON)
+    cfg = UpstreamConfig(
+        url=url,
+        api_key=_secret(t, "api_key", base_dir, required=True),
+        retry_interval=t.number("retry_interval", d.retry_interval, minimum=0.01),
+        timeout=t.number("timeout", d.timeout, minimum=0.01),
+        concurrency=t.integer("concurrency", d.concurrency, minimum=1, maximum=1024),
+        max_age=t.number("max_age", d.max_age, minimum=0),
+        drop_on=tuple(code.upper() for code in drop_on),
+        circuit_after=t.integer("circuit_after", d.circuit_after, minimum=1),
+        bearer_header=t.boolean("bearer_header", d.bearer_header),
+        phone_type=t.choice("phone_type", d.phone_type, ("string", "integer")),
+    )
+    t.finish()
+    return cfg
+
+
+def _secret(t: _Table, key: str, base_dir: Path, *, required: bool) -> str:
+    """A secret given inline as `key` or read from the file named by `key_file`."""
+    inline = t.string(key, "")
+    file_name = t.string(f"{key}_file", "")
+    where = t.where(key)
+    if inline and file_name:
+        raise ConfigError(f"{where}: give either {key} or {key}_file, not both")
+    if file_name:
+        path = Path(file_name) if os.path.isabs(file_name) else base_dir / file_name
+        try:
+            inline = path.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(
+                f"{where}_file: cannot read {path}: {e.strerror or e.__class__.__name__}"
+            ) from None
+        if not inline:
+            raise ConfigError(f"{where}_file: {path} is empty")
+    if required and not inline:
+        raise ConfigError(f"{where}: missing; set {key} or {key}_file")
+    if any(c.isspace() for c in inline):
+        raise ConfigError(f"{where}: contains whitespace; check the value (not shown)")
+    return inline
+
+
+def _upstream_url(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string such as https://host/v1/PUSH_SMS")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL; expected e.g. https://host/v1/PUSH_SMS")
+    return value
+
+
+def _listen_address(value: object) -> str:
+    if not isinstance(value, str) or ":" not in value:
+        raise ValueError("expected HOST:PORT such as 127.0.0.1:8080")
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT with a port 0-65535")
+    return value
+
+
+class _Table:
+    """One TOML table being read: typed getters that name the key, and a check for leftovers."""
+
+    def __init__(self, raw: Mapping[str, Any], prefix: str) -> None:
+        self._raw = raw
+        self._prefix = prefix
+        self._seen: set[str] = set()
+
+    def where(self, key: str) -> str:
+        return f"{self._prefix}.{key}" if self._prefix else key
+
+    def _get(self, key: str) -> Any:
+        self._seen.add(key)
+        return self._raw.get(key)
+
+    def table(self, key: str, *, required: bool = False) -> _Table:
+        value = self._get(key)
+        if value is None:
+            if required:
+                raise ConfigError(f"[{self.where(key)}]: missing; this table is required")
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{self.where(key)}: expected a table [{key}]")
+        return _Table(value, self.where(key))
+
+    def check(self, key: str, default: T | None, convert: Callable[[object], T]) -> T:
+        value = self._get(key)
+        if value is None:
+            if default is None:
+                raise ConfigError(f"{self.where(key)}: missing; this key is required")
+            return default
+        try:
+            return convert(value)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{self.where(key)}: {e}") from None
+
+    def string(self, key: str, default: str, *, nonempty: bool = False) -> str:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise ConfigError(f"{self.where(key)}: expected a string, got {_kind(value)}")
+        if nonempty and not value:
+            raise ConfigError(f"{self.where(key)}: must not be empty")
+        return value
+
+    def string_list(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{self.where(key)}: expected a list of non-empty strings")
+        return tuple(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.where(key)}: expected true or false, got {_kind(value)}")
+        return value
+
+    def number(
+        self, key: str, default: float, *, minimum: float, maximum: float = math.inf
+    ) -> float:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{self.where(key)}: expected a number of seconds, got {_kind(value)}")
+        if not math.isfinite(value) or not minimum <= value <= maximum:
+            raise ConfigError(f"{self.where(key)}: is {value}, must be between {minimum} and {maximum}")
+        return float(value)
+
+    def integer(self, key: str, default: int, *, minimum: int, maximum: int = 2**62) -> int:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{self.where(key)}: expected an integer, got {_kind(value)}")
+        if not minimum <= value <= maximum:
+            raise ConfigError(f"{self.where(key)}: is {value}, must be between {minimum} and {maximum}")
+        return value
+
+    def choice(self, key: str, default: Any, allowed: tuple[str, ...]) -> Any:
+        value = self._get(key)
+        if value is None:
+            return default
+        if value not in allowed:
+            raise ConfigError(f"{self.where(key)}: is {value!r}, expected one of {', '.join(allowed)}")
+        return value
+
+    def finish(self) -> None:
+        """Unknown keys are errors: a typo must not be silently ignored."""
+        unknown = sorted(set(self._raw) - self._seen)
+        if unknown:
+            raise ConfigError(
+                f"{self.where(unknown[0])}: unknown key (check the spelling; "
+                "config.example.toml lists every key)"
+            )
+
+
+def _kind(value: object) -> str:
+    return {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)  # fmt: skip
+
+
+def masked(cfg: Config) -> dict[str, Any]:
+    """The effective configuration as plain data, every secret replaced by a mask."""
+    data = dataclasses.asdict(cfg)
+    data.pop("source_path", None)
+    for section, key in (("upstream", "api_key"), ("http", "ingest_token")):
+        if data[section][key]:
+            data[section][key] = MASK
+    data["upstream"]["drop_on"] = list(data["upstream"]["drop_on"])
+    return data

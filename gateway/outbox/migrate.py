@@ -1,0 +1,82 @@
+"""Apply the numbered SQL files in migrations/ in order, each in one transaction, and record them."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import aiosqlite
+import structlog
+
+from gateway.errors import StoreError, StoreTooNew
+
+log = structlog.get_logger(__name__)
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations_dir() -> Path:
+    """Installed wheels carry the files inside the package; a checkout has them at the top."""
+    packaged = Path(str(resources.files("gateway"))) / "_migrations"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+def available() -> list[Migration]:
+    found = []
+    for path in sorted(migrations_dir().glob("*.sql")):
+        m = _NAME.match(path.name)
+        if not m:
+            raise StoreError(f"{path}: migration files are named NNNN_what.sql")
+        found.append(Migration(int(m.group(1)), path.stem, path.read_text(encoding="utf-8")))
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise StoreError(f"migrations must be numbered 1..n without gaps, found {versions}")
+    return found
+
+
+async def applied_version(conn: aiosqlite.Connection) -> int:
+    async with conn.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def apply_pending(conn: aiosqlite.Connection) -> list[str]:
+    """Bring the schema up to date; refuse a database written by a newer version."""
+    todo = available()
+    current = await applied_version(conn)
+    if current > len(todo):
+        raise StoreTooNew(
+            f"the store is at schema version {current} but this gateway knows only "
+            f"{len(todo)}; run the newer gateway version or restore a backup"
+        )
+    done = []
+    for m in todo[current:]:
+        script = (
+            "BEGIN IMMEDIATE;\n"
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL);\n"
+            f"{m.sql}\n;"
+            f"INSERT INTO schema_migrations VALUES ({m.version}, '{m.name}', {time.time()!r});\n"
+            f"PRAGMA user_version = {m.version};\n"
+            "COMMIT;"
+        )
+        try:
+            await conn.executescript(script)
+        except Exception:
+            if conn.in_transaction:
+                await conn.rollback()
+            raise
+        log.info("store.migration_applied", version=m.version, name=m.name)
+        done.append(m.name)
+    return done

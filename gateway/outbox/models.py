@@ -1,0 +1,110 @@
+"""The values the outbox stores and hands out: messages, attempts and their states."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class State(StrEnum):
+    QUEUED = "queued"
+    DELIVERED = "delivered"
+    DROPPED = "dropped"
+    EXPIRED = "expired"
+
+
+FINISHED_STATES = (State.DELIVERED, State.DROPPED, State.EXPIRED)
+
+
+class Outcome(StrEnum):
+    """What one push attempt came to; also the `result` label of the attempts metric."""
+
+    DELIVERED = "delivered"
+    RETRY = "retry"  # an HTTP answer other than 200 that carries no drop code
+    DROPPED = "dropped"
+    RATE_LIMITED = "rate_limited"
+    ERROR = "error"  # no HTTP answer: timeout, refused, reset
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """An SMS a source wants committed. `source_ref` is the source's own id, for deduplication."""
+
+    source: str
+    phone: str
+    phone_from: str
+    text: str
+    received_at: float
+    source_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    sms_id: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class Message:
+    sms_id: int
+    source: str
+    source_ref: str | None
+    phone: str
+    phone_from: str
+    text: str
+    received_at: float
+    accepted_at: float
+    state: State
+    due_at: float
+    attempts: int
+    finished_at: float | None
+    final_code: str | None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    sms_id: int
+    started_at: float
+    duration: float
+    outcome: Outcome
+    http_status: int | None = None
+    code: str | None = None
+    error: str | None = None
+    body: str | None = None
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """An attempt and what it means for its message: the worker's decision, written in one go."""
+
+    attempt: Attempt
+    next_due: float | None  # when to try again; None when the message is finished
+
+    @property
+    def new_state(self) -> State:
+        match self.attempt.outcome:
+            case Outcome.DELIVERED:
+                return State.DELIVERED
+            case Outcome.DROPPED:
+                return State.DROPPED
+            case Outcome.RETRY | Outcome.RATE_LIMITED | Outcome.ERROR:
+                return State.QUEUED
+
+
+@dataclass(frozen=True)
+class Drop:
+    sms_id: int
+    phone: str
+    phone_from: str
+    code: str | None
+    finished_at: float
+    state: State
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    """What `status` and /health show about the store."""
+
+    counts: dict[State, int]
+    oldest_queued_received_at: float | None
+    last_delivered_at: float | None

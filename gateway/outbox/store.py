@@ -1,0 +1,507 @@
+"""The outbox: the only code that runs SQL. Messages are committed here before any source says 'taken'."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import structlog
+
+from gateway.errors import StoreError, StoreUnavailable
+from gateway.outbox import migrate
+from gateway.outbox.models import (
+    FINISHED_STATES,
+    Accepted,
+    Attempt,
+    AttemptRecord,
+    Drop,
+    Incoming,
+    Message,
+    Outcome,
+    State,
+    StoreSummary,
+)
+from gateway.outbox.writer import GroupWriter
+
+log = structlog.get_logger(__name__)
+Clock = Callable[[], float]
+BODY_LIMIT = 4096
+_MESSAGE_COLUMNS = (
+    "sms_id, source, source_ref, phone, phone_from, text, received_at, accepted_at, "
+    "state, due_at, attempts, finished_at, final_code"
+)
+_CHUNK = 400  # pairs per dedup lookup, well below SQLite's variable limit
+
+
+async def _connect(path: str, *, busy_timeout_ms: int) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    await conn.execute("PRAGMA journal_mode = WAL")
+    await conn.execute("PRAGMA synchronous = FULL")
+    await conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+class Outbox:
+    """Durable queue of SMS awaiting PUSH_SMS, with their attempt history."""
+
+    def __init__(
+        self,
+        path: str,
+        writer_conn: aiosqlite.Connection,
+        reader_conn: aiosqlite.Connection,
+        *,
+        node: int,
+        nodes: int,
+        clock: Clock,
+    ) -> None:
+        self.path = path
+        self._conn = writer_conn
+        self._reader = reader_conn
+        self._node = node
+        self._nodes = nodes
+        self._clock = clock
+        self._writer = GroupWriter(writer_conn)
+        self._accepted_listeners: list[Callable[[], None]] = []
+        self._accept_waiting: list[tuple[Sequence[Incoming], asyncio.Future[list[Accepted]]]] = []
+        self._accept_flush: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        path: str,
+        *,
+        node: int = 0,
+        nodes: int = 1,
+        clock: Clock = time.time,
+        create: bool = True,
+        busy_timeout_ms: int = 5000,
+    ) -> Outbox:
+        """Open (and migrate) the store; `create=False` refuses a path that does not exist."""
+        if not create and not os.path.exists(path):
+            raise StoreError(f"{path}: no store there (has the daemon or `migrate` run?)")
+        parent = Path(path).parent
+        if not parent.is_dir():
+            raise StoreError(f"{parent}: directory does not exist; create it or fix store.path")
+        try:
+            conn = await _connect(path, busy_timeout_ms=busy_timeout_ms)
+            try:
+                async with conn.execute("PRAGMA quick_check") as cur:
+                    row = await cur.fetchone()
+                if not row or row[0] != "ok":
+                    raise StoreError(f"{path}: integrity check failed: {row[0] if row else '?'}")
+                applied = await migrate.apply_pending(conn)
+                reader = await _connect(path, busy_timeout_ms=busy_timeout_ms)
+            except BaseException:
+                await conn.close()
+                raise
+        except sqlite3.Error as e:
+            raise StoreError(f"{path}: cannot open the store: {e}") from e
+        if applied:
+            log.info("store.migrated", path=path, applied=applied)
+        outbox = cls(path, conn, reader, node=node, nodes=nodes, clock=clock)
+        outbox._writer.start()
+        return outbox
+
+    async def close(self) -> None:
+        await self._writer.stop()
+        await self._reader.close()
+        await self._conn.close()
+
+    @property
+    def last_write_error(self) -> str | None:
+        return self._writer.last_error
+
+    def on_accepted(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after new messages are committed (the delivery worker wakes on it)."""
+        self._accepted_listeners.append(listener)
+
+    # -- accepting -----------------------------------------------------------------------
+
+    async def accept(self, items: Sequence[Incoming]) -> list[Accepted]:
+        """Commit `items` atomically; a source_ref seen before gives back the existing smsId.
+
+        Callers arriving together share one INSERT and one transaction (group commit).
+        """
+        if not items:
+            return []
+        fut: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
+        self._accept_waiting.append((items, fut))
+        if self._accept_flush is None or self._accept_flush.done():
+            self._accept_flush = asyncio.create_task(self._flush_accepts(), name="outbox-accept")
+        return await asyncio.shield(fut)
+
+    async def _flush_accepts(self) -> None:
+        taken: list[tuple[Sequence[Incoming], asyncio.Future[list[Accepted]]]] = []
+
+        async def op(conn: aiosqlite.Connection) -> list[Accepted]:
+            # Everything waiting when the transaction starts joins it; later callers start
+            # the next flush.
+            taken.extend(self._accept_waiting)
+            self._accept_waiting.clear()
+            self._accept_flush = None
+            flat = [item for items, _ in taken for item in items]
+            return await self._insert(conn, flat, self._clock())
+
+        try:
+            results = await self._writer.submit(op)
+        except Exception as e:
+            for _, fut in taken or self._accept_waiting:
+                if not fut.done():
+                    fut.set_exception(e)
+            if not taken:
+                self._accept_waiting.clear()
+            return
+        start = 0
+        for items, fut in taken:
+            if not fut.done():
+                fut.set_result(results[start : start + len(items)])
+            start += len(items)
+        if any(not a.duplicate for a in results):
+            for listener in self._accepted_listeners:
+                listener()
+
+    async def _insert(
+        self, conn: aiosqlite.Connection, items: Sequence[Incoming], now: float
+    ) -> list[Accepted]:
+        known = await self._existing_refs(conn, items)
+        result: list[Accepted] = []
+        fresh: list[Incoming] = []
+        for item in items:
+            key = (item.source, item.source_ref)
+            if item.source_ref is not None and key in known:
+                result.append(Accepted(known[key], duplicate=True))
+                continue
+            if item.source_ref is not None:
+                known[key] = -len(fresh) - 1  # placeholder until the id is allocated
+            result.append(Accepted(-len(fresh) - 1, duplicate=False))
+            fresh.append(item)
+        if not fresh:
+            return result
+        async with conn.execute(
+            "UPDATE id_sequence SET last_seq = last_seq + ? WHERE only_row = 1 RETURNING last_seq",
+            (len(fresh),),
+        ) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        first_seq = int(row[0]) - len(fresh) + 1
+        ids = [(first_seq + i) * self._nodes + self._node for i in range(len(fresh))]
+        await conn.executemany(
+            "INSERT INTO messages (sms_id, source, source_ref, phone, phone_from, text,"
+            " received_at, accepted_at, state, due_at) VALUES (?,?,?,?,?,?,?,?,'queued',?)",
+            [
+                (sid, m.source, m.source_ref, m.phone, m.phone_from, m.text, m.received_at, now, now)
+                for sid, m in zip(ids, fresh, strict=True)
+            ],
+        )
+        # Resolve placeholders: fresh ones and in-batch duplicates pointing at them.
+        by_placeholder = {-i - 1: sid for i, sid in enumerate(ids)}
+        return [
+            Accepted(by_placeholder.get(a.sms_id, a.sms_id), a.duplicate)
+            if a.sms_id < 0
+            else a
+            for a in result
+        ]
+
+    async def _existing_refs(
+        self, conn: aiosqlite.Connection, items: Sequence[Incoming]
+    ) -> dict[tuple[str, str | None], int]:
+        pairs = list({(i.source, i.source_ref) for i in items if i.source_ref is not None})
+        known: dict[tuple[str, str | None], int] = {}
+        for start in range(0, len(pairs), _CHUNK):
+            chunk = pairs[start : start + _CHUNK]
+            values = ",".join("(?,?)" for _ in chunk)
+            params = [v for pair in chunk for v in pair]
+            async with conn.execute(
+                f"SELECT source, source_ref, sms_id FROM messages"  # noqa: S608 - placeholders only
+                f" WHERE source_ref IS NOT NULL AND (source, source_ref) IN (VALUES {values})",
+                params,
+            ) as cur:
+                async for source, ref, sms_id in cur:
+                    known[(source, ref)] = int(sms_id)
+        return known
+
+    # -- delivering ----------------------------------------------------------------------
+
+    async def claim_due(self, *, limit: int, lease: float, max_age: float) -> list[Message]:
+        """Lease up to `limit` due messages, oldest due first; expired leases count as due."""
+        now = self._clock()
+        cutoff = now - max_age if max_age > 0 else float("-inf")
+
+        async def op(conn: aiosqlite.Connection) -> list[Message]:
+            async with conn.execute(
+                f"UPDATE messages SET leased = 1, due_at = ? WHERE sms_id IN ("  # noqa: S608
+                " SELECT sms_id FROM messages WHERE state = 'queued' AND due_at <= ?"
+                " AND received_at >= ? ORDER BY due_at, sms_id LIMIT ?)"
+                f" RETURNING {_MESSAGE_COLUMNS}",
+                (now + lease, now, cutoff, limit),
+            ) as cur:
+                rows = await cur.fetchall()
+            return [_message(r) for r in rows]
+
+        claimed = await self._writer.submit(op)
+        claimed.sort(key=lambda m: m.sms_id)
+        return claimed
+
+    async def record(self, records: Sequence[AttemptRecord]) -> None:
+        """Write attempts and the decisions they led to, in one transaction."""
+        if not records:
+            return
+        now = self._clock()
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.executemany(
+                "INSERT INTO attempts (sms_id, started_at, duration, outcome, http_status, code,"
+                " error, body) VALUES (?,?,?,?,?,?,?,?)",
+                [_attempt_row(r.attempt) for r in records],
+            )
+            await conn.executemany(
+                "UPDATE messages SET state = ?, due_at = ?, leased = 0, attempts = attempts + 1,"
+                " finished_at = ?, final_code = ? WHERE sms_id = ? AND state = 'queued'",
+                [
+                    (
+                        r.new_state.value,
+                        r.next_due if r.next_due is not None else now,
+                        None if r.new_state is State.QUEUED else now,
+                        r.attempt.code if r.new_state is State.DROPPED else None,
+                        r.attempt.sms_id,
+                    )
+                    for r in records
+                ],
+            )
+
+        await self._writer.submit(op)
+
+    async def release(self, sms_ids: Iterable[int]) -> None:
+        """Give leased messages back (shutdown abandoned them): due again right away."""
+        ids = list(sms_ids)
+        now = self._clock()
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.executemany(
+                "UPDATE messages SET leased = 0, due_at = ? WHERE sms_id = ? AND leased = 1",
+                [(now, i) for i in ids],
+            )
+
+        if ids:
+            await self._writer.submit(op)
+
+    async def release_stale_leases(self) -> int:
+        """At start, with the store locked by this process, every lease is a dead process's."""
+        now = self._clock()
+        return await self._write_rowcount(
+            "UPDATE messages SET leased = 0, due_at = MIN(due_at, ?)"
+            " WHERE state = 'queued' AND leased = 1",
+            (now,),
+        )
+
+    async def expire_old(self, max_age: float) -> list[int]:
+        """Mark queued messages older than `max_age` as expired; returns their smsIds."""
+        if max_age <= 0:
+            return []
+        now = self._clock()
+
+        async def op(conn: aiosqlite.Connection) -> list[int]:
+            async with conn.execute(
+                "UPDATE messages SET state = 'expired', finished_at = ?, leased = 0,"
+                " final_code = 'MAX_AGE' WHERE state = 'queued' AND received_at < ?"
+                " AND leased = 0 RETURNING sms_id",
+                (now, now - max_age),
+            ) as cur:
+                return [int(r[0]) for r in await cur.fetchall()]
+
+        return await self._writer.submit(op)
+
+    async def purge_finished(self, keep: float, *, batch: int = 5000) -> int:
+        """Delete finished messages (and their attempts) older than `keep` seconds."""
+        cutoff = self._clock() - keep
+        total = 0
+        for state in FINISHED_STATES:
+            while True:
+                n = await self._write_rowcount(
+                    "DELETE FROM messages WHERE sms_id IN (SELECT sms_id FROM messages"
+                    " WHERE state = ? AND finished_at < ? LIMIT ?)",
+                    (state.value, cutoff, batch),
+                )
+                total += n
+                if n < batch:
+                    break
+        return total
+
+    async def requeue(
+        self, *, sms_ids: Sequence[int] = (), state: State | None = None, since: float | None = None
+    ) -> list[int]:
+        """Put dropped or expired messages back in the queue, keeping their smsId."""
+        now = self._clock()
+        where = "state IN ('dropped', 'expired')"
+        params: list[Any] = []
+        if sms_ids:
+            where += f" AND sms_id IN ({','.join('?' for _ in sms_ids)})"
+            params.extend(sms_ids)
+        if state is not None:
+            where += " AND state = ?"
+            params.append(state.value)
+        if since is not None:
+            where += " AND finished_at >= ?"
+            params.append(now - since)
+
+        async def op(conn: aiosqlite.Connection) -> list[int]:
+            # received_at moves forward so max_age does not expire it again at once.
+            async with conn.execute(
+                "UPDATE messages SET state = 'queued', due_at = ?, finished_at = NULL,"  # noqa: S608
+                f" final_code = NULL, leased = 0, received_at = MAX(received_at, ?) WHERE {where}"
+                " RETURNING sms_id",
+                [now, now, *params],
+            ) as cur:
+                return sorted(int(r[0]) for r in await cur.fetchall())
+
+        ids = await self._writer.submit(op)
+        if ids:
+            for listener in self._accepted_listeners:
+                listener()
+        return ids
+
+    async def check_writable(self, timeout: float = 2.0) -> str | None:
+        """None when a write transaction commits within `timeout`, else why not."""
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute("UPDATE id_sequence SET last_seq = last_seq WHERE only_row = 1")
+
+        try:
+            await asyncio.wait_for(self._writer.submit(op), timeout)
+        except TimeoutError:
+            return f"no commit within {timeout:g} s (locked or slow disk)"
+        except StoreUnavailable as e:
+            return str(e)
+        return None
+
+    async def _write_rowcount(self, sql: str, params: Sequence[Any]) -> int:
+        async def op(conn: aiosqlite.Connection) -> int:
+            async with conn.execute(sql, params) as cur:
+                return int(cur.rowcount)
+
+        return await self._writer.submit(op)
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def next_due_at(self) -> float | None:
+        row = await self._one(
+            "SELECT due_at FROM messages WHERE state = 'queued' ORDER BY due_at, sms_id LIMIT 1"
+        )
+        return float(row[0]) if row else None
+
+    async def summary(self) -> StoreSummary:
+        counts = {s: 0 for s in State}
+        async with self._reader.execute(
+            "SELECT state, COUNT(*) FROM messages GROUP BY state"
+        ) as cur:
+            async for state, n in cur:
+                counts[State(state)] = int(n)
+        oldest = await self._one(
+            "SELECT MIN(received_at) FROM messages WHERE state = 'queued'"
+        )
+        last = await self._one(
+            "SELECT MAX(finished_at) FROM messages WHERE state = 'delivered'"
+        )
+        return StoreSummary(
+            counts=counts,
+            oldest_queued_received_at=_float_or_none(oldest),
+            last_delivered_at=_float_or_none(last),
+        )
+
+    async def queued_count(self) -> int:
+        row = await self._one("SELECT COUNT(*) FROM messages WHERE state = 'queued'")
+        return int(row[0]) if row else 0
+
+    async def oldest_queued_received_at(self) -> float | None:
+        return _float_or_none(
+            await self._one("SELECT MIN(received_at) FROM messages WHERE state = 'queued'")
+        )
+
+    async def recent_drops(self, limit: int = 10) -> list[Drop]:
+        async with self._reader.execute(
+            "SELECT sms_id, phone, phone_from, final_code, finished_at, state FROM messages"
+            " WHERE state IN ('dropped', 'expired') ORDER BY finished_at DESC LIMIT ?",
+            (limit,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [Drop(int(r[0]), r[1], r[2], r[3], float(r[4]), State(r[5])) for r in rows]
+
+    async def list_messages(
+        self, *, state: State | None = None, phone: str | None = None, limit: int = 50
+    ) -> list[Message]:
+        where, params = ["1 = 1"], []
+        if state is not None:
+            where.append("state = ?")
+            params.append(state.value)
+        if phone is not None:
+            where.append("phone = ?")
+            params.append(phone)
+        async with self._reader.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(where)}"  # noqa: S608
+            " ORDER BY sms_id DESC LIMIT ?",
+            (*params, limit),
+        ) as cur:
+            return [_message(r) for r in await cur.fetchall()]
+
+    async def get_message(self, sms_id: int) -> Message | None:
+        async with self._reader.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sms_id = ?",  # noqa: S608
+            (sms_id,),
+        ) as cur:
+            row = await cur.fetchone()
+        return _message(row) if row else None
+
+    async def attempts_for(self, sms_id: int) -> list[Attempt]:
+        async with self._reader.execute(
+            "SELECT sms_id, started_at, duration, outcome, http_status, code, error, body"
+            " FROM attempts WHERE sms_id = ? ORDER BY id",
+            (sms_id,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            Attempt(int(r[0]), r[1], r[2], Outcome(r[3]), r[4], r[5], r[6], r[7]) for r in rows
+        ]
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self._reader.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+
+def _message(r: Any) -> Message:
+    return Message(
+        sms_id=int(r[0]),
+        source=r[1],
+        source_ref=r[2],
+        phone=r[3],
+        phone_from=r[4],
+        text=r[5],
+        received_at=float(r[6]),
+        accepted_at=float(r[7]),
+        state=State(r[8]),
+        due_at=float(r[9]),
+        attempts=int(r[10]),
+        finished_at=_float_or_none((r[11],)),
+        final_code=r[12],
+    )
+
+
+def _attempt_row(a: Attempt) -> tuple[Any, ...]:
+    body = a.body
+    if body is not None and len(body.encode("utf-8")) > BODY_LIMIT:
+        body = body.encode("utf-8")[:BODY_LIMIT].decode("utf-8", "ignore")
+    return (
+        a.sms_id, a.started_at, a.duration, a.outcome.value, a.http_status, a.code, a.error, body,
+    )  # fmt: skip
+
+
+def _float_or_none(row: Any) -> float | None:
+    if row is None or row[0] is None:
+        return None
+    return float(row[0])
