@@ -1,3 +1,3 @@
-"""Partner SMS gateway: takes SMS from modems and gateways, delivers them to Onlinesim's PUSH_SMS."""
+"""Partner SMS gateway: takes SMS from modems and gateways, delivers them to Onlinesim."""
 
 __version__ = "0.1.0"

@@ -266,9 +266,13 @@ class _Table:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{self.where(key)}: expected a number of seconds, got {_kind(value)}")
+            raise ConfigError(
+                f"{self.where(key)}: expected a number of seconds, got {_kind(value)}"
+            )
         if not math.isfinite(value) or not minimum <= value <= maximum:
-            raise ConfigError(f"{self.where(key)}: is {value}, must be between {minimum} and {maximum}")
+            raise ConfigError(
+                f"{self.where(key)}: is {value}, must be between {minimum} and {maximum}"
+            )
         return float(value)
 
     def integer(self, key: str, default: int, *, minimum: int, maximum: int = 2**62) -> int:
@@ -278,7 +282,9 @@ class _Table:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{self.where(key)}: expected an integer, got {_kind(value)}")
         if not minimum <= value <= maximum:
-            raise ConfigError(f"{self.where(key)}: is {value}, must be between {minimum} and {maximum}")
+            raise ConfigError(
+                f"{self.where(key)}: is {value}, must be between {minimum} and {maximum}"
+            )
         return value
 
     def choice(self, key: str, default: Any, allowed: tuple[str, ...]) -> Any:
@@ -286,7 +292,9 @@ class _Table:
         if value is None:
             return default
         if value not in allowed:
-            raise ConfigError(f"{self.where(key)}: is {value!r}, expected one of {', '.join(allowed)}")
+            raise ConfigError(
+                f"{self.where(key)}: is {value!r}, expected one of {', '.join(allowed)}"
+            )
         return value
 
     def finish(self) -> None:
@@ -300,8 +308,14 @@ class _Table:
 
 
 def _kind(value: object) -> str:
-    return {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
-            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)  # fmt: skip
+    return {
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
 
 
 def masked(cfg: Config) -> dict[str, Any]:

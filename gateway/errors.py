@@ -1,4 +1,4 @@
-"""The gateway's error hierarchy: user mistakes, transient faults and permanent faults kept apart."""
+"""The error hierarchy: user mistakes, transient faults and permanent faults kept apart."""
 
 
 class GatewayError(Exception):

@@ -1,4 +1,4 @@
-"""The outbox: the only code that runs SQL. Messages are committed here before any source says 'taken'."""
+"""The outbox, the only code that runs SQL; a message is committed before its source is answered."""
 
 from __future__ import annotations
 
@@ -196,16 +196,24 @@ class Outbox:
             "INSERT INTO messages (sms_id, source, source_ref, phone, phone_from, text,"
             " received_at, accepted_at, state, due_at) VALUES (?,?,?,?,?,?,?,?,'queued',?)",
             [
-                (sid, m.source, m.source_ref, m.phone, m.phone_from, m.text, m.received_at, now, now)
+                (
+                    sid,
+                    m.source,
+                    m.source_ref,
+                    m.phone,
+                    m.phone_from,
+                    m.text,
+                    m.received_at,
+                    now,
+                    now,
+                )
                 for sid, m in zip(ids, fresh, strict=True)
             ],
         )
         # Resolve placeholders: fresh ones and in-batch duplicates pointing at them.
         by_placeholder = {-i - 1: sid for i, sid in enumerate(ids)}
         return [
-            Accepted(by_placeholder.get(a.sms_id, a.sms_id), a.duplicate)
-            if a.sms_id < 0
-            else a
+            Accepted(by_placeholder.get(a.sms_id, a.sms_id), a.duplicate) if a.sms_id < 0 else a
             for a in result
         ]
 
@@ -390,9 +398,13 @@ class Outbox:
 
     # -- reading -------------------------------------------------------------------------
 
-    async def next_due_at(self) -> float | None:
+    async def next_due_at(self, max_age: float = 0) -> float | None:
+        """When the next claimable message is due (the same filter as claim_due)."""
+        cutoff = self._clock() - max_age if max_age > 0 else float("-inf")
         row = await self._one(
-            "SELECT due_at FROM messages WHERE state = 'queued' ORDER BY due_at, sms_id LIMIT 1"
+            "SELECT due_at FROM messages WHERE state = 'queued' AND received_at >= ?"
+            " ORDER BY due_at, sms_id LIMIT 1",
+            (cutoff,),
         )
         return float(row[0]) if row else None
 
@@ -403,12 +415,8 @@ class Outbox:
         ) as cur:
             async for state, n in cur:
                 counts[State(state)] = int(n)
-        oldest = await self._one(
-            "SELECT MIN(received_at) FROM messages WHERE state = 'queued'"
-        )
-        last = await self._one(
-            "SELECT MAX(finished_at) FROM messages WHERE state = 'delivered'"
-        )
+        oldest = await self._one("SELECT MIN(received_at) FROM messages WHERE state = 'queued'")
+        last = await self._one("SELECT MAX(finished_at) FROM messages WHERE state = 'delivered'")
         return StoreSummary(
             counts=counts,
             oldest_queued_received_at=_float_or_none(oldest),
@@ -465,9 +473,7 @@ class Outbox:
             (sms_id,),
         ) as cur:
             rows = await cur.fetchall()
-        return [
-            Attempt(int(r[0]), r[1], r[2], Outcome(r[3]), r[4], r[5], r[6], r[7]) for r in rows
-        ]
+        return [Attempt(int(r[0]), r[1], r[2], Outcome(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
 
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         async with self._reader.execute(sql, params) as cur:
@@ -497,8 +503,15 @@ def _attempt_row(a: Attempt) -> tuple[Any, ...]:
     if body is not None and len(body.encode("utf-8")) > BODY_LIMIT:
         body = body.encode("utf-8")[:BODY_LIMIT].decode("utf-8", "ignore")
     return (
-        a.sms_id, a.started_at, a.duration, a.outcome.value, a.http_status, a.code, a.error, body,
-    )  # fmt: skip
+        a.sms_id,
+        a.started_at,
+        a.duration,
+        a.outcome.value,
+        a.http_status,
+        a.code,
+        a.error,
+        body,
+    )
 
 
 def _float_or_none(row: Any) -> float | None:

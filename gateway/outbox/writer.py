@@ -65,7 +65,7 @@ class GroupWriter:
                 if batch:
                     await self._commit(batch)
                 if stop:
-                    for op, fut in self._pending:
+                    for _op, fut in self._pending:
                         fut.set_exception(StoreUnavailable("the store is closing"))
                     return
 

@@ -1,0 +1,156 @@
+"""The `sms-gateway` command: argument parsing and exit codes (0 ok, 1 runtime failure, 2 usage)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__, config, logs
+from gateway.cli import render, store_cmds
+from gateway.errors import ConfigError, GatewayError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(GatewayError):
+    """Bad arguments (exit 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sms-gateway",
+        description="Receives SMS from modems and gateways; delivers them to Onlinesim PUSH_SMS.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-c",
+        "--config",
+        metavar="PATH",
+        help="config file (default: $SMS_GATEWAY_CONFIG, else /etc/sms-gateway/config.toml)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", parents=[common], help="run the daemon until SIGTERM")
+    sub.add_parser("check-config", parents=[common], help="validate and print the config")
+    sub.add_parser("migrate", parents=[common], help="apply pending store migrations")
+    p = sub.add_parser("status", parents=[common], help="what the store holds")
+    p.add_argument("--json", action="store_true")
+
+    msgs = sub.add_parser("messages", help="list, show or retry messages")
+    msub = msgs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = msub.add_parser("list", parents=[common], help="messages, newest first")
+    p.add_argument("--state", choices=["queued", "delivered", "dropped", "expired"])
+    p.add_argument("--phone")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p = msub.add_parser("show", parents=[common], help="one message with its attempts")
+    p.add_argument("sms_id", type=int, metavar="SMSID")
+    p.add_argument("--json", action="store_true")
+    p = msub.add_parser("retry", parents=[common], help="queue dropped/expired messages again")
+    p.add_argument("sms_ids", type=int, nargs="*", metavar="SMSID")
+    p.add_argument("--state", choices=["dropped", "expired"])
+    p.add_argument("--since", metavar="DURATION", help="finished within, e.g. 3600, 90m, 2h, 1d")
+
+    p = sub.add_parser("ingest", parents=[common], help="enqueue one message and exit")
+    p.add_argument("--phone", help="the number that received the SMS (digits)")
+    p.add_argument("--from", dest="phone_from", help="the sender as received")
+    p.add_argument("--text", help="the text (read from stdin when omitted)")
+    p.add_argument("--id", dest="source_ref", help="the caller's own id: the same id twice is one")
+    p.add_argument("--received-at", help="ISO-8601 time of receipt (default: now)")
+
+    p = sub.add_parser("stand-in", parents=[common], help="a local PUSH_SMS endpoint for trials")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--key", help="accept only this API key (default: any)")
+    p.add_argument(
+        "--active",
+        action="append",
+        default=[],
+        metavar="PHONE",
+        help="phones with an active operation (default: all); others get NO_OPERATION",
+    )
+    p.add_argument(
+        "--bad-service",
+        action="append",
+        default=[],
+        metavar="SENDER",
+        help="senders answered BAD_SERVICE",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=100.0,
+        help="requests per second before 429 TOO_MANY_ATTEMPTS (0: no limit)",
+    )
+    p = sub.add_parser("demo", parents=[common], help="everything on one machine, no hardware")
+    p.add_argument("--port", type=int, default=8080, help="the daemon's HTTP port (0: any free)")
+    p.add_argument("--dir", default="demo-data", help="where the demo keeps its store and config")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (ConfigError, UsageError) as e:
+        print(f"sms-gateway: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except GatewayError as e:
+        print(f"sms-gateway: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+
+
+def _load(args: argparse.Namespace) -> config.Config:
+    return config.load(args.config or config.default_path())
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd == "stand-in":
+        logs.configure("info", "console")
+        from gateway.cli.serve_cmds import stand_in
+
+        return asyncio.run(stand_in(args))
+    if cmd == "demo":
+        logs.configure("warning", "console")
+        from gateway.demo import run_demo
+
+        return asyncio.run(run_demo(port=args.port, directory=args.dir))
+    cfg = _load(args)
+    secrets = (cfg.upstream.api_key, cfg.http.ingest_token)
+    if cmd == "check-config":
+        print(f"# {cfg.source_path}: valid")
+        print(render.toml(config.masked(cfg)), end="")
+        return EXIT_OK
+    if cmd == "run":
+        logs.configure(cfg.log.level, cfg.log.format, secrets)
+        from gateway.daemon import Daemon
+
+        return asyncio.run(Daemon(cfg).run())
+    logs.configure("warning", "console", secrets)
+    if cmd == "messages" and args.action == "retry" and not args.sms_ids and not args.state:
+        raise UsageError("messages retry: give SMSIDs or --state dropped|expired")
+    if getattr(args, "since", None) is not None:
+        args.since = parse_duration(args.since)
+    return asyncio.run(store_cmds.run(cmd, args, cfg))
+
+
+def parse_duration(text: str) -> float:
+    """'90' seconds, or with a unit: 90s, 15m, 2h, 1d."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip().lower()
+    scale = units.get(t[-1:])
+    number = t[:-1] if scale else t
+    try:
+        value = float(number) * (scale or 1)
+    except ValueError:
+        raise UsageError(
+            f"--since: {text!r} is not a duration such as 3600, 90m, 2h or 1d"
+        ) from None
+    if value < 0:
+        raise UsageError("--since: must not be negative")
+    return value

@@ -1,0 +1,199 @@
+"""Commands that work on the store directly, with or without the daemon running."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from typing import Any
+
+from gateway.cli import render
+from gateway.config import Config
+from gateway.errors import GatewayError, StoreUnavailable
+from gateway.http.ingest import IngestError, parse_body
+from gateway.intake import Intake
+from gateway.outbox import Message, Outbox, State
+
+
+async def run(cmd: str, args: argparse.Namespace, cfg: Config) -> int:
+    create = cmd in ("migrate", "ingest")
+    outbox = await Outbox.open(
+        cfg.store.path, node=cfg.ids.node, nodes=cfg.ids.nodes, create=create
+    )
+    try:
+        match cmd:
+            case "migrate":
+                print(f"{cfg.store.path}: schema up to date")
+                return 0
+            case "status":
+                return await status(outbox, args, cfg)
+            case "ingest":
+                return await ingest(outbox, args)
+            case "messages":
+                return await messages(outbox, args)
+        raise GatewayError(f"unknown command {cmd}")
+    finally:
+        await outbox.close()
+
+
+async def status(outbox: Outbox, args: argparse.Namespace, cfg: Config) -> int:
+    now = time.time()
+    summary = await outbox.summary()
+    drops = await outbox.recent_drops(10)
+    oldest = summary.oldest_queued_received_at
+    counts = {s.value: summary.counts.get(s, 0) for s in State}
+    data = {
+        "store": cfg.store.path,
+        "messages": counts,
+        "oldest_queued_age": round(now - oldest, 3) if oldest is not None else None,
+        "last_delivered_at": summary.last_delivered_at,
+        "recent_drops": [
+            {
+                "smsId": d.sms_id,
+                "state": d.state.value,
+                "code": d.code,
+                "phone": d.phone,
+                "phoneFrom": d.phone_from,
+                "at": d.finished_at,
+            }
+            for d in drops
+        ],
+    }
+    if args.json:
+        print(render.dumps(data))
+        return 0
+    print(f"store: {cfg.store.path}")
+    print("messages: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(f"oldest queued: {render.age(oldest, now)} ago" if oldest else "oldest queued: -")
+    print(f"last delivery: {render.when(summary.last_delivered_at)}")
+    if drops:
+        print("recent drops:")
+        print(
+            render.table(
+                ["smsId", "state", "code", "phone", "from", "at"],
+                [
+                    [
+                        d.sms_id,
+                        d.state.value,
+                        d.code,
+                        d.phone,
+                        d.phone_from,
+                        render.when(d.finished_at),
+                    ]
+                    for d in drops
+                ],
+            )
+        )
+    return 0
+
+
+def _message_json(m: Message) -> dict[str, Any]:
+    data = dataclasses.asdict(m)
+    data["state"] = m.state.value
+    return data
+
+
+async def messages(outbox: Outbox, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        found = await outbox.list_messages(
+            state=State(args.state) if args.state else None, phone=args.phone, limit=args.limit
+        )
+        if args.json:
+            print(render.dumps([_message_json(m) for m in found]))
+        else:
+            print(
+                render.table(
+                    ["smsId", "state", "phone", "from", "received", "tries", "code", "text"],
+                    [
+                        [
+                            m.sms_id,
+                            m.state.value,
+                            m.phone,
+                            m.phone_from,
+                            render.when(m.received_at),
+                            m.attempts,
+                            m.final_code,
+                            render.one_line(m.text),
+                        ]
+                        for m in found
+                    ],
+                )
+            )
+        return 0
+    if args.action == "show":
+        m = await outbox.get_message(args.sms_id)
+        if m is None:
+            print(f"sms-gateway: no message with smsId {args.sms_id}", file=sys.stderr)
+            return 1
+        attempts = await outbox.attempts_for(m.sms_id)
+        if args.json:
+            data = _message_json(m)
+            data["attempts"] = [
+                {**dataclasses.asdict(a), "outcome": a.outcome.value} for a in attempts
+            ]
+            print(render.dumps(data))
+            return 0
+        for key, value in _message_json(m).items():
+            if key.endswith("_at") and isinstance(value, float):
+                value = render.when(value)
+            print(f"{key:12} {value}")
+        print(f"attempts ({len(attempts)}):")
+        print(
+            render.table(
+                ["time", "took", "outcome", "http", "code", "error", "body"],
+                [
+                    [
+                        render.when(a.started_at),
+                        f"{a.duration:.3f}s",
+                        a.outcome.value,
+                        a.http_status,
+                        a.code,
+                        a.error,
+                        render.one_line(a.body or "", 60),
+                    ]
+                    for a in attempts
+                ],
+            )
+        )
+        return 0
+    # retry
+    ids = await outbox.requeue(
+        sms_ids=args.sms_ids, state=State(args.state) if args.state else None, since=args.since
+    )
+    print(f"queued again: {len(ids)}" + (f" ({', '.join(map(str, ids))})" if ids else ""))
+    if args.sms_ids and len(ids) < len(args.sms_ids):
+        missing = sorted(set(args.sms_ids) - set(ids))
+        print(
+            f"not dropped or expired (left alone): {', '.join(map(str, missing))}", file=sys.stderr
+        )
+    return 0
+
+
+async def ingest(outbox: Outbox, args: argparse.Namespace) -> int:
+    text = args.text if args.text is not None else sys.stdin.read()
+    payload: dict[str, Any] = {"phone": args.phone, "phoneFrom": args.phone_from, "text": text}
+    if args.source_ref:
+        payload["id"] = args.source_ref
+    if args.received_at:
+        payload["receivedAt"] = args.received_at
+    try:
+        item = parse_body(payload, source="cli", now=time.time()).items[0]
+    except IngestError as e:
+        from gateway.cli import UsageError
+
+        flag = {
+            "phone": "--phone",
+            "phoneFrom": "--from",
+            "id": "--id",
+            "text": "--text",
+            "receivedAt": "--received-at",
+        }.get(e.field, e.field)
+        raise UsageError(f"{flag}: {str(e).split(': ', 1)[1]}") from None
+    try:
+        (accepted,) = await Intake(outbox).accept([item])
+    except StoreUnavailable as e:
+        print(f"sms-gateway: not committed: {e}", file=sys.stderr)
+        return 1
+    print(accepted.sms_id)
+    return 0

@@ -1,0 +1,171 @@
+"""The daemon's supervisor: starts every part in order, watches them, stops them in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+import structlog
+
+from gateway import __version__
+from gateway.config import Config
+from gateway.delivery import DeliveryWorker
+from gateway.errors import GatewayError, StoreError
+from gateway.health import Health
+from gateway.http import HttpServer
+from gateway.intake import Intake
+from gateway.metrics import Metrics
+from gateway.outbox import Outbox
+from gateway.sdnotify import Notifier
+
+log = structlog.get_logger(__name__)
+SHUTDOWN_BUDGET = 5.0  # seconds from SIGTERM to exit (CONTRACT section 2)
+PUSH_GRACE = 3.5  # of which in-flight pushes may use this much
+
+
+class StoreLocked(GatewayError):
+    """Another daemon already runs on this store."""
+
+
+@dataclass
+class Parts:
+    outbox: Outbox
+    metrics: Metrics
+    intake: Intake
+    worker: DeliveryWorker
+    health: Health
+    http: HttpServer
+
+
+def lock_store(path: str) -> int:
+    """Hold an exclusive lock beside the store for the daemon's life: one daemon per store."""
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreLocked(f"{path}: another sms-gateway daemon is running on this store") from None
+    return fd
+
+
+class Daemon:
+    def __init__(self, cfg: Config, *, notifier: Notifier | None = None) -> None:
+        self.cfg = cfg
+        self.notifier = notifier or Notifier()
+        self.parts: Parts | None = None
+        self._lock_fd: int | None = None
+        self._stop = asyncio.Event()
+
+    async def start(self) -> Parts:
+        cfg = self.cfg
+        self._lock_fd = lock_store(cfg.store.path)
+        try:
+            outbox = await Outbox.open(cfg.store.path, node=cfg.ids.node, nodes=cfg.ids.nodes)
+        except BaseException:
+            self._unlock()
+            raise
+        metrics = Metrics()
+        intake = Intake(outbox, metrics)
+        worker = DeliveryWorker(
+            outbox, cfg.upstream, metrics, keep_finished=cfg.store.keep_finished
+        )
+        health = Health(outbox, worker, degraded_after=cfg.upstream.circuit_after)
+        http = HttpServer(
+            host=cfg.http.host,
+            port=cfg.http.port,
+            outbox=outbox,
+            intake=intake,
+            health=health,
+            metrics=metrics,
+            ingest_token=cfg.http.ingest_token,
+        )
+        self.parts = Parts(outbox, metrics, intake, worker, health, http)
+        try:
+            await worker.start()
+            await http.start()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info(
+            "daemon.started",
+            version=__version__,
+            store=cfg.store.path,
+            upstream=cfg.upstream.url,
+            listen=f"{cfg.http.host}:{http.bound_port}",
+        )
+        return self.parts
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def stop(self) -> None:
+        """Stop input first, then delivery (in-flight pushes get PUSH_GRACE), then the store."""
+        if self.parts is None:
+            return
+        p, self.parts = self.parts, None
+        await p.http.stop_accepting()
+        await p.worker.stop(grace=PUSH_GRACE)
+        await p.http.stop()
+        await p.outbox.close()
+        self._unlock()
+        log.info("daemon.stopped")
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT (exit 0) or until a vital part dies (exit 1)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+        try:
+            parts = await self.start()
+            self.notifier.notify(READY="1", STATUS="delivering")
+            code = await self._watch(parts)
+            self.notifier.notify(STOPPING="1", STATUS="stopping")
+            deadline = time.monotonic() + SHUTDOWN_BUDGET
+            await self.stop()
+            log.info("daemon.exit", code=code, shutdown_left=round(deadline - time.monotonic(), 3))
+            return code
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("daemon.stop_requested", signal=sig.name)
+        self._stop.set()
+
+    def _on_hangup(self) -> None:
+        log.info("daemon.reload_ignored", reason="nothing in this version reloads on SIGHUP")
+
+    async def _watch(self, parts: Parts) -> int:
+        interval = self.notifier.watchdog_interval()
+        tick = min(interval, 5.0) if interval else 5.0
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), tick)
+            if not parts.worker.alive and not self._stop.is_set():
+                log.error("daemon.worker_died", action="exiting so systemd restarts us")
+                return 1
+            if interval:
+                self.notifier.notify(WATCHDOG="1", STATUS=await self._status_line(parts))
+        return 0
+
+    async def _status_line(self, parts: Parts) -> str:
+        try:
+            queued = await parts.outbox.queued_count()
+        except Exception as e:
+            return f"store unreadable: {e}"
+        up = parts.worker.status()
+        return f"{queued} queued, upstream circuit {up.pacer.circuit.value}"
+
+
+__all__ = ["Daemon", "StoreError", "StoreLocked"]

@@ -1,0 +1,156 @@
+"""aiohttp application: GET /health, GET /metrics, POST /v1/sms; sources add their own routes."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.errors import StoreUnavailable
+from gateway.health import Health, Level
+from gateway.http.ingest import IngestError, parse_body
+from gateway.intake import Intake
+from gateway.metrics import Metrics
+from gateway.outbox import Outbox
+
+log = structlog.get_logger(__name__)
+MAX_BODY = 1024 * 1024
+INGEST_SOURCE = "http"
+
+
+def json_response(data: Any, status: int = 200, **kw: Any) -> web.Response:
+    return web.Response(
+        body=json.dumps(data, ensure_ascii=False).encode("utf-8"),
+        status=status,
+        content_type="application/json",
+        charset="utf-8",
+        **kw,
+    )
+
+
+def token_matches(given: str | None, expected: str) -> bool:
+    """Constant-time comparison so the token cannot be guessed byte by byte."""
+    if not expected or given is None:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
+
+
+def bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body as JSON, or an HTTP error: 413 over 1 MiB, 400 when it is not JSON."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
+    raw = await request.read()  # client_max_size enforces the limit without Content-Length
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": f"body: not valid UTF-8 JSON ({e})"}),
+            content_type="application/json",
+        ) from None
+
+
+class HttpServer:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        outbox: Outbox,
+        intake: Intake,
+        health: Health,
+        metrics: Metrics,
+        ingest_token: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._host, self._port = host, port
+        self._outbox = outbox
+        self._intake = intake
+        self._health = health
+        self._metrics = metrics
+        self._token = ingest_token
+        self._clock = clock
+        self.app = web.Application(client_max_size=MAX_BODY)
+        self.app.router.add_get("/health", self._get_health)
+        self.app.router.add_get("/metrics", self._get_metrics)
+        if ingest_token:
+            self.app.router.add_post("/v1/sms", self._post_sms)
+        self._runner: web.AppRunner | None = None
+        self.bound_port: int | None = None
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.bound_port = sockets[0].getsockname()[1] if sockets else self._port
+        log.info("http.listening", host=self._host, port=self.bound_port)
+
+    async def stop_accepting(self) -> None:
+        """Close the listening socket first: no new input while the rest shuts down."""
+        if self._runner is not None:
+            for site in list(self._runner.sites):
+                await site.stop()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _get_health(self, request: web.Request) -> web.Response:
+        level, body = await self._health.report()
+        return json_response(body, status=503 if level is Level.FAILING else 200)
+
+    async def _get_metrics(self, request: web.Request) -> web.Response:
+        try:
+            self._metrics.observe_store(await self._outbox.summary(), self._clock())
+        except Exception as e:  # the store's trouble shows in /health; metrics still answer
+            log.warning("metrics.store_unreadable", error=str(e))
+        return web.Response(
+            body=generate_latest(self._metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
+
+    async def _post_sms(self, request: web.Request) -> web.Response:
+        if not token_matches(bearer(request), self._token):
+            return json_response(
+                {"error": "missing or wrong token; send Authorization: Bearer <ingest_token>"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        payload = await read_json(request)
+        try:
+            parsed = parse_body(payload, source=INGEST_SOURCE, now=self._clock())
+        except IngestError as e:
+            return json_response({"error": str(e), "field": e.field}, status=400)
+        try:
+            accepted = await self._intake.accept(parsed.items)
+        except StoreUnavailable as e:
+            log.error("ingest.store_unavailable", error=str(e), count=len(parsed.items))
+            return json_response(
+                {"error": "the store cannot commit; nothing was taken, try again"},
+                status=503,
+                headers={"Retry-After": "10"},
+            )
+        fresh = sum(1 for a in accepted if not a.duplicate)
+        status = 201 if fresh else 200
+
+        def one(a: Any) -> dict[str, Any]:
+            return {"smsId": a.sms_id, "duplicate": True} if a.duplicate else {"smsId": a.sms_id}
+
+        if parsed.is_list:
+            return json_response([one(a) for a in accepted], status=status)
+        return json_response(one(accepted[0]), status=status)

@@ -1,0 +1,72 @@
+"""The Prometheus metrics of CONTRACT section 6, in a registry of their own (one per daemon)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gateway.outbox import Outcome, State, StoreSummary
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_DELIVERY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.received = Counter(
+            "sms_gateway_messages_received",
+            "SMS committed to the outbox, by source.",
+            ["source"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "sms_gateway_duplicates",
+            "SMS a source sent again and we recognised.",
+            ["source"],
+            registry=r,
+        )
+        self.attempts = Counter(
+            "sms_gateway_push_attempts", "PUSH_SMS attempts, by result.", ["result"], registry=r
+        )
+        for outcome in Outcome:
+            self.attempts.labels(outcome.value)
+        self.messages = Gauge(
+            "sms_gateway_messages", "Messages in the store, by state.", ["state"], registry=r
+        )
+        self.oldest_queued = Gauge(
+            "sms_gateway_oldest_queued_seconds", "Age of the oldest queued message.", registry=r
+        )
+        self.push_seconds = Histogram(
+            "sms_gateway_push_seconds",
+            "Duration of one PUSH_SMS attempt.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.delivery_seconds = Histogram(
+            "sms_gateway_delivery_seconds",
+            "From receipt of an SMS to its delivery upstream.",
+            buckets=_DELIVERY_BUCKETS,
+            registry=r,
+        )
+        self.circuit_open = Gauge(
+            "sms_gateway_upstream_circuit_open", "1 while only probes go upstream.", registry=r
+        )
+        self.in_flight = Gauge(
+            "sms_gateway_push_in_flight", "PUSH_SMS requests in flight.", registry=r
+        )
+        self.modem_up = Gauge(
+            "sms_gateway_modem_up",
+            "1 when the modem answers and its SIM is ready.",
+            ["modem"],
+            registry=r,
+        )
+        self.modem_signal = Gauge(
+            "sms_gateway_modem_signal", "Modem signal in dBm (AT+CSQ).", ["modem"], registry=r
+        )
+
+    def observe_store(self, summary: StoreSummary, now: float) -> None:
+        for state in State:
+            self.messages.labels(state.value).set(summary.counts.get(state, 0))
+        oldest = summary.oldest_queued_received_at
+        self.oldest_queued.set(max(0.0, now - oldest) if oldest is not None else 0)

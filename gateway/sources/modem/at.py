@@ -1,0 +1,1086 @@
+"""The AT layer: bytes -> lines -> classified events -> one command in flight at a time.
+
+Three parts, each usable alone:
+
+* :class:`LineFramer`, pure and synchronous: splits the byte stream on CR/LF, recognises the
+  ``> `` prompt of ``AT+CMGS``, flags undecodable lines and caps line length.
+* :class:`AtClassifier`, pure and synchronous: sorts lines into the in-flight command's
+  information lines, its final result code, unsolicited result codes (URCs, with the PDU line
+  that belongs to ``+CMT:``/``+CDS:``), the echo of the command, and garbage.
+* :class:`AtChannel`: owns one :class:`~gateway.sources.modem.serial_link.SerialLink`, a reader
+  task that feeds the two above, and ``command()`` with exactly one command in flight.
+
+Plus small pure parsers for the answers the modem start-up needs (``parse_*``); each raises
+:class:`AtDecodeError` on garbage and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from gateway.errors import DecodeError, GatewayError
+from gateway.sources.modem.serial_link import LinkClosed, LinkError, SerialLink
+
+__all__ = [
+    "MAX_LINE",
+    "AtChannel",
+    "AtClassifier",
+    "AtDecodeError",
+    "AtError",
+    "AtResponse",
+    "AtTimeout",
+    "Echo",
+    "Event",
+    "Final",
+    "Garbage",
+    "Info",
+    "Line",
+    "LineFramer",
+    "LinkClosed",
+    "Prompt",
+    "Stray",
+    "Urc",
+    "command_prefix",
+    "parse_cgmi",
+    "parse_cgmm",
+    "parse_cgsn",
+    "parse_cimi",
+    "parse_cmgl",
+    "parse_cmgr",
+    "parse_cmgs",
+    "parse_cmti",
+    "parse_cnum",
+    "parse_cops",
+    "parse_cpin",
+    "parse_cpms",
+    "parse_creg",
+    "parse_creg_urc",
+    "parse_csq",
+    "parse_iccid",
+    "rssi_to_dbm",
+    "split_result",
+]
+
+log = structlog.get_logger(__name__)
+
+MAX_LINE = 4096
+CTRL_Z = b"\x1a"
+ESC = b"\x1b"
+_PROMPT = b"> "
+_TERMINATORS = b"\r\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+class AtDecodeError(DecodeError):
+    """A modem answer could not be understood."""
+
+
+class AtCommandError(GatewayError):
+    """Base of the errors :meth:`AtChannel.command` raises besides :class:`LinkClosed`."""
+
+
+class AtError(AtCommandError):
+    """The modem answered with an error final result code (``ERROR``, ``+CME ERROR: 10``, ...).
+
+    ``kind`` is the result code without its argument (``"ERROR"``, ``"+CME ERROR"``,
+    ``"+CMS ERROR"``, ``"NO CARRIER"``, ``"COMMAND NOT SUPPORT"``...); ``code`` the numeric
+    argument of ``+CME``/``+CMS`` errors when it is a number, ``text`` the argument as sent.
+    """
+
+    def __init__(
+        self,
+        command: str,
+        kind: str,
+        *,
+        code: int | None = None,
+        text: str = "",
+        lines: tuple[str, ...] = (),
+    ) -> None:
+        self.command = command
+        self.kind = kind
+        self.code = code
+        self.text = text
+        self.lines = lines
+        detail = f"{kind}: {text}" if text else kind
+        super().__init__(f"{command}: {detail}")
+
+
+class AtTimeout(AtCommandError):
+    """No final result code arrived within the timeout."""
+
+    def __init__(self, command: str, timeout: float) -> None:
+        self.command = command
+        self.timeout = timeout
+        super().__init__(f"{command}: no answer within {timeout:g}s")
+
+
+# --------------------------------------------------------------------------------------------
+# Framing
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One line from the modem, without its terminator.
+
+    ``text`` is the decoded, stripped line (invalid UTF-8 replaced). ``prompt`` marks the
+    ``> `` prompt (``text == ">"``). ``invalid`` marks bytes that are not UTF-8 or hold control
+    characters; ``truncated`` a line cut at :data:`MAX_LINE` bytes. Either makes it ``garbled``.
+    """
+
+    text: str
+    raw: bytes
+    prompt: bool = False
+    invalid: bool = False
+    truncated: bool = False
+
+    @property
+    def garbled(self) -> bool:
+        return self.invalid or self.truncated
+
+
+_PROMPT_LINE = Line(text=">", raw=_PROMPT, prompt=True)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _make_line(raw: bytes, *, truncated: bool = False) -> Line | None:
+    invalid = False
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", errors="replace")
+        invalid = True
+    if _CONTROL.search(text):
+        invalid = True
+    text = text.strip()
+    if not text and not invalid and not truncated:
+        return None
+    return Line(text=text, raw=raw, invalid=invalid, truncated=truncated)
+
+
+class LineFramer:
+    """Split a modem byte stream into :class:`Line` objects. Any chunking, same lines.
+
+    * lines end at CR or LF (``\\r\\n``, bare ``\\r`` or bare ``\\n``); empty lines are dropped;
+    * ``> `` at the start of a line is the SMS input prompt: it has no terminator and is
+      reported at once as a prompt line;
+    * a line longer than ``max_line`` bytes is reported once, truncated and flagged, and the rest
+      of it up to the next terminator is discarded, so memory stays bounded on any input.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        if max_line < 2:
+            raise ValueError("max_line must be at least 2")
+        self._max = max_line
+        self._buf = bytearray()
+        self._discarding = False
+
+    @property
+    def pending(self) -> int:
+        """Bytes held for an unfinished line."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Line]:
+        out: list[Line] = []
+        buf = self._buf
+        i, n = 0, len(data)
+        while i < n:
+            if self._discarding:
+                j = _find_terminator(data, i)
+                if j < 0:
+                    return out
+                self._discarding = False
+                i = j + 1
+                continue
+            if not buf:
+                if data[i] in _TERMINATORS:
+                    i += 1
+                    continue
+                if data.startswith(_PROMPT, i):
+                    out.append(_PROMPT_LINE)
+                    i += len(_PROMPT)
+                    continue
+            elif buf == b">" and data[i] == 0x20:
+                buf.clear()
+                out.append(_PROMPT_LINE)
+                i += 1
+                continue
+            j = _find_terminator(data, i)
+            end = n if j < 0 else j
+            room = self._max - len(buf)
+            if end - i > room:
+                buf += data[i : i + room]
+                line = _make_line(bytes(buf), truncated=True)
+                buf.clear()
+                if line is not None:
+                    out.append(line)
+                self._discarding = True
+                i += room
+                continue
+            buf += data[i:end]
+            if j < 0:
+                return out
+            line = _make_line(bytes(buf))
+            buf.clear()
+            if line is not None:
+                out.append(line)
+            i = j + 1
+        return out
+
+
+def _find_terminator(data: bytes, start: int) -> int:
+    cr = data.find(b"\r", start)
+    lf = data.find(b"\n", start)
+    if cr < 0:
+        return lf
+    if lf < 0:
+        return cr
+    return min(cr, lf)
+
+
+# --------------------------------------------------------------------------------------------
+# Classification
+
+
+@dataclass(frozen=True, slots=True)
+class Urc:
+    """An unsolicited result code: ``name`` like ``"+CMTI"`` or ``"RING"``, ``args`` the text
+    after ``": "`` (empty for bare words), ``pdu`` the PDU line of ``+CMT``/``+CDS``/``+CBM``."""
+
+    name: str
+    args: str = ""
+    pdu: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Info:
+    """An information line of the command in flight (PDU lines included)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    """The final result code of the command in flight."""
+
+    text: str
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """The ``> `` prompt asking for the PDU of ``AT+CMGS``/``AT+CMGW``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Echo:
+    """The modem echoing the command back (echo still on)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Garbage:
+    """A line that is not text (bad UTF-8, control characters) or too long; to log and skip."""
+
+    line: Line
+
+
+@dataclass(frozen=True, slots=True)
+class Stray:
+    """A final result code while no command is in flight (a late answer after a timeout)."""
+
+    text: str
+
+
+Event = Urc | Info | Final | Prompt | Echo | Garbage | Stray
+
+_FINAL_ERROR_WORDS = frozenset(
+    {
+        "ERROR",
+        "NO CARRIER",
+        "COMMAND NOT SUPPORT",
+        "TOO MANY PARAMETERS",
+        "BUSY",
+        "NO ANSWER",
+        "NO DIALTONE",
+    }
+)
+_FINAL_ERROR_PREFIXES = ("+CME ERROR:", "+CMS ERROR:")
+
+# URCs that are a "+NAME: args" or "^NAME: args" line.
+_URC_PREFIXED = frozenset(
+    {
+        "+CMTI",
+        "+CMT",
+        "+CDSI",
+        "+CDS",
+        "+CBM",
+        "+CBMI",
+        "+CLIP",
+        "+CRING",
+        "+CCWA",
+        "+CUSD",
+        "+CREG",
+        "+CGREG",
+        "+CEREG",
+        "+C5GREG",
+        "+CPIN",
+        "+CFUN",
+        "+CIEV",
+        "+CTZV",
+        "+CTZE",
+        "+CTZU",
+        "+PSUTTZ",
+        "*PSUTTZ",
+        "DST",
+        "+QIND",
+        "+QIURC",
+        "+QUSIM",
+        "+QSIMSTAT",
+        "+STIN",
+        "+STKPCI",
+        "+CUSATP",
+        "+WIND",
+        "#QSS",
+        "+SIMCARD",
+        "^RSSI",
+        "^HCSQ",
+        "^BOOT",
+        "^MODE",
+        "^SRVST",
+        "^SIMST",
+        "^SYSSTART",
+        "^STIN",
+        "^CEND",
+        "^ORIG",
+        "^CONF",
+        "^CONN",
+        "^DSFLOWRPT",
+        "^NDISSTAT",
+        "^SMMEMFULL",
+        "^SIMFILEREFRESH",
+        "^ACTIVEBAND",
+        "^CSNR",
+        "^CERSSI",
+        "^NWTIME",
+        "^EONS",
+        "^RSSILVL",
+        "^HRSSILVL",
+    }
+)
+# URCs that are a whole line (compared upper-case).
+_URC_WORDS = frozenset(
+    {
+        "RING",
+        "RDY",
+        "CALL READY",
+        "SMS READY",
+        "PB DONE",
+        "PB READY",
+        "^SYSSTART",
+        "NORMAL POWER DOWN",
+        "POWERED DOWN",
+        "UNDER-VOLTAGE POWER DOWN",
+        "UNDER-VOLTAGE WARNNING",
+        "OVER-VOLTAGE POWER DOWN",
+        "OVER-VOLTAGE WARNNING",
+        "START",
+        "+CPIN: READY",
+    }
+)
+# URC headers whose next line is a PDU that belongs to them.
+_URC_WITH_PDU = frozenset({"+CMT", "+CDS", "+CBM"})
+# Set commands (``AT+X=...``) that answer only with a result code: a ``+X:`` line while they
+# are in flight is an unsolicited code (``AT+CPIN="1234"`` is followed by ``+CPIN: READY``).
+_SET_WITHOUT_INFO = frozenset(
+    {"+CPIN", "+CREG", "+CGREG", "+CEREG", "+CFUN", "+CNMI", "+CMEE", "+CMGF", "+CSCS"}
+)
+
+_HEX_LINE = re.compile(r"[0-9A-Fa-f]+")
+_CMD_PREFIX = re.compile(r"AT([+^$%#*][A-Z0-9_]+|&?[A-Z])?", re.IGNORECASE)
+_NAME = re.compile(r"([+^$%#*]?[A-Za-z][A-Za-z0-9_ ]*?)\s*:\s?(.*)", re.DOTALL)
+
+
+def command_prefix(command: str) -> str | None:
+    """The prefix of the information lines ``command`` answers with: ``AT+CSQ`` -> ``"+CSQ"``.
+
+    ``None`` for basic commands (``ATE0``, ``ATI``) and for set commands that answer only OK.
+    """
+    m = _CMD_PREFIX.match(command.strip())
+    if m is None or m.group(1) is None or m.group(1)[0] not in "+^$%#*":
+        return None
+    prefix = m.group(1).upper()
+    rest = command.strip()[m.end() :]
+    if rest.startswith("=") and not rest.startswith("=?") and prefix in _SET_WITHOUT_INFO:
+        return None
+    return prefix
+
+
+def split_result(text: str) -> tuple[str, str]:
+    """``"+CMTI: \\"SM\\",3"`` -> ``("+CMTI", "\\"SM\\",3")``; a bare word -> ``(word, "")``."""
+    if text[:1] in "+^$%#*" or text.startswith("DST:"):
+        m = _NAME.fullmatch(text)
+        if m is not None:
+            return m.group(1).strip(), m.group(2).strip()
+    return text, ""
+
+
+def _final(text: str) -> Final | None:
+    if text == "OK":
+        return Final(text, ok=True)
+    upper = text.upper()
+    if upper in _FINAL_ERROR_WORDS or upper.startswith(_FINAL_ERROR_PREFIXES):
+        return Final(text, ok=False)
+    return None
+
+
+def _is_urc(text: str) -> bool:
+    upper = text.upper()
+    if upper in _URC_WORDS:
+        return True
+    name, _ = split_result(text)
+    return name != text and name.upper() in _URC_PREFIXED
+
+
+class AtClassifier:
+    """Sort lines into :data:`Event` objects, knowing which command is in flight. Pure.
+
+    Rules, in order: a garbled line is :class:`Garbage`; the line after a ``+CMT:``/``+CDS:``/
+    ``+CBM:`` header is its PDU if it is hex; the prompt is :class:`Prompt`; the command's own
+    text before any answer is :class:`Echo`; final result codes end the command (or are
+    :class:`Stray` with none in flight); a line with the in-flight command's prefix is
+    :class:`Info` (so ``+CREG: 0,1`` answers ``AT+CREG?``); a known URC is :class:`Urc`; any
+    other line is :class:`Info` of the command in flight, or an unknown :class:`Urc` if none is.
+    """
+
+    def __init__(self) -> None:
+        self._command: str | None = None
+        self._prefix: str | None = None
+        self._answered = False
+        self._pdu_header: Urc | None = None
+
+    @property
+    def in_flight(self) -> str | None:
+        return self._command
+
+    def begin(self, command: str) -> None:
+        self._command = command.strip()
+        self._prefix = command_prefix(command)
+        self._answered = False
+
+    def end(self) -> None:
+        self._command = None
+        self._prefix = None
+        self._answered = False
+
+    def feed(self, line: Line) -> list[Event]:
+        events: list[Event] = []
+        header = self._pdu_header
+        if header is not None:
+            self._pdu_header = None
+            if not line.garbled and not line.prompt and _HEX_LINE.fullmatch(line.text):
+                events.append(Urc(header.name, header.args, line.text))
+                return events
+            events.append(header)
+        events.extend(self._classify(line))
+        return events
+
+    def _classify(self, line: Line) -> list[Event]:
+        if line.garbled:
+            return [Garbage(line)]
+        if line.prompt:
+            return [Prompt()]
+        text = line.text
+        command = self._command
+        if command is not None and not self._answered and text.upper() == command.upper():
+            return [Echo(text)]
+        final = _final(text)
+        if final is not None:
+            if command is None:
+                return [Stray(text)]
+            self._answered = True
+            return [final]
+        name, args = split_result(text)
+        if command is not None and self._prefix is not None and name.upper() == self._prefix:
+            self._answered = True
+            return [Info(text)]
+        if _is_urc(text):
+            urc = Urc(name, args) if name != text else Urc(text)
+            if urc.name.upper() in _URC_WITH_PDU:
+                self._pdu_header = urc
+                return []
+            return [urc]
+        if command is not None:
+            self._answered = True
+            return [Info(text)]
+        return [Urc(name, args) if name != text else Urc(text)]
+
+
+# --------------------------------------------------------------------------------------------
+# The channel
+
+
+@dataclass(frozen=True, slots=True)
+class AtResponse:
+    """The answer to one command: its information lines in order (PDU lines included)."""
+
+    command: str
+    lines: tuple[str, ...] = ()
+    final: str = "OK"
+
+    def with_prefix(self, prefix: str) -> tuple[str, ...]:
+        """The values of the lines starting with ``prefix:`` (``"+CSQ"`` -> ``("20,99",)``)."""
+        out: list[str] = []
+        for text in self.lines:
+            name, args = split_result(text)
+            if name.upper() == prefix.upper():
+                out.append(args)
+        return tuple(out)
+
+    def first(self, prefix: str | None = None) -> str | None:
+        """The first line (or the first ``prefix:`` line's value); ``None`` if there is none."""
+        if prefix is None:
+            return self.lines[0] if self.lines else None
+        values = self.with_prefix(prefix)
+        return values[0] if values else None
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@dataclass(slots=True)
+class _Pending:
+    command: str
+    future: asyncio.Future[AtResponse]
+    payload: bytes | None
+    payload_sent: bool = False
+    lines: list[str] = field(default_factory=list)
+
+
+_CME = re.compile(r"\+(CME|CMS) ERROR:\s*(.*)", re.IGNORECASE)
+
+
+def _error_from_final(command: str, text: str, lines: tuple[str, ...]) -> AtError:
+    m = _CME.fullmatch(text)
+    if m is None:
+        return AtError(command, text.upper(), lines=lines)
+    arg = m.group(2).strip().strip('"')
+    code = int(arg) if arg.isdigit() and len(arg) < 6 else None
+    return AtError(command, f"+{m.group(1).upper()} ERROR", code=code, text=arg, lines=lines)
+
+
+class AtChannel:
+    """One modem port: a reader task, URCs to ``on_urc``, one AT command in flight at a time.
+
+    ``start()`` starts the reader task; ``close()`` stops it and closes the link. When the link
+    dies (EOF, I/O error) the command in flight and every later one raise :class:`LinkClosed`,
+    and :meth:`wait_closed` returns.
+    """
+
+    def __init__(
+        self,
+        link: SerialLink,
+        *,
+        on_urc: Callable[[Urc], None],
+        max_line: int = MAX_LINE,
+    ) -> None:
+        self._link = link
+        self._on_urc = on_urc
+        self._framer = LineFramer(max_line)
+        self._classifier = AtClassifier()
+        self._lock = asyncio.Lock()
+        self._pending: _Pending | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._started = False
+        self._closed = asyncio.Event()
+        self._close_reason: LinkClosed | None = None
+
+    @property
+    def port(self) -> str:
+        return self._link.name
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    @property
+    def close_reason(self) -> LinkClosed | None:
+        """Why the channel closed (``None`` while open)."""
+        return self._close_reason
+
+    def start(self) -> None:
+        """Start the reader task. Call once, from a running event loop."""
+        if self._started:
+            raise RuntimeError("AtChannel already started")
+        if self.closed:
+            raise LinkClosed(f"{self.port}: channel closed")
+        self._started = True
+        self._reader = asyncio.get_running_loop().create_task(
+            self._read_loop(), name=f"at-reader:{self.port}"
+        )
+
+    async def close(self) -> None:
+        """Stop the reader, fail the command in flight with :class:`LinkClosed`, close the link."""
+        self._mark_closed(LinkClosed(f"{self.port}: channel closed"))
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        await self._link.close()
+
+    async def wait_closed(self) -> LinkClosed:
+        """Wait until the link is gone; returns the reason."""
+        await self._closed.wait()
+        assert self._close_reason is not None
+        return self._close_reason
+
+    async def __aenter__(self) -> AtChannel:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def command(
+        self,
+        cmd: str,
+        *,
+        timeout: float = 5.0,
+        expect_pdu_prompt: bytes | None = None,
+    ) -> AtResponse:
+        """Send ``cmd`` (``"AT+CSQ"``, no terminator) and wait for its final result code.
+
+        With ``expect_pdu_prompt`` (for ``AT+CMGS=<len>``) those bytes are written, followed by
+        Ctrl-Z, when the modem sends its ``> `` prompt; if the prompt never comes the input mode
+        is cancelled with ESC on timeout. Raises :class:`AtError`, :class:`AtTimeout`,
+        :class:`LinkClosed`.
+        """
+        if not cmd[:2].upper() == "AT" or any(c in cmd for c in "\r\n\x1a\x1b"):
+            raise ValueError(f"not a single AT command: {cmd!r}")
+        if not self._started:
+            raise RuntimeError("AtChannel.start() was not called")
+        payload = None
+        if expect_pdu_prompt is not None:
+            payload = expect_pdu_prompt.rstrip(CTRL_Z) + CTRL_Z
+        async with self._lock:
+            if self._close_reason is not None:
+                raise LinkClosed(str(self._close_reason))
+            loop = asyncio.get_running_loop()
+            pending = _Pending(cmd, loop.create_future(), payload)
+            self._pending = pending
+            self._classifier.begin(cmd)
+            try:
+                self._link.write(cmd.encode("ascii", errors="replace") + b"\r")
+                return await asyncio.wait_for(pending.future, timeout)
+            except TimeoutError:
+                if payload is not None and not pending.payload_sent:
+                    with contextlib.suppress(LinkError):
+                        self._link.write(ESC)
+                log.warning("modem.at_timeout", port=self.port, command=cmd, timeout=timeout)
+                raise AtTimeout(cmd, timeout) from None
+            except LinkClosed:
+                self._mark_closed(LinkClosed(f"{self.port}: write failed"))
+                raise
+            finally:
+                self._pending = None
+                self._classifier.end()
+                if not pending.future.done():
+                    pending.future.cancel()
+
+    # -- reader side -------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        reason: LinkClosed | None = None
+        try:
+            while True:
+                try:
+                    data = await self._link.read()
+                except LinkClosed as exc:
+                    reason = exc
+                    return
+                except OSError as exc:
+                    reason = LinkClosed(f"{self.port}: read failed: {exc}")
+                    return
+                if not data:
+                    reason = LinkClosed(f"{self.port}: end of file")
+                    return
+                for line in self._framer.feed(data):
+                    for event in self._classifier.feed(line):
+                        self._dispatch(event)
+        finally:
+            if reason is not None:
+                log.warning("modem.link_closed", port=self.port, reason=str(reason))
+                self._mark_closed(reason)
+            elif not self.closed:
+                self._mark_closed(LinkClosed(f"{self.port}: reader stopped"))
+
+    def _dispatch(self, event: Event) -> None:
+        pending = self._pending
+        if isinstance(event, Urc):
+            try:
+                self._on_urc(event)
+            except Exception:
+                log.exception("modem.urc_callback_failed", port=self.port, urc=event.name)
+        elif isinstance(event, Info):
+            if pending is not None:
+                pending.lines.append(event.text)
+        elif isinstance(event, Final):
+            if pending is not None and not pending.future.done():
+                lines = tuple(pending.lines)
+                if event.ok:
+                    pending.future.set_result(AtResponse(pending.command, lines, event.text))
+                else:
+                    pending.future.set_exception(
+                        _error_from_final(pending.command, event.text, lines)
+                    )
+        elif isinstance(event, Prompt):
+            if pending is not None and pending.payload is not None and not pending.payload_sent:
+                pending.payload_sent = True
+                try:
+                    self._link.write(pending.payload)
+                except LinkClosed:
+                    log.warning("modem.write_failed", port=self.port, command=pending.command)
+            else:
+                log.debug("modem.unexpected_prompt", port=self.port)
+        elif isinstance(event, Garbage):
+            log.warning(
+                "modem.garbage_skipped",
+                port=self.port,
+                first_bytes=repr(event.line.raw[:32]),
+                length=len(event.line.raw),
+                truncated=event.line.truncated,
+            )
+        elif isinstance(event, Stray):
+            log.info("modem.stray_result", port=self.port, result=event.text)
+        # Echo: dropped.
+
+    def _mark_closed(self, reason: LinkClosed) -> None:
+        if self._close_reason is None:
+            self._close_reason = reason
+            self._closed.set()
+        pending = self._pending
+        if pending is not None and not pending.future.done():
+            pending.future.set_exception(LinkClosed(str(self._close_reason)))
+
+
+# --------------------------------------------------------------------------------------------
+# Parsers
+
+
+def _fields(args: str) -> list[str]:
+    """Split a comma-separated result list; quoted fields keep commas; quotes removed."""
+    out: list[str] = []
+    cur: list[str] = []
+    quoted = False
+    for ch in args:
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            out.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    if quoted:
+        raise AtDecodeError(f"unbalanced quotes in {args!r}")
+    out.append("".join(cur).strip())
+    return out
+
+
+def _int(value: str, what: str, lo: int = 0, hi: int = 2**31 - 1) -> int:
+    value = value.strip()
+    if not value.isascii() or not value.isdigit() or len(value) > 10:
+        raise AtDecodeError(f"{what}: expected a number, got {value!r}")
+    n = int(value)
+    if not lo <= n <= hi:
+        raise AtDecodeError(f"{what}: {n} is out of range {lo}..{hi}")
+    return n
+
+
+def _prefixed(lines: Sequence[str], prefix: str) -> list[str]:
+    out: list[str] = []
+    for text in lines:
+        name, args = split_result(text)
+        if name.upper() == prefix:
+            out.append(args)
+    return out
+
+
+def _one_prefixed(lines: Sequence[str], prefix: str) -> str:
+    values = _prefixed(lines, prefix)
+    if not values:
+        raise AtDecodeError(f"no {prefix} line in {_show(lines)}")
+    return values[0]
+
+
+def _show(lines: Iterable[str]) -> str:
+    text = repr(list(lines))
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _pdu(text: str, what: str) -> str:
+    text = text.strip()
+    if not text or len(text) % 2 or not _HEX_LINE.fullmatch(text):
+        raise AtDecodeError(f"{what}: not a PDU (hex, even length): {text[:40]!r}")
+    return text.upper()
+
+
+def parse_cmti(args: str) -> tuple[str, int]:
+    """``"SM",3`` (the arguments of ``+CMTI:``/``+CDSI:``) -> ``("SM", 3)``."""
+    parts = _fields(args)
+    if len(parts) != 2:
+        raise AtDecodeError(f"+CMTI: expected <mem>,<index>, got {args!r}")
+    storage = parts[0].upper()
+    if not storage.isascii() or not storage.isalnum() or len(storage) > 8:
+        raise AtDecodeError(f"+CMTI: bad storage {parts[0]!r}")
+    return storage, _int(parts[1], "+CMTI index", 0, 65535)
+
+
+def _stat(value: str, what: str) -> int:
+    return _int(value, f"{what} stat", 0, 4)
+
+
+def parse_cmgl(lines: Sequence[str]) -> list[tuple[int, int, str]]:
+    """``+CMGL: <index>,<stat>,[<alpha>],<length>`` + PDU line, repeated -> ``[(idx, stat, pdu)]``.
+
+    Lines that are neither a ``+CMGL:`` header nor the PDU after one are an error.
+    """
+    out: list[tuple[int, int, str]] = []
+    header: tuple[int, int] | None = None
+    for text in lines:
+        if header is not None:
+            out.append((header[0], header[1], _pdu(text, "+CMGL")))
+            header = None
+            continue
+        name, args = split_result(text)
+        if name.upper() != "+CMGL":
+            raise AtDecodeError(f"+CMGL: unexpected line {text[:40]!r}")
+        parts = _fields(args)
+        if len(parts) < 3:
+            raise AtDecodeError(f"+CMGL: expected <index>,<stat>,,<length>, got {args!r}")
+        _int(parts[-1], "+CMGL length", 0, 255)
+        header = (_int(parts[0], "+CMGL index", 0, 65535), _stat(parts[1], "+CMGL"))
+    if header is not None:
+        raise AtDecodeError(f"+CMGL: header for index {header[0]} without a PDU line")
+    return out
+
+
+def parse_cmgr(lines: Sequence[str]) -> tuple[int, str] | None:
+    """``+CMGR: <stat>,[<alpha>],<length>`` + PDU line -> ``(stat, pdu)``; no lines (an empty
+    slot on most modems) or a zero-length answer -> ``None``."""
+    if not lines:
+        return None
+    name, args = split_result(lines[0])
+    if name.upper() != "+CMGR":
+        raise AtDecodeError(f"+CMGR: unexpected line {lines[0][:40]!r}")
+    parts = _fields(args)
+    if len(parts) < 2:
+        raise AtDecodeError(f"+CMGR: expected <stat>,,<length>, got {args!r}")
+    stat = _stat(parts[0], "+CMGR")
+    length = _int(parts[-1], "+CMGR length", 0, 255)
+    if len(lines) < 2:
+        if length == 0:
+            return None
+        raise AtDecodeError("+CMGR: header without a PDU line")
+    if len(lines) > 2:
+        raise AtDecodeError(f"+CMGR: unexpected extra lines {_show(lines[2:])}")
+    pdu = _pdu(lines[1], "+CMGR")
+    if length == 0 and pdu == "00":
+        return None
+    return stat, pdu
+
+
+def parse_cmgs(lines: Sequence[str]) -> int:
+    """``+CMGS: <mr>`` -> the message reference."""
+    parts = _fields(_one_prefixed(lines, "+CMGS"))
+    return _int(parts[0], "+CMGS reference", 0, 255)
+
+
+def parse_cpms(lines: Sequence[str]) -> list[tuple[int, int]]:
+    """``+CPMS: "SM",3,30,"SM",3,30,...`` (query) or ``+CPMS: 3,30,3,30,...`` (set) ->
+    ``[(used, total), ...]`` per storage."""
+    args = _one_prefixed(lines, "+CPMS")
+    numbers: list[str] = []
+    for part in _fields(args):
+        if part.isascii() and part.isdigit():
+            numbers.append(part)
+        elif part.isascii() and part.isalnum() and not part.isdigit() and len(part) <= 8:
+            continue  # a storage name ("SM", "ME", "MT", "SR")
+        else:
+            raise AtDecodeError(f"+CPMS: bad field {part!r} in {args!r}")
+    if not numbers or len(numbers) % 2:
+        raise AtDecodeError(f"+CPMS: expected <used>,<total> pairs, got {args!r}")
+    out: list[tuple[int, int]] = []
+    for used_s, total_s in zip(numbers[::2], numbers[1::2], strict=True):
+        used = _int(used_s, "+CPMS used", 0, 65535)
+        total = _int(total_s, "+CPMS total", 0, 65535)
+        if used > total:
+            raise AtDecodeError(f"+CPMS: used {used} > total {total}")
+        out.append((used, total))
+    return out
+
+
+def parse_csq(lines: Sequence[str]) -> tuple[int | None, int | None]:
+    """``+CSQ: <rssi>,<ber>`` -> ``(rssi 0..31, ber 0..7)``, ``None`` for 99 (unknown)."""
+    parts = _fields(_one_prefixed(lines, "+CSQ"))
+    if len(parts) != 2:
+        raise AtDecodeError(f"+CSQ: expected <rssi>,<ber>, got {parts!r}")
+    rssi = _int(parts[0], "+CSQ rssi", 0, 99)
+    ber = _int(parts[1], "+CSQ ber", 0, 99)
+    if 31 < rssi < 99:
+        raise AtDecodeError(f"+CSQ: rssi {rssi} out of range")
+    if 7 < ber < 99:
+        raise AtDecodeError(f"+CSQ: ber {ber} out of range")
+    return (None if rssi == 99 else rssi), (None if ber == 99 else ber)
+
+
+def rssi_to_dbm(rssi: int) -> int:
+    """27.007 ``+CSQ`` rssi 0..31 -> dBm (0 is -113 dBm or less, 31 is -51 dBm or more)."""
+    if not 0 <= rssi <= 31:
+        raise ValueError(f"rssi {rssi} out of range 0..31")
+    return -113 + 2 * rssi
+
+
+def parse_creg(lines: Sequence[str]) -> tuple[int, int]:
+    """``+CREG: <n>,<stat>[,<lac>,<ci>[,<act>]]`` (the answer to ``AT+CREG?``) -> ``(n, stat)``."""
+    parts = _fields(_one_prefixed(lines, "+CREG"))
+    if len(parts) < 2:
+        raise AtDecodeError(f"+CREG: expected <n>,<stat>, got {parts!r}")
+    return _int(parts[0], "+CREG n", 0, 3), _int(parts[1], "+CREG stat", 0, 11)
+
+
+def parse_creg_urc(args: str) -> int:
+    """The arguments of an unsolicited ``+CREG: <stat>[,<lac>,<ci>[,<act>]]`` -> ``stat``."""
+    parts = _fields(args)
+    return _int(parts[0], "+CREG stat", 0, 11)
+
+
+def parse_cnum(lines: Sequence[str]) -> str | None:
+    """``+CNUM: ["alpha"],"<number>",<type>`` -> the first number (``None`` if there is none)."""
+    for args in _prefixed(lines, "+CNUM"):
+        parts = _fields(args)
+        if len(parts) < 2:
+            raise AtDecodeError(f"+CNUM: expected [alpha],<number>,<type>, got {args!r}")
+        number = parts[1].replace(" ", "")
+        if not number:
+            continue
+        digits = number[1:] if number.startswith("+") else number
+        if not digits.isascii() or not digits.isdigit() or not 3 <= len(digits) <= 20:
+            raise AtDecodeError(f"+CNUM: bad number {parts[1]!r}")
+        if len(parts) >= 3 and parts[2] == "145" and not number.startswith("+"):
+            number = "+" + number
+        return number
+    if lines and not _prefixed(lines, "+CNUM"):
+        raise AtDecodeError(f"+CNUM: unexpected lines {_show(lines)}")
+    return None
+
+
+_CPIN = re.compile(r"[A-Z][A-Z0-9 -]{0,20}")
+
+
+def parse_cpin(lines: Sequence[str]) -> str:
+    """``+CPIN: READY`` -> ``"READY"`` (or ``"SIM PIN"``, ``"SIM PUK"``, ``"NOT READY"``...)."""
+    value = _one_prefixed(lines, "+CPIN").strip().strip('"').strip().upper()
+    if not _CPIN.fullmatch(value):
+        raise AtDecodeError(f"+CPIN: bad state {value[:40]!r}")
+    return value
+
+
+_ICCID_PREFIXES = ("+CCID", "^ICCID", "+QCCID", "+ICCID", "#CCID", "+CICCID", "^SCID", "+ZGETICCID")
+
+
+def _unswap(value: str) -> str:
+    chars = list(value)
+    for i in range(0, len(chars) - 1, 2):
+        chars[i], chars[i + 1] = chars[i + 1], chars[i]
+    return "".join(chars)
+
+
+def parse_iccid(lines: Sequence[str]) -> str:
+    """The SIM's ICCID from ``+CCID:``, ``^ICCID:``, ``+QCCID:``, ``+ICCID:``, ``#CCID:`` or a
+    bare line of digits. An ICCID always starts with 89 (ITU-T E.118), so one starting with 98 is
+    nibble-swapped (as Huawei's ``^ICCID`` gives it) and is swapped back. A trailing filler ``F``
+    is dropped."""
+    for text in lines:
+        name, args = split_result(text)
+        if name != text:
+            if name.upper() not in _ICCID_PREFIXES:
+                continue
+            value = args
+        else:
+            value = text
+        value = value.strip().strip('"').strip().upper()
+        if value.startswith("98"):
+            value = _unswap(value)
+        value = value.rstrip("F")
+        if not value.isascii() or not value.isdigit():
+            raise AtDecodeError(f"ICCID: not digits: {value[:40]!r}")
+        if not 18 <= len(value) <= 22:
+            raise AtDecodeError(f"ICCID: {len(value)} digits, expected 18..22")
+        if not value.startswith("89"):
+            raise AtDecodeError(f"ICCID: does not start with 89: {value!r}")
+        return value
+    raise AtDecodeError(f"ICCID: no ICCID line in {_show(lines)}")
+
+
+def parse_cops(lines: Sequence[str]) -> str | None:
+    """``+COPS: <mode>[,<format>,"<oper>"[,<act>]]`` -> the operator, ``None`` if not registered."""
+    parts = _fields(_one_prefixed(lines, "+COPS"))
+    _int(parts[0], "+COPS mode", 0, 4)
+    if len(parts) < 3:
+        return None
+    _int(parts[1], "+COPS format", 0, 2)
+    name = parts[2].strip()
+    if not name:
+        return None
+    if not name.isprintable() or len(name) > 64:
+        raise AtDecodeError(f"+COPS: bad operator {name[:40]!r}")
+    return name
+
+
+def _identity(lines: Sequence[str], prefix: str, what: str) -> str:
+    for text in lines:
+        name, args = split_result(text)
+        value = args if name.upper() == prefix else text
+        value = value.strip().strip('"').strip()
+        if value:
+            if not value.isprintable() or len(value) > 128:
+                raise AtDecodeError(f"{what}: bad value {value[:40]!r}")
+            return value
+    raise AtDecodeError(f"{what}: empty answer")
+
+
+def parse_cgmi(lines: Sequence[str]) -> str:
+    """The manufacturer from ``AT+CGMI`` (``+CGMI:`` prefix stripped if the maker adds one)."""
+    return _identity(lines, "+CGMI", "manufacturer")
+
+
+def parse_cgmm(lines: Sequence[str]) -> str:
+    """The model from ``AT+CGMM`` (``+CGMM:`` prefix stripped if the maker adds one)."""
+    return _identity(lines, "+CGMM", "model")
+
+
+def parse_cgsn(lines: Sequence[str]) -> str:
+    """The IMEI from ``AT+CGSN`` (``+CGSN:`` prefix and quotes stripped): 14..17 digits."""
+    value = _identity(lines, "+CGSN", "IMEI")
+    if not value.isascii() or not value.isdigit() or not 14 <= len(value) <= 17:
+        raise AtDecodeError(f"IMEI: expected 14..17 digits, got {value[:40]!r}")
+    return value
+
+
+def parse_cimi(lines: Sequence[str]) -> str:
+    """The IMSI from ``AT+CIMI``: 6..15 digits."""
+    value = _identity(lines, "+CIMI", "IMSI")
+    if not value.isascii() or not value.isdigit() or not 6 <= len(value) <= 15:
+        raise AtDecodeError(f"IMSI: expected 6..15 digits, got {value[:40]!r}")
+    return value

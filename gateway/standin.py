@@ -1,0 +1,186 @@
+"""A local stand-in for Onlinesim's PUSH_SMS endpoint, for trying a setup and for tests.
+
+Behaves as the reference describes: 200 for a good push; 404 NO_OPERATION for a phone not
+marked active; BAD_SERVICE for a listed sender; 429 TOO_MANY_ATTEMPTS when driven faster than
+its rate; 401 ERROR_WRONG_KEY for a wrong key. Tests can also script answers one by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+log = structlog.get_logger(__name__)
+PUSH_KEYS = ("smsId", "phoneFrom", "phone", "text", "action", "key")
+
+
+@dataclass(frozen=True)
+class Push:
+    """One request as it arrived: raw bytes and headers, for byte-exact assertions."""
+
+    raw: bytes
+    headers: dict[str, str]
+    at: float
+    status: int
+    body: dict[str, Any] | None
+
+    @property
+    def sms_id(self) -> int | None:
+        value = self.body.get("smsId") if self.body else None
+        return value if isinstance(value, int) else None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A scripted answer: a status and body, a delay first, or a connection reset."""
+
+    status: int = 200
+    body: str = '{"response": 1}'
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    reset: bool = False
+
+
+class StandIn:
+    def __init__(
+        self,
+        *,
+        key: str | None = None,
+        active_phones: Iterable[str] = (),
+        bad_senders: Iterable[str] = (),
+        rate_limit: float = 0.0,
+        path: str = "/v1/PUSH_SMS",
+    ) -> None:
+        self.key = key
+        self.active_phones = set(active_phones)
+        self.bad_senders = {s.lower() for s in bad_senders}
+        self.rate_limit = rate_limit
+        self.path = path
+        self.script: collections.deque[Answer] = collections.deque()
+        self.default: Answer | None = None  # when set, every unscripted request gets it
+        self.pushes: list[Push] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._recent: collections.deque[float] = collections.deque()
+        self._changed = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self.app = web.Application(client_max_size=1024 * 1024)
+        self.app.router.add_post(path, self._push)
+        self.app.router.add_get("/received", self._received)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.path}"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def delivered(self) -> list[Push]:
+        return [p for p in self.pushes if p.status == 200]
+
+    def delivered_ids(self) -> set[int]:
+        return {p.sms_id for p in self.delivered() if p.sms_id is not None}
+
+    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:
+        """Wait until predicate(self) is true, at most `timeout` seconds (no sleeping loops)."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self):
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def _push(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            answer, body = await self._answer(raw)
+            if answer.delay:
+                await asyncio.sleep(answer.delay)
+            if answer.reset:
+                if request.transport is not None:
+                    request.transport.abort()
+                self._record(raw, request, 0, body)
+                raise ConnectionResetError("stand-in reset the connection")
+            self._record(raw, request, answer.status, body)
+            return web.Response(
+                status=answer.status,
+                text=answer.body,
+                headers=answer.headers,
+                content_type="application/json" if answer.body.startswith("{") else "text/plain",
+            )
+        finally:
+            self.in_flight -= 1
+
+    def _record(self, raw: bytes, request: web.Request, status: int, body: Any) -> None:
+        self.pushes.append(Push(raw, dict(request.headers), time.time(), status, body))
+        self._changed.set()
+        if body and status:
+            log.info(
+                "standin.push",
+                status=status,
+                sms_id=body.get("smsId"),
+                phone=body.get("phone"),
+                phone_from=body.get("phoneFrom"),
+            )
+
+    async def _answer(self, raw: bytes) -> tuple[Answer, dict[str, Any] | None]:
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return Answer(400, '{"response": "ERROR_BAD_JSON"}'), None
+        if not isinstance(body, dict):
+            return Answer(400, '{"response": "ERROR_BAD_JSON"}'), None
+        if self.script:
+            return self.script.popleft(), body
+        if self.default is not None:
+            return self.default, body
+        if sorted(body) != sorted(PUSH_KEYS) or body.get("action") != "PUSH_SMS":
+            return Answer(400, '{"response": "ERROR_PARAMS"}'), body
+        if self.key is not None and body.get("key") != self.key:
+            return Answer(401, '{"response": "ERROR_WRONG_KEY"}'), body
+        if self.rate_limit > 0 and self._too_fast():
+            return Answer(429, '{"response": "TOO_MANY_ATTEMPTS"}', {"Retry-After": "1"}), body
+        if str(body.get("phoneFrom", "")).lower() in self.bad_senders:
+            return Answer(400, '{"response": "BAD_SERVICE"}'), body
+        if self.active_phones and str(body.get("phone")) not in self.active_phones:
+            return Answer(404, '{"response": "NO_OPERATION"}'), body
+        return Answer(200, '{"response": 1}'), body
+
+    def _too_fast(self) -> bool:
+        now = time.monotonic()
+        while self._recent and self._recent[0] < now - 1.0:
+            self._recent.popleft()
+        if len(self._recent) >= self.rate_limit:
+            return True
+        self._recent.append(now)
+        return False
+
+    async def _received(self, request: web.Request) -> web.Response:
+        data = [
+            {
+                "status": p.status,
+                "at": p.at,
+                **{k: v for k, v in (p.body or {}).items() if k != "key"},
+            }
+            for p in self.pushes[-1000:]
+        ]
+        return web.json_response(data, dumps=lambda d: json.dumps(d, ensure_ascii=False))
