@@ -24,7 +24,10 @@ PUSH_KEYS = ("smsId", "phoneFrom", "phone", "text", "action", "key")
 
 @dataclass(frozen=True)
 class Push:
-    """One request as it arrived: raw bytes and headers, for byte-exact assertions."""
+    """One request as it arrived: raw bytes and headers, for byte-exact assertions.
+
+    `at` is when it arrived; `status` what the client got (0: no answer, reset or gave up).
+    """
 
     raw: bytes
     headers: dict[str, str]
@@ -82,7 +85,9 @@ class StandIn:
         return f"http://127.0.0.1:{self.port}{self.path}"
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=0.5
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -108,19 +113,23 @@ class StandIn:
                 await self._changed.wait()
 
     async def _push(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.time()
         raw = await request.read()
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self._changed.set()
         try:
             answer, body = await self._answer(raw)
             if answer.delay:
                 await asyncio.sleep(answer.delay)
-            if answer.reset:
+            gone = request.transport is None or request.transport.is_closing()
+            if answer.reset or gone:
+                # Status 0: the client saw no answer (we reset it, or it gave up waiting).
                 if request.transport is not None:
                     request.transport.abort()
-                self._record(raw, request, 0, body)
-                raise ConnectionResetError("stand-in reset the connection")
-            self._record(raw, request, answer.status, body)
+                self._record(raw, request, arrived, 0, body)
+                return web.Response(status=499)  # never reaches anyone
+            self._record(raw, request, arrived, answer.status, body)
             return web.Response(
                 status=answer.status,
                 text=answer.body,
@@ -130,8 +139,10 @@ class StandIn:
         finally:
             self.in_flight -= 1
 
-    def _record(self, raw: bytes, request: web.Request, status: int, body: Any) -> None:
-        self.pushes.append(Push(raw, dict(request.headers), time.time(), status, body))
+    def _record(
+        self, raw: bytes, request: web.Request, arrived: float, status: int, body: Any
+    ) -> None:
+        self.pushes.append(Push(raw, dict(request.headers), arrived, status, body))
         self._changed.set()
         if body and status:
             log.info(

@@ -31,6 +31,7 @@ __all__ = [
     "MAX_LINE",
     "AtChannel",
     "AtClassifier",
+    "AtCommandError",
     "AtDecodeError",
     "AtError",
     "AtResponse",
@@ -394,7 +395,6 @@ _URC_WORDS = frozenset(
         "OVER-VOLTAGE POWER DOWN",
         "OVER-VOLTAGE WARNNING",
         "START",
-        "+CPIN: READY",
     }
 )
 # URC headers whose next line is a PDU that belongs to them.
@@ -575,7 +575,7 @@ def _error_from_final(command: str, text: str, lines: tuple[str, ...]) -> AtErro
     if m is None:
         return AtError(command, text.upper(), lines=lines)
     arg = m.group(2).strip().strip('"')
-    code = int(arg) if arg.isdigit() and len(arg) < 6 else None
+    code = int(arg) if arg.isascii() and arg.isdigit() and len(arg) < 6 else None
     return AtError(command, f"+{m.group(1).upper()} ERROR", code=code, text=arg, lines=lines)
 
 
@@ -701,29 +701,31 @@ class AtChannel:
     # -- reader side -------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        reason: LinkClosed | None = None
         try:
-            while True:
-                try:
-                    data = await self._link.read()
-                except LinkClosed as exc:
-                    reason = exc
-                    return
-                except OSError as exc:
-                    reason = LinkClosed(f"{self.port}: read failed: {exc}")
-                    return
-                if not data:
-                    reason = LinkClosed(f"{self.port}: end of file")
-                    return
-                for line in self._framer.feed(data):
-                    for event in self._classifier.feed(line):
-                        self._dispatch(event)
-        finally:
-            if reason is not None:
-                log.warning("modem.link_closed", port=self.port, reason=str(reason))
-                self._mark_closed(reason)
-            elif not self.closed:
-                self._mark_closed(LinkClosed(f"{self.port}: reader stopped"))
+            reason = await self._pump()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug here must not leave a half-alive channel behind
+            log.exception("modem.reader_failed", port=self.port)
+            reason = LinkClosed(f"{self.port}: reader failed: {exc!r}")
+        if not self.closed:
+            log.warning("modem.link_closed", port=self.port, reason=str(reason))
+        self._mark_closed(reason)
+
+    async def _pump(self) -> LinkClosed:
+        """Feed the framer and classifier until the link ends; returns why it ended."""
+        while True:
+            try:
+                data = await self._link.read()
+            except LinkClosed as exc:
+                return exc
+            except OSError as exc:
+                return LinkClosed(f"{self.port}: read failed: {exc}")
+            if not data:
+                return LinkClosed(f"{self.port}: end of file")
+            for line in self._framer.feed(data):
+                for event in self._classifier.feed(line):
+                    self._dispatch(event)
 
     def _dispatch(self, event: Event) -> None:
         pending = self._pending

@@ -71,6 +71,8 @@ class PduKind(enum.Enum):
 
 
 class Encoding(enum.Enum):
+    """The user-data alphabet the DCS announces (23.038 section 4)."""
+
     GSM7 = "gsm7"
     BINARY8 = "binary8"
     UCS2 = "ucs2"
@@ -95,22 +97,22 @@ class Report:
     discharge_time: datetime | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Sms:
     """One decoded PDU. For a status report `sender` is the recipient the report is about."""
 
     kind: PduKind
-    smsc: str
-    sender: str
-    sender_is_alphanumeric: bool
-    timestamp: datetime | None  # None when the network sent an impossible date
-    pid: int
-    dcs: int
-    encoding: Encoding
-    text: str
-    concat: Concat | None
-    ports: tuple[int, int] | None  # (destination, origin) application ports
-    raw: str
+    smsc: str = ""
+    sender: str = ""
+    sender_is_alphanumeric: bool = False
+    timestamp: datetime | None = None  # also None when the network sent an impossible date
+    pid: int = 0
+    dcs: int = 0
+    encoding: Encoding = Encoding.GSM7
+    text: str = ""
+    concat: Concat | None = None
+    ports: tuple[int, int] | None = None  # (destination, origin) application ports
+    raw: str = ""  # the PDU as given, uppercase
     data: bytes = b""  # the user data after the header, as sent (to keep binary payloads)
     reason: str = ""  # why kind is not DELIVER, for the record
     report: Report | None = None
@@ -216,8 +218,8 @@ def _read_smsc(r: _Reader) -> str:
 def _read_address(r: _Reader, what: str) -> tuple[str, bool]:
     """(address, is_alphanumeric). The length octet counts semi-octets (23.040 9.1.2.5)."""
     length = r.byte(f"{what} length")
-    if length > 22:
-        raise DecodeError(f"{what} length {length} exceeds 22 semi-octets")
+    if length > 20:  # 10 octets: 20 digits or 11 septets
+        raise DecodeError(f"{what} length {length} exceeds 20 semi-octets")
     toa = r.byte(f"{what} type")
     octets = r.take((length + 1) // 2, what)
     if (toa >> 4) & 7 == 5:
@@ -326,11 +328,22 @@ def _decode_deliver(r: _Reader, first: int, smsc: str, raw: str) -> Sms:
         reason = f"TP-PID 0x{pid:02X} carries no text for a person"
     elif ports is not None and not reason:
         reason = f"addressed to application port {ports[0]}"
-    kind = PduKind.OTHER if reason else PduKind.DELIVER
     return Sms(
-        kind, smsc, sender, alphanumeric, timestamp, pid, dcs, encoding, text, concat, ports,
-        raw, data, reason,
-    )  # fmt: skip
+        kind=PduKind.OTHER if reason else PduKind.DELIVER,
+        smsc=smsc,
+        sender=sender,
+        sender_is_alphanumeric=alphanumeric,
+        timestamp=timestamp,
+        pid=pid,
+        dcs=dcs,
+        encoding=encoding,
+        text=text,
+        concat=concat,
+        ports=ports,
+        raw=raw,
+        data=data,
+        reason=reason,
+    )
 
 
 def _decode_status_report(r: _Reader, smsc: str, raw: str) -> Sms:
@@ -339,11 +352,17 @@ def _decode_status_report(r: _Reader, smsc: str, raw: str) -> Sms:
     timestamp = _decode_timestamp(r.take(7, "TP-SCTS"))
     discharge = _decode_timestamp(r.take(7, "TP-DT"))
     status = r.byte("TP-ST")
-    report = Report(message_ref, status, discharge)
     return Sms(
-        PduKind.STATUS_REPORT, smsc, recipient, alphanumeric, timestamp, 0, 0, Encoding.GSM7,
-        "", None, None, raw, r.rest(), "status report", report,
-    )  # fmt: skip
+        kind=PduKind.STATUS_REPORT,
+        smsc=smsc,
+        sender=recipient,
+        sender_is_alphanumeric=alphanumeric,
+        timestamp=timestamp,
+        raw=raw,
+        data=r.rest(),  # optional TP-PI and what it announces, not interpreted
+        reason="status report",
+        report=Report(message_ref, status, discharge),
+    )
 
 
 def decode_pdu(hex_str: str, *, with_smsc: bool = True) -> Sms:
@@ -366,9 +385,13 @@ def decode_pdu(hex_str: str, *, with_smsc: bool = True) -> Sms:
         return _decode_status_report(r, smsc, raw)
     reason = "SMS-SUBMIT or SUBMIT-REPORT" if first & 0x03 == 0x01 else "reserved message type"
     return Sms(
-        PduKind.OTHER, smsc, "", False, None, 0, 0, Encoding.BINARY8, "", None, None, raw,
-        r.rest(), reason,
-    )  # fmt: skip
+        kind=PduKind.OTHER,
+        smsc=smsc,
+        encoding=Encoding.BINARY8,
+        raw=raw,
+        data=r.rest(),
+        reason=reason,
+    )
 
 
 def join_parts(parts: Iterable[Sms]) -> str:

@@ -1,0 +1,43 @@
+"""Shared fixtures: the stand-in upstream (a real aiohttp server) and the daemon in a subprocess."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.standin import StandIn
+from tests.fakes.daemon import DaemonProcess, write_config
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[StandIn]:
+    server = StandIn()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def daemon_factory(tmp_path: Path, standin: StandIn) -> AsyncIterator[Callable[..., Any]]:
+    started: list[DaemonProcess] = []
+
+    async def make(start: bool = True, **config: Any) -> DaemonProcess:
+        d = DaemonProcess(write_config(tmp_path, standin.url, **config))
+        started.append(d)
+        if start:
+            await d.start()
+        return d
+
+    yield make
+    for d in started:
+        if d.proc is not None and d.proc.poll() is None:
+            d.kill()
+
+
+@pytest.fixture
+async def daemon(daemon_factory: Callable[..., Any]) -> DaemonProcess:
+    d: DaemonProcess = await daemon_factory()
+    return d

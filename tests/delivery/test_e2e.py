@@ -1,0 +1,219 @@
+"""End to end: `sms-gateway run` in a subprocess against the stand-in upstream on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from gateway import __version__
+from gateway.standin import Answer, StandIn
+from tests.fakes.daemon import API_KEY, DaemonProcess
+
+TEXTS = [
+    "Your verification code is 800142",
+    "Код подтверждения: 4417. Никому не сообщайте",
+    "emoji 🙂👍🏽 and a flag 🇷🇺",
+    "quotes \" ' and backslash \\ and / slash",
+    "line one\nline two\r\nline three\ttab",
+    "",
+]
+
+
+def attempts_for(standin: StandIn, sms_id: int) -> list[Any]:
+    return [p for p in standin.pushes if p.sms_id == sms_id]
+
+
+async def test_messages_arrive_upstream_byte_exact(daemon: DaemonProcess, standin: StandIn) -> None:
+    payload = [
+        {"phone": "+7 (900) 123-45-67", "phoneFrom": sender, "text": text}
+        for sender, text in zip(["Instagram", "+79001112233", "Сбер", "A&B", "x", "y"], TEXTS)
+    ]
+    status, body = await daemon.post_sms(payload)
+    assert status == 201
+    ids = [item["smsId"] for item in body]
+    assert len(set(ids)) == len(TEXTS)
+    await standin.wait_for(lambda s: s.delivered_ids() >= set(ids), timeout=10)
+    for sms_id, item in zip(ids, payload):
+        (push,) = attempts_for(standin, sms_id)
+        expected = {
+            "smsId": sms_id,
+            "phoneFrom": item["phoneFrom"],
+            "phone": "79001234567",
+            "text": item["text"],
+            "action": "PUSH_SMS",
+            "key": API_KEY,
+        }
+        assert json.loads(push.raw) == expected
+        assert list(json.loads(push.raw)) == list(expected)  # exactly these keys, in this order
+        assert push.raw.decode("utf-8") == json.dumps(
+            expected, ensure_ascii=False, separators=(",", ":")
+        )
+        assert b"\\u" not in push.raw  # raw UTF-8, no escapes
+        assert (
+            item["text"].encode("utf-8") in push.raw or "\n" in item["text"] or '"' in item["text"]
+        )
+        assert push.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert push.headers["User-Agent"] == f"partner-sms-gateway/{__version__}"
+        assert push.headers["Authorization"] == f"Bearer {API_KEY}"
+    assert isinstance(json.loads(attempts_for(standin, ids[0])[0].raw)["smsId"], int)
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (404, '{"response": "NO_OPERATION"}'),
+        (404, "NO_OPERATION"),
+        (200 + 204, '{"response":"NO_OP"}'),
+        (400, '{"response": "BAD_SERVICE"}'),
+        (500, "error: BAD_SERVICE"),
+    ],
+)
+async def test_drop_codes_end_a_message_after_one_attempt(
+    daemon: DaemonProcess, standin: StandIn, status: int, body: str
+) -> None:
+    standin.script.append(Answer(status, body))
+    _, answer = await daemon.post_sms({"phone": "79001234567", "phoneFrom": "S", "text": "t"})
+    sms_id = answer["smsId"]
+    await standin.wait_for(lambda s: len(attempts_for(s, sms_id)) == 1, timeout=5)
+    await asyncio.sleep(0.5 * 3)  # three retry intervals: a retry would have happened by now
+    assert len(attempts_for(standin, sms_id)) == 1
+    drops = [e for e in daemon.logs() if e.get("event") == "push.dropped"]
+    assert drops and drops[-1]["sms_id"] == sms_id
+
+
+def gaps(standin: StandIn, sms_id: int) -> list[float]:
+    times = sorted(p.at for p in attempts_for(standin, sms_id))
+    return [b - a for a, b in zip(times, times[1:])]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [Answer(500, "oops"), Answer(404, "<html>Not Found</html>"), Answer(reset=True)],
+    ids=["http-500", "404-without-code", "connection-reset"],
+)
+async def test_failures_are_retried_at_the_configured_spacing(
+    daemon: DaemonProcess, standin: StandIn, failure: Answer
+) -> None:
+    standin.script.extend([failure, failure])
+    _, answer = await daemon.post_sms({"phone": "79001234567", "phoneFrom": "S", "text": "t"})
+    sms_id = answer["smsId"]
+    await standin.wait_for(lambda s: sms_id in s.delivered_ids(), timeout=10)
+    assert len(attempts_for(standin, sms_id)) == 3
+    for gap in gaps(standin, sms_id):
+        assert 0.5 <= gap < 1.2  # retry_interval = 0.5 after the failed attempt ended
+    # Every attempt carried the same body.
+    assert len({p.raw for p in attempts_for(standin, sms_id)}) == 1
+
+
+async def test_timeout_is_retried_after_the_attempt_ends(
+    daemon_factory: Callable[..., Any], standin: StandIn
+) -> None:
+    daemon = await daemon_factory(upstream={"timeout": 0.5, "retry_interval": 0.5})
+    standin.script.append(Answer(delay=2.0))
+    _, answer = await daemon.post_sms({"phone": "79001234567", "phoneFrom": "S", "text": "t"})
+    sms_id = answer["smsId"]
+    await standin.wait_for(lambda s: len(attempts_for(s, sms_id)) == 2, timeout=10)
+    assert sorted(p.status for p in attempts_for(standin, sms_id)) == [0, 200]
+    (gap,) = gaps(standin, sms_id)
+    assert 1.0 <= gap < 1.8  # 0.5 s timeout + 0.5 s retry interval
+    errors = [e for e in daemon.logs() if e.get("event") == "push.failed"]
+    assert errors[0]["error"] == "Timeout" and errors[0]["sms_id"] == sms_id
+
+
+async def test_real_default_retry_interval_is_ten_seconds(
+    daemon_factory: Callable[..., Any], standin: StandIn
+) -> None:
+    daemon = await daemon_factory(upstream={"retry_interval": 10.0})
+    standin.script.append(Answer(500, "down"))
+    _, answer = await daemon.post_sms({"phone": "79001234567", "phoneFrom": "S", "text": "t"})
+    sms_id = answer["smsId"]
+    await standin.wait_for(lambda s: sms_id in s.delivered_ids(), timeout=15)
+    (gap,) = gaps(standin, sms_id)
+    assert 10.0 <= gap < 11.0
+
+
+async def test_default_config_retry_interval_is_ten_seconds(tmp_path: Any) -> None:
+    from gateway import config
+
+    cfg = config.parse({"upstream": {"url": "https://h/v1/PUSH_SMS", "api_key": "k"}})
+    assert cfg.upstream.retry_interval == 10.0
+
+
+async def test_429_with_retry_after_pauses_all_sending(
+    daemon: DaemonProcess, standin: StandIn
+) -> None:
+    standin.script.append(Answer(429, '{"response":"TOO_MANY_ATTEMPTS"}', {"Retry-After": "2"}))
+    _, first = await daemon.post_sms({"phone": "79001234567", "phoneFrom": "S", "text": "a"})
+    await standin.wait_for(lambda s: len(s.pushes) == 1, timeout=5)
+    limited_at = standin.pushes[0].at
+    _, rest = await daemon.post_sms(
+        [{"phone": "79001234567", "phoneFrom": "S", "text": f"m{i}"} for i in range(5)]
+    )
+    wanted = {first["smsId"], *(r["smsId"] for r in rest)}
+    await standin.wait_for(lambda s: s.delivered_ids() >= wanted, timeout=15)
+    later = standin.pushes[1:]
+    assert min(p.at for p in later) >= limited_at + 2.0  # nobody was sent during the pause
+    limited = [e for e in daemon.logs() if e.get("event") == "push.rate_limited"]
+    assert limited[0]["retry_after"] == 2.0
+
+
+async def test_kill_9_during_pushes_loses_nothing(daemon: DaemonProcess, standin: StandIn) -> None:
+    standin.default = Answer(delay=0.3)
+    _, answers = await daemon.post_sms(
+        [{"phone": "79001234567", "phoneFrom": "S", "text": f"m{i}"} for i in range(60)]
+    )
+    ids = {a["smsId"] for a in answers}
+    await standin.wait_for(lambda s: s.in_flight >= 5, timeout=5)
+    daemon.kill()
+    standin.default = None
+    await daemon.start()
+    await standin.wait_for(lambda s: s.delivered_ids() >= ids, timeout=30)
+    seen = {p.sms_id for p in standin.pushes}
+    assert seen == ids  # every message, and no new smsId for any of them
+    await daemon.stop()
+
+
+async def test_sigterm_exits_zero_within_five_seconds_keeping_inflight(
+    daemon_factory: Callable[..., Any], standin: StandIn
+) -> None:
+    daemon = await daemon_factory(upstream={"timeout": 60})
+    standin.default = Answer(delay=30)
+    _, answer = await daemon.post_sms({"phone": "79001234567", "phoneFrom": "S", "text": "t"})
+    await standin.wait_for(lambda s: s.in_flight == 1, timeout=5)
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    await daemon.wait_notification("STOPPING=1", timeout=5)
+    code = await daemon.wait(timeout=6)
+    assert code == 0
+    assert time.monotonic() - started < 5.0
+    abandoned = [e for e in daemon.logs() if e.get("event") == "delivery.pushes_abandoned"]
+    assert abandoned and abandoned[0]["sms_ids"] == [answer["smsId"]]
+    # The abandoned message stays queued and goes out, same smsId, after a restart.
+    standin.default = None
+    await daemon.start()
+    await standin.wait_for(lambda s: answer["smsId"] in s.delivered_ids(), timeout=10)
+    assert await daemon.stop() == 0
+
+
+async def test_sigint_also_stops_cleanly(daemon: DaemonProcess) -> None:
+    daemon.signal(signal.SIGINT)
+    assert await daemon.wait(timeout=6) == 0
+
+
+async def test_api_key_never_reaches_the_logs(daemon: DaemonProcess, standin: StandIn) -> None:
+    standin.script.append(Answer(401, '{"response":"ERROR_WRONG_KEY"}'))
+    _, answer = await daemon.post_sms({"phone": "79001234567", "phoneFrom": "S", "text": "t"})
+    await standin.wait_for(lambda s: answer["smsId"] in s.delivered_ids(), timeout=10)
+    await daemon.stop()
+    text = daemon.log_text()
+    assert API_KEY not in text
+    assert "upstream.key_rejected" in text
+    for entry in daemon.logs():
+        if entry["event"].startswith("push."):
+            assert entry["sms_id"] == answer["smsId"]
