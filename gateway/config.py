@@ -86,13 +86,19 @@ def load(path: str | os.PathLike[str]) -> Config:
     """Read and validate the file at `path`; raise ConfigError naming the first wrong key."""
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such config file (give one with -c PATH)") from None
     except PermissionError:
         raise ConfigError(f"{p}: not readable by this user") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory; give the config file itself") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{p}: cannot read: {e}") from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
     return parse(raw, base_dir=p.parent, source_path=str(p))
@@ -166,10 +172,9 @@ def _secret(t: _Table, key: str, base_dir: Path, *, required: bool) -> str:
         path = Path(file_name) if os.path.isabs(file_name) else base_dir / file_name
         try:
             inline = path.read_text(encoding="utf-8").strip()
-        except OSError as e:
-            raise ConfigError(
-                f"{where}_file: cannot read {path}: {e.strerror or e.__class__.__name__}"
-            ) from None
+        except (OSError, ValueError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise ConfigError(f"{where}_file: cannot read {path}: {reason}") from None
         if not inline:
             raise ConfigError(f"{where}_file: {path} is empty")
     if required and not inline:
@@ -269,7 +274,11 @@ class _Table:
             raise ConfigError(
                 f"{self.where(key)}: expected a number of seconds, got {_kind(value)}"
             )
-        if not math.isfinite(value) or not minimum <= value <= maximum:
+        try:
+            usable = math.isfinite(value) and minimum <= value <= maximum
+        except OverflowError:
+            usable = False
+        if not usable:
             raise ConfigError(
                 f"{self.where(key)}: is {value}, must be between {minimum} and {maximum}"
             )

@@ -25,7 +25,7 @@ CREATE UNIQUE INDEX messages_source_ref ON messages (source, source_ref) WHERE s
 -- Claiming due work walks this index only: fast with a million queued messages.
 CREATE INDEX messages_due ON messages (due_at, sms_id) WHERE state = 'queued';
 CREATE INDEX messages_queued_received ON messages (received_at) WHERE state = 'queued';
-CREATE INDEX messages_state_finished ON messages (state, finished_at);
+CREATE INDEX messages_finished ON messages (finished_at) WHERE state != 'queued';
 CREATE INDEX messages_phone ON messages (phone, sms_id);
 
 CREATE TABLE attempts (

@@ -68,14 +68,15 @@ class Pacer:
         if cap is not None:
             self._refill(now, cap)
             free = min(free, int(self._tokens))
-        return free
+        return max(0, free)
 
-    def wait_hint(self, now: float) -> float | None:
+    def wait_hint(self, now: float, in_flight: int) -> float | None:
         """Seconds until allowed() may grow without a request finishing; None if never."""
         if now < self._paused_until:
             return self._paused_until - now
         if self.circuit is Circuit.OPEN:
-            return max(0.0, self._next_probe_at - now)
+            # While the probe is out only its answer can change anything.
+            return None if in_flight else max(0.0, self._next_probe_at - now)
         cap = self.rate_cap(now)
         if cap is not None and self._tokens < 1:
             return (1 - self._tokens) / cap
@@ -106,7 +107,7 @@ class Pacer:
         while self._sends and self._sends[0] < now - RATE_WINDOW:
             self._sends.popleft()
         if self._cap0 is not None:
-            self._tokens -= 1
+            self._tokens = max(0.0, self._tokens - 1)
 
     def finished(self, verdict: Verdict, now: float) -> Circuit | None:
         """Take one attempt's verdict into account; returns the new circuit state if it changed."""

@@ -15,6 +15,8 @@ KEY_CODES = ("ERROR_WRONG_KEY", "ERROR_NO_KEY", "ACCOUNT_BLOCKED")
 _KEY_PATTERN = r"API_ACCESS_[A-Z_]+"
 # Codes worth recording on an attempt although they do not end a message by default.
 NOTED_CODES = ("TOO_MANY_ATTEMPTS", "IGNORED", "SERVICE_BAN")
+# A Retry-After beyond this is taken as this: a typo upstream must not stop us for days.
+MAX_RETRY_AFTER = 3600.0
 
 
 @dataclass(frozen=True)
@@ -71,12 +73,13 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    delay = when.timestamp() - (time.time() if now is None else now)
+    return min(max(0.0, delay), MAX_RETRY_AFTER)

@@ -29,6 +29,7 @@ IDLE_POLL = 1.0  # seconds; picks up messages other processes (sms-gateway inges
 MAINTENANCE_EVERY = 30.0
 LEASE_MARGIN = 5.0
 STORE_RETRY = 1.0
+MIN_SLEEP = 0.001
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ class DeliveryWorker:
     async def _sleep(self, free: int) -> None:
         now = self._clock()
         timeout = IDLE_POLL
-        hint = self._pacer.wait_hint(now)
+        hint = self._pacer.wait_hint(now, len(self._in_flight))
         if hint is not None:
             timeout = min(timeout, hint)
         if free > 0:
@@ -191,9 +192,9 @@ class DeliveryWorker:
                 due = None
             if due is not None:
                 timeout = min(timeout, max(0.0, due - now))
-        if timeout > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+        # Always yield to the loop, even when something is due right now.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), max(timeout, MIN_SLEEP))
 
     async def _push(self, message: Message) -> None:
         log_ = log.bind(sms_id=message.sms_id)

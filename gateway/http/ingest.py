@@ -57,7 +57,8 @@ def _item(obj: Any, where: str, source: str, now: float) -> Incoming:
         raise IngestError(where.rstrip(".") or "body", "expected a JSON object")
     for key in obj:
         if key not in FIELDS:
-            raise IngestError(f"{where}{key}", f"unknown field; expected {', '.join(FIELDS)}")
+            name = key if key else '""'
+            raise IngestError(f"{where}{name}", f"unknown field; expected {', '.join(FIELDS)}")
     phone_raw = _string(obj, "phone", where, required=True)
     phone = normalize_phone(phone_raw)
     if phone is None:

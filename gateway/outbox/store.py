@@ -16,7 +16,6 @@ import structlog
 from gateway.errors import StoreError, StoreUnavailable
 from gateway.outbox import migrate
 from gateway.outbox.models import (
-    FINISHED_STATES,
     Accepted,
     Attempt,
     AttemptRecord,
@@ -245,7 +244,8 @@ class Outbox:
         async def op(conn: aiosqlite.Connection) -> list[Message]:
             async with conn.execute(
                 f"UPDATE messages SET leased = 1, due_at = ? WHERE sms_id IN ("  # noqa: S608
-                " SELECT sms_id FROM messages WHERE state = 'queued' AND due_at <= ?"
+                " SELECT sms_id FROM messages INDEXED BY messages_due"
+                " WHERE state = 'queued' AND due_at <= ?"
                 " AND received_at >= ? ORDER BY due_at, sms_id LIMIT ?)"
                 f" RETURNING {_MESSAGE_COLUMNS}",
                 (now + lease, now, cutoff, limit),
@@ -330,17 +330,16 @@ class Outbox:
         """Delete finished messages (and their attempts) older than `keep` seconds."""
         cutoff = self._clock() - keep
         total = 0
-        for state in FINISHED_STATES:
-            while True:
-                n = await self._write_rowcount(
-                    "DELETE FROM messages WHERE sms_id IN (SELECT sms_id FROM messages"
-                    " WHERE state = ? AND finished_at < ? LIMIT ?)",
-                    (state.value, cutoff, batch),
-                )
-                total += n
-                if n < batch:
-                    break
-        return total
+        while True:
+            n = await self._write_rowcount(
+                "DELETE FROM messages WHERE sms_id IN (SELECT sms_id FROM messages"
+                " INDEXED BY messages_finished"
+                " WHERE state != 'queued' AND finished_at < ? LIMIT ?)",
+                (cutoff, batch),
+            )
+            total += n
+            if n < batch:
+                return total
 
     async def requeue(
         self, *, sms_ids: Sequence[int] = (), state: State | None = None, since: float | None = None
@@ -402,7 +401,8 @@ class Outbox:
         """When the next claimable message is due (the same filter as claim_due)."""
         cutoff = self._clock() - max_age if max_age > 0 else float("-inf")
         row = await self._one(
-            "SELECT due_at FROM messages WHERE state = 'queued' AND received_at >= ?"
+            "SELECT due_at FROM messages INDEXED BY messages_due"
+            " WHERE state = 'queued' AND received_at >= ?"
             " ORDER BY due_at, sms_id LIMIT 1",
             (cutoff,),
         )

@@ -1,4 +1,4 @@
-"""The real daemon in a subprocess (`python -m gateway run`), watched over sd_notify and its logs."""
+"""The real daemon in a subprocess (`python -m gateway run`), watched over sd_notify and logs."""
 
 from __future__ import annotations
 

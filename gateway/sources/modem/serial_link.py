@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from typing import Any, Protocol, runtime_checkable
 
 import serial
@@ -140,4 +141,33 @@ async def open_serial_link(
         if port is not None:
             with contextlib.suppress(OSError, serial.SerialException):
                 port.reset_input_buffer()
+            _avoid_select(port)
     return StreamSerialLink(url, reader, writer)
+
+
+def _avoid_select(port: Any) -> None:
+    """Give a POSIX pyserial port a ``read`` that does not call ``select()``.
+
+    pyserial's ``Serial.read`` waits in ``select.select()``, which raises ValueError for a file
+    descriptor >= 1024 (FD_SETSIZE): past roughly 150 open ports in one process every read would
+    fail. The asyncio transport only reads when the event loop (epoll) says the fd is readable,
+    so a plain non-blocking ``os.read`` is all it needs. Runs before the transport's first read
+    (its reader is registered with ``call_soon``).
+    """
+    posix = getattr(serial, "serialposix", None)
+    if posix is None or not isinstance(port, posix.Serial) or port.fd is None:
+        return
+    fd: int = port.fd
+
+    def read(size: int = 1) -> bytes:
+        try:
+            data = os.read(fd, size)
+        except (BlockingIOError, InterruptedError):
+            return b""
+        except OSError as exc:
+            raise serial.SerialException(f"read failed: {exc}") from exc
+        if not data:
+            raise serial.SerialException("read returned no data (device disconnected?)")
+        return data
+
+    port.read = read
