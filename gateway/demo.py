@@ -50,6 +50,10 @@ def write_config(directory: Path, upstream_url: str, port: int) -> Path:
 
 
 async def run_demo(*, port: int, directory: str) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     standin = StandIn(key=DEMO_KEY, active_phones=ACTIVE, bad_senders=["SomeBank"], rate_limit=50)
     await standin.start()
     cfg_path = write_config(Path(directory), standin.url, port)
@@ -89,10 +93,6 @@ async def run_demo(*, port: int, directory: str) -> int:
         print(f"  sms-gateway messages list -c {cfg_path}")
         print(f"  sms-gateway ingest -c {cfg_path} --phone 79001234567 --from Demo --text hello")
         print(f"  curl {standin.url.rsplit('/v1', 1)[0]}/received")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
         with contextlib.suppress(Exception):

@@ -1,0 +1,188 @@
+"""The store commands as an operator runs them: real subprocesses on a real store file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from gateway.standin import Answer, StandIn
+from tests.fakes.daemon import API_KEY, INGEST_TOKEN, DaemonProcess, write_config
+
+
+def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=30,
+    )
+
+
+def test_ingest_commits_and_prints_the_smsid(tmp_path: Path) -> None:
+    cfg = str(write_config(tmp_path, "http://127.0.0.1:9/v1/PUSH_SMS"))
+    first = cli("ingest", "-c", cfg, "--phone", "+7 900 123-45-67", "--from", "Bank", "--text", "a")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "1"
+    second = cli("ingest", "-c", cfg, "--phone", "79001234567", "--from", "X", stdin="from stdin\n")
+    assert second.stdout.strip() == "2"
+    listed = json.loads(cli("messages", "list", "--json", "-c", cfg).stdout)
+    assert [(m["sms_id"], m["phone"], m["text"]) for m in listed] == [
+        (2, "79001234567", "from stdin\n"),
+        (1, "79001234567", "a"),
+    ]
+    assert {m["source"] for m in listed} == {"cli"}
+
+
+def test_ingest_with_the_same_id_twice_is_one_message(tmp_path: Path) -> None:
+    cfg = str(write_config(tmp_path, "http://127.0.0.1:9/v1/PUSH_SMS"))
+    args = ["ingest", "-c", cfg, "--phone", "79001234567", "--from", "X", "--text", "t"]
+    assert cli(*args, "--id", "hook-1").stdout.strip() == "1"
+    assert cli(*args, "--id", "hook-1").stdout.strip() == "1"
+    assert cli(*args, "--id", "hook-2").stdout.strip() == "2"
+
+
+def test_ingest_refuses_bad_input_with_exit_2_and_commits_nothing(tmp_path: Path) -> None:
+    cfg = str(write_config(tmp_path, "http://127.0.0.1:9/v1/PUSH_SMS"))
+    bad = cli("ingest", "-c", cfg, "--phone", "abc", "--from", "X", "--text", "t")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("sms-gateway: --phone:")
+    missing = cli("ingest", "-c", cfg, "--phone", "79001234567", "--text", "t")
+    assert missing.returncode == 2
+    assert "--from" in missing.stderr
+    status = json.loads(cli("status", "--json", "-c", cfg).stdout)
+    assert sum(status["messages"].values()) == 0
+
+
+def test_status_without_a_store_says_so(tmp_path: Path) -> None:
+    cfg = str(write_config(tmp_path, "http://127.0.0.1:9/v1/PUSH_SMS"))
+    result = cli("status", "-c", cfg)
+    assert result.returncode == 1
+    assert "no store there" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_status_show_and_retry_while_the_daemon_runs(
+    daemon: DaemonProcess, standin: StandIn
+) -> None:
+    cfg = str(daemon.config_path)
+    standin.script.extend([Answer(500, "busy"), Answer(404, '{"response":"NO_OPERATION"}')])
+    _, answer = await daemon.post_sms({"phone": "79001234567", "phoneFrom": "Shop", "text": "hi"})
+    sms_id = answer["smsId"]
+    await standin.wait_for(lambda s: len(s.pushes) == 2, timeout=10)
+    await asyncio.sleep(0.2)  # the drop is recorded right after the answer
+
+    status = json.loads(cli("status", "--json", "-c", cfg).stdout)
+    assert status["messages"]["dropped"] == 1
+    assert status["recent_drops"][0]["smsId"] == sms_id
+    assert status["recent_drops"][0]["code"] == "NO_OPERATION"
+    text = cli("status", "-c", cfg).stdout
+    assert "NO_OPERATION" in text
+    assert API_KEY not in text
+
+    shown = json.loads(cli("messages", "show", str(sms_id), "--json", "-c", cfg).stdout)
+    assert [(a["outcome"], a["http_status"]) for a in shown["attempts"]] == [
+        ("retry", 500),
+        ("dropped", 404),
+    ]
+    assert shown["attempts"][1]["code"] == "NO_OPERATION"
+    assert shown["attempts"][0]["body"] == "busy"
+
+    dropped = json.loads(cli("messages", "list", "--state", "dropped", "--json", "-c", cfg).stdout)
+    assert [m["sms_id"] for m in dropped] == [sms_id]
+
+    retried = cli("messages", "retry", "--state", "dropped", "--since", "1h", "-c", cfg)
+    assert retried.returncode == 0
+    assert f"({sms_id})" in retried.stdout
+    # The daemon picks it up (it polls the store for other writers) with the same smsId.
+    await standin.wait_for(lambda s: sms_id in s.delivered_ids(), timeout=10)
+    assert len([p for p in standin.pushes if p.sms_id == sms_id]) == 3
+
+
+def test_show_of_an_unknown_id_exits_1(tmp_path: Path) -> None:
+    cfg = str(write_config(tmp_path, "http://127.0.0.1:9/v1/PUSH_SMS"))
+    cli("migrate", "-c", cfg)
+    result = cli("messages", "show", "99", "-c", cfg)
+    assert result.returncode == 1
+    assert "no message with smsId 99" in result.stderr
+
+
+def test_retry_needs_ids_or_a_state(tmp_path: Path) -> None:
+    cfg = str(write_config(tmp_path, "http://127.0.0.1:9/v1/PUSH_SMS"))
+    result = cli("messages", "retry", "-c", cfg)
+    assert result.returncode == 2
+    bad_since = cli("messages", "retry", "--state", "dropped", "--since", "soon", "-c", cfg)
+    assert bad_since.returncode == 2
+    assert "--since" in bad_since.stderr
+
+
+def test_migrate_creates_the_store_and_is_idempotent(tmp_path: Path) -> None:
+    cfg = str(write_config(tmp_path, "http://127.0.0.1:9/v1/PUSH_SMS"))
+    assert cli("migrate", "-c", cfg).returncode == 0
+    assert (tmp_path / "outbox.sqlite3").exists()
+    assert cli("migrate", "-c", cfg).returncode == 0
+
+
+def test_config_path_comes_from_the_environment(tmp_path: Path) -> None:
+    cfg = str(write_config(tmp_path, "http://127.0.0.1:9/v1/PUSH_SMS"))
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SMS_GATEWAY_CONFIG": cfg},
+        timeout=30,
+    )
+    assert result.returncode == 0
+    assert INGEST_TOKEN not in result.stdout
+    assert 'ingest_token = "********"' in result.stdout
+
+
+async def test_a_second_daemon_on_the_same_store_refuses_to_start(
+    daemon: DaemonProcess,
+) -> None:
+    second = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "-c", str(daemon.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert second.returncode == 1
+    assert "another sms-gateway daemon is running on this store" in second.stderr
+
+
+async def test_watchdog_pings_when_systemd_asks_for_them(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    d = DaemonProcess(write_config(tmp_path, standin.url), env={"WATCHDOG_USEC": "200000"})
+    await d.start()
+    try:
+        await d.wait_notification("WATCHDOG=1", timeout=5)
+        assert any("STATUS=" in n and "queued" in n for n in d.notifications)
+    finally:
+        assert await d.stop() == 0
+
+
+async def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "demo", "--port", "0", "--dir", str(tmp_path / "demo"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen: list[str] = []
+    async with asyncio.timeout(20):
+        while not any("where to look" in line for line in seen):
+            seen.append((await proc.stdout.readline()).decode())
+    proc.send_signal(signal.SIGINT)
+    rest, _ = await asyncio.wait_for(proc.communicate(), 10)
+    output = "".join(seen) + rest.decode()
+    assert proc.returncode == 0
+    assert output.count("HTTP 200") == 3
+    assert "HTTP 404" in output  # a phone without an active operation
+    assert "HTTP 400" in output  # a refused sender
+    assert "demo stopped" in output
