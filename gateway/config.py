@@ -82,8 +82,12 @@ def default_path() -> str:
     return os.environ.get("SMS_GATEWAY_CONFIG") or DEFAULT_CONFIG_PATH
 
 
-def load(path: str | os.PathLike[str]) -> Config:
-    """Read and validate the file at `path`; raise ConfigError naming the first wrong key."""
+def load(path: str | os.PathLike[str], *, read_secrets: bool = True) -> Config:
+    """Read and validate the file at `path`; raise ConfigError naming the first wrong key.
+
+    `read_secrets=False` leaves secrets empty and does not open their files: commands that
+    only touch the store must work without the credentials only the service can read.
+    """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -101,13 +105,20 @@ def load(path: str | os.PathLike[str]) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    return parse(raw, base_dir=p.parent, source_path=str(p))
+    return parse(raw, base_dir=p.parent, source_path=str(p), read_secrets=read_secrets)
 
 
-def parse(raw: Mapping[str, Any], *, base_dir: Path = Path("."), source_path: str = "") -> Config:
+def parse(
+    raw: Mapping[str, Any],
+    *,
+    base_dir: Path = Path("."),
+    source_path: str = "",
+    read_secrets: bool = True,
+) -> Config:
     """Turn a decoded TOML document into a Config (separate from load() for tests)."""
     t = _Table(raw, "")
-    upstream = _parse_upstream(t.table("upstream", required=True), base_dir)
+    secrets = _Secrets(base_dir, read_secrets)
+    upstream = _parse_upstream(t.table("upstream", required=True), secrets)
     store_t = t.table("store")
     store = StoreConfig(
         path=store_t.string("path", StoreConfig.path, nonempty=True),
@@ -121,7 +132,7 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path = Path("."), source_path: st
     http_t = t.table("http")
     http = HttpConfig(
         listen=http_t.check("listen", HttpConfig.listen, _listen_address),
-        ingest_token=_secret(http_t, "ingest_token", base_dir, required=False),
+        ingest_token=secrets.get(http_t, "ingest_token", required=False),
     )
     log_t = t.table("log")
     log = LogConfig(
@@ -141,13 +152,13 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path = Path("."), source_path: st
     )
 
 
-def _parse_upstream(t: _Table, base_dir: Path) -> UpstreamConfig:
+def _parse_upstream(t: _Table, secrets: _Secrets) -> UpstreamConfig:
     d = UpstreamConfig
     url = t.check("url", None, _upstream_url)
     drop_on = t.string_list("drop_on", DEFAULT_DROP_ON)
     cfg = UpstreamConfig(
         url=url,
-        api_key=_secret(t, "api_key", base_dir, required=True),
+        api_key=secrets.get(t, "api_key", required=True),
         retry_interval=t.number("retry_interval", d.retry_interval, minimum=0.01),
         timeout=t.number("timeout", d.timeout, minimum=0.01),
         concurrency=t.integer("concurrency", d.concurrency, minimum=1, maximum=1024),
@@ -161,27 +172,39 @@ def _parse_upstream(t: _Table, base_dir: Path) -> UpstreamConfig:
     return cfg
 
 
-def _secret(t: _Table, key: str, base_dir: Path, *, required: bool) -> str:
-    """A secret given inline as `key` or read from the file named by `key_file`."""
-    inline = t.string(key, "")
-    file_name = t.string(f"{key}_file", "")
-    where = t.where(key)
-    if inline and file_name:
-        raise ConfigError(f"{where}: give either {key} or {key}_file, not both")
-    if file_name:
-        path = Path(file_name) if os.path.isabs(file_name) else base_dir / file_name
+class _Secrets:
+    """Reads secrets given inline as `key` or from the file named by `key_file`."""
+
+    def __init__(self, base_dir: Path, read: bool) -> None:
+        self._base_dir = base_dir
+        self._read = read
+
+    def get(self, t: _Table, key: str, *, required: bool) -> str:
+        inline = t.string(key, "")
+        file_name = t.string(f"{key}_file", "")
+        where = t.where(key)
+        if inline and file_name:
+            raise ConfigError(f"{where}: give either {key} or {key}_file, not both")
+        if not self._read:
+            return ""
+        if file_name:
+            inline = self._from_file(where, file_name)
+        if required and not inline:
+            raise ConfigError(f"{where}: missing; set {key} or {key}_file")
+        if any(c.isspace() for c in inline):
+            raise ConfigError(f"{where}: contains whitespace; check the value (not shown)")
+        return inline
+
+    def _from_file(self, where: str, file_name: str) -> str:
+        path = Path(file_name) if os.path.isabs(file_name) else self._base_dir / file_name
         try:
-            inline = path.read_text(encoding="utf-8").strip()
+            value = path.read_text(encoding="utf-8").strip()
         except (OSError, ValueError) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             raise ConfigError(f"{where}_file: cannot read {path}: {reason}") from None
-        if not inline:
+        if not value:
             raise ConfigError(f"{where}_file: {path} is empty")
-    if required and not inline:
-        raise ConfigError(f"{where}: missing; set {key} or {key}_file")
-    if any(c.isspace() for c in inline):
-        raise ConfigError(f"{where}: contains whitespace; check the value (not shown)")
-    return inline
+        return value
 
 
 def _upstream_url(value: object) -> str:

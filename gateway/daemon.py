@@ -44,7 +44,13 @@ class Parts:
 
 def lock_store(path: str) -> int:
     """Hold an exclusive lock beside the store for the daemon's life: one daemon per store."""
-    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise StoreError(
+            f"{path}.lock: cannot create the lock file beside the store ({e.strerror}); "
+            "check that store.path's directory exists and is writable by this user"
+        ) from e
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -87,7 +93,12 @@ class Daemon:
         self.parts = Parts(outbox, metrics, intake, worker, health, http)
         try:
             await worker.start()
-            await http.start()
+            try:
+                await http.start()
+            except OSError as e:
+                raise GatewayError(
+                    f"http.listen: cannot listen on {cfg.http.listen}: {e.strerror or e}"
+                ) from e
         except BaseException:
             await self.stop()
             raise

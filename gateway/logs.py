@@ -62,5 +62,19 @@ def configure(
         logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
-    # Libraries that use stdlib logging (aiohttp, asyncio) go to the same stream, warnings up.
-    logging.basicConfig(stream=stream or sys.stderr, level=logging.WARNING, force=True)
+    # Libraries that use stdlib logging (aiohttp, asyncio) go to the same stream, in the same
+    # format (one JSON object a line), warnings and up.
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=renderer,
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
+                _Scrub(secrets),
+            ],
+        )
+    )
+    logging.basicConfig(handlers=[handler], level=logging.WARNING, force=True)

@@ -61,6 +61,7 @@ class StandIn:
         bad_senders: Iterable[str] = (),
         rate_limit: float = 0.0,
         path: str = "/v1/PUSH_SMS",
+        keep: int | None = None,
     ) -> None:
         self.key = key
         self.active_phones = set(active_phones)
@@ -69,7 +70,11 @@ class StandIn:
         self.path = path
         self.script: collections.deque[Answer] = collections.deque()
         self.default: Answer | None = None  # when set, every unscripted request gets it
-        self.pushes: list[Push] = []
+        # Every push, or only the last `keep` (a long-running stand-in must not grow forever).
+        self.pushes: collections.deque[Push] = collections.deque(maxlen=keep)
+        self.received = 0
+        self._delivered_ids: set[int] = set()
+        self.delivered_count = 0
         self.in_flight = 0
         self.max_in_flight = 0
         self._recent: collections.deque[float] = collections.deque()
@@ -79,6 +84,7 @@ class StandIn:
         self.app = web.Application(client_max_size=1024 * 1024)
         self.app.router.add_post(path, self._push)
         self.app.router.add_get("/received", self._received)
+        self.app.router.add_get("/stats", self._stats)
 
     @property
     def url(self) -> str:
@@ -103,7 +109,7 @@ class StandIn:
         return [p for p in self.pushes if p.status == 200]
 
     def delivered_ids(self) -> set[int]:
-        return {p.sms_id for p in self.delivered() if p.sms_id is not None}
+        return set(self._delivered_ids)
 
     async def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:
         """Wait until predicate(self) is true, at most `timeout` seconds (no sleeping loops)."""
@@ -142,7 +148,13 @@ class StandIn:
     def _record(
         self, raw: bytes, request: web.Request, arrived: float, status: int, body: Any
     ) -> None:
-        self.pushes.append(Push(raw, dict(request.headers), arrived, status, body))
+        push = Push(raw, dict(request.headers), arrived, status, body)
+        self.pushes.append(push)
+        self.received += 1
+        if status == 200:
+            self.delivered_count += 1
+            if push.sms_id is not None:
+                self._delivered_ids.add(push.sms_id)
         self._changed.set()
         if body and status:
             log.info(
@@ -185,6 +197,16 @@ class StandIn:
         self._recent.append(now)
         return False
 
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "received": self.received,
+                "delivered": self.delivered_count,
+                "distinct_delivered": len(self._delivered_ids),
+                "max_in_flight": self.max_in_flight,
+            }
+        )
+
     async def _received(self, request: web.Request) -> web.Response:
         data = [
             {
@@ -192,6 +214,6 @@ class StandIn:
                 "at": p.at,
                 **{k: v for k, v in (p.body or {}).items() if k != "key"},
             }
-            for p in self.pushes[-1000:]
+            for p in list(self.pushes)[-1000:]
         ]
         return web.json_response(data, dumps=lambda d: json.dumps(d, ensure_ascii=False))

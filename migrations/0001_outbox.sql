@@ -13,8 +13,9 @@ CREATE TABLE messages (
     phone_from   TEXT    NOT NULL,
     text         TEXT    NOT NULL,
     received_at  REAL    NOT NULL,          -- unix seconds, when the SMS reached the source
+    expiry_base  REAL    NOT NULL,          -- max_age counts from here: received_at, or a manual retry
     accepted_at  REAL    NOT NULL,          -- unix seconds, when we committed it
-    state        TEXT    NOT NULL CHECK (state IN ('queued', 'delivered', 'dropped', 'expired')),
+    state        TEXT    NOT NULL,          -- queued | delivered | dropped | expired
     due_at       REAL    NOT NULL,          -- next attempt; while leased, the lease's end
     leased       INTEGER NOT NULL DEFAULT 0,
     attempts     INTEGER NOT NULL DEFAULT 0,
@@ -24,7 +25,7 @@ CREATE TABLE messages (
 CREATE UNIQUE INDEX messages_source_ref ON messages (source, source_ref) WHERE source_ref IS NOT NULL;
 -- Claiming due work walks this index only: fast with a million queued messages.
 CREATE INDEX messages_due ON messages (due_at, sms_id) WHERE state = 'queued';
-CREATE INDEX messages_queued_received ON messages (received_at) WHERE state = 'queued';
+CREATE INDEX messages_queued_expiry ON messages (expiry_base) WHERE state = 'queued';
 CREATE INDEX messages_finished ON messages (finished_at) WHERE state != 'queued';
 CREATE INDEX messages_phone ON messages (phone, sms_id);
 

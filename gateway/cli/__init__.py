@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=100.0,
         help="requests per second before 429 TOO_MANY_ATTEMPTS (0: no limit)",
     )
+    p.add_argument("--quiet", action="store_true", help="log warnings only, not every push")
     p = sub.add_parser("demo", parents=[common], help="everything on one machine, no hardware")
     p.add_argument("--port", type=int, default=8080, help="the daemon's HTTP port (0: any free)")
     p.add_argument("--dir", default="demo-data", help="where the demo keeps its store and config")
@@ -104,14 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
-def _load(args: argparse.Namespace) -> config.Config:
-    return config.load(args.config or config.default_path())
+def _load(args: argparse.Namespace, *, read_secrets: bool = True) -> config.Config:
+    return config.load(args.config or config.default_path(), read_secrets=read_secrets)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "stand-in":
-        logs.configure("info", "console")
+        logs.configure("warning" if args.quiet else "info", "console")
         from gateway.cli.serve_cmds import stand_in
 
         return asyncio.run(stand_in(args))
@@ -120,7 +121,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         from gateway.demo import run_demo
 
         return asyncio.run(run_demo(port=args.port, directory=args.dir))
-    cfg = _load(args)
+    # Store commands (status, messages, ingest, migrate) need no credentials: hooks and
+    # operators can run them without access to the service's API key.
+    cfg = _load(args, read_secrets=cmd in ("run", "check-config"))
     secrets = (cfg.upstream.api_key, cfg.http.ingest_token)
     if cmd == "check-config":
         print(f"# {cfg.source_path}: valid")

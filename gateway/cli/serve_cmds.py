@@ -15,6 +15,7 @@ async def stand_in(args: argparse.Namespace) -> int:
         active_phones=args.active,
         bad_senders=args.bad_service,
         rate_limit=args.rate,
+        keep=1000,
     )
     await server.start(args.host, args.port)
     print(f"stand-in PUSH_SMS listening: http://{args.host}:{server.port}{server.path}", flush=True)

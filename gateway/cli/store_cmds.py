@@ -17,9 +17,11 @@ from gateway.outbox import Message, Outbox, State
 
 
 async def run(cmd: str, args: argparse.Namespace, cfg: Config) -> int:
-    create = cmd in ("migrate", "ingest")
+    # Only migrate and ingest change the schema; reading commands never migrate a store
+    # an older daemon may still be using.
+    writes = cmd in ("migrate", "ingest")
     outbox = await Outbox.open(
-        cfg.store.path, node=cfg.ids.node, nodes=cfg.ids.nodes, create=create
+        cfg.store.path, node=cfg.ids.node, nodes=cfg.ids.nodes, create=writes, migrate=writes
     )
     try:
         match cmd:

@@ -39,7 +39,8 @@ class Policy:
     """Classifies one attempt's result. Built once from the configured drop codes."""
 
     def __init__(self, drop_on: Iterable[str]) -> None:
-        self._drop = _word(drop_on)
+        codes = list(drop_on)
+        self._drop = _word(codes) if codes else None
         self._key = _word(KEY_CODES, _KEY_PATTERN)
         self._noted = _word(NOTED_CODES)
 
@@ -50,7 +51,7 @@ class Policy:
     def classify(self, status: int, body: str, retry_after: str | None = None) -> Verdict:
         if status == 200:
             return Verdict(Outcome.DELIVERED)
-        if m := self._drop.search(body):
+        if self._drop is not None and (m := self._drop.search(body)):
             return Verdict(Outcome.DROPPED, code=m.group(0))
         key = self._key.search(body)
         if status in (401, 403) or key:

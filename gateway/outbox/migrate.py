@@ -51,6 +51,22 @@ async def applied_version(conn: aiosqlite.Connection) -> int:
     return int(row[0]) if row else 0
 
 
+async def require_current(conn: aiosqlite.Connection) -> None:
+    """For readers that must not migrate: the schema must be exactly the one we know."""
+    known = len(available())
+    current = await applied_version(conn)
+    if current > known:
+        raise StoreTooNew(
+            f"the store is at schema version {current} but this gateway knows only {known}; "
+            "use the newer gateway version"
+        )
+    if current < known:
+        raise StoreError(
+            f"the store is at schema version {current}, this gateway needs {known}; "
+            "run `sms-gateway migrate` (or start the daemon) first"
+        )
+
+
 async def apply_pending(conn: aiosqlite.Connection) -> list[str]:
     """Bring the schema up to date; refuse a database written by a newer version."""
     todo = available()

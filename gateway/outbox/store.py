@@ -14,7 +14,7 @@ import aiosqlite
 import structlog
 
 from gateway.errors import StoreError, StoreUnavailable
-from gateway.outbox import migrate
+from gateway.outbox import migrate as migrations
 from gateway.outbox.models import (
     Accepted,
     Attempt,
@@ -80,9 +80,13 @@ class Outbox:
         nodes: int = 1,
         clock: Clock = time.time,
         create: bool = True,
+        migrate: bool = True,
         busy_timeout_ms: int = 5000,
     ) -> Outbox:
-        """Open (and migrate) the store; `create=False` refuses a path that does not exist."""
+        """Open (and migrate) the store; `create=False` refuses a path that does not exist.
+
+        `migrate=False` only checks the schema is the one this code knows.
+        """
         if not create and not os.path.exists(path):
             raise StoreError(f"{path}: no store there (has the daemon or `migrate` run?)")
         parent = Path(path).parent
@@ -95,7 +99,11 @@ class Outbox:
                     row = await cur.fetchone()
                 if not row or row[0] != "ok":
                     raise StoreError(f"{path}: integrity check failed: {row[0] if row else '?'}")
-                applied = await migrate.apply_pending(conn)
+                if migrate:
+                    applied = await migrations.apply_pending(conn)
+                else:
+                    await migrations.require_current(conn)
+                    applied = []
                 reader = await _connect(path, busy_timeout_ms=busy_timeout_ms)
             except BaseException:
                 await conn.close()
@@ -193,7 +201,8 @@ class Outbox:
         ids = [(first_seq + i) * self._nodes + self._node for i in range(len(fresh))]
         await conn.executemany(
             "INSERT INTO messages (sms_id, source, source_ref, phone, phone_from, text,"
-            " received_at, accepted_at, state, due_at) VALUES (?,?,?,?,?,?,?,?,'queued',?)",
+            " received_at, expiry_base, accepted_at, state, due_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,'queued',?)",
             [
                 (
                     sid,
@@ -202,6 +211,7 @@ class Outbox:
                     m.phone,
                     m.phone_from,
                     m.text,
+                    m.received_at,
                     m.received_at,
                     now,
                     now,
@@ -246,7 +256,7 @@ class Outbox:
                 f"UPDATE messages SET leased = 1, due_at = ? WHERE sms_id IN ("  # noqa: S608
                 " SELECT sms_id FROM messages INDEXED BY messages_due"
                 " WHERE state = 'queued' AND due_at <= ?"
-                " AND received_at >= ? ORDER BY due_at, sms_id LIMIT ?)"
+                " AND expiry_base >= ? ORDER BY due_at, sms_id LIMIT ?)"
                 f" RETURNING {_MESSAGE_COLUMNS}",
                 (now + lease, now, cutoff, limit),
             ) as cur:
@@ -317,10 +327,11 @@ class Outbox:
 
         async def op(conn: aiosqlite.Connection) -> list[int]:
             async with conn.execute(
+                # A lease that ran out (its attempt was never recorded) does not protect.
                 "UPDATE messages SET state = 'expired', finished_at = ?, leased = 0,"
-                " final_code = 'MAX_AGE' WHERE state = 'queued' AND received_at < ?"
-                " AND leased = 0 RETURNING sms_id",
-                (now, now - max_age),
+                " final_code = 'MAX_AGE' WHERE state = 'queued' AND expiry_base < ?"
+                " AND (leased = 0 OR due_at < ?) RETURNING sms_id",
+                (now, now - max_age, now),
             ) as cur:
                 return [int(r[0]) for r in await cur.fetchall()]
 
@@ -359,10 +370,10 @@ class Outbox:
             params.append(now - since)
 
         async def op(conn: aiosqlite.Connection) -> list[int]:
-            # received_at moves forward so max_age does not expire it again at once.
+            # max_age counts from now, so it does not expire again at once; received_at stays.
             async with conn.execute(
                 "UPDATE messages SET state = 'queued', due_at = ?, finished_at = NULL,"  # noqa: S608
-                f" final_code = NULL, leased = 0, received_at = MAX(received_at, ?) WHERE {where}"
+                f" final_code = NULL, leased = 0, expiry_base = ? WHERE {where}"
                 " RETURNING sms_id",
                 [now, now, *params],
             ) as cur:
@@ -402,7 +413,7 @@ class Outbox:
         cutoff = self._clock() - max_age if max_age > 0 else float("-inf")
         row = await self._one(
             "SELECT due_at FROM messages INDEXED BY messages_due"
-            " WHERE state = 'queued' AND received_at >= ?"
+            " WHERE state = 'queued' AND expiry_base >= ?"
             " ORDER BY due_at, sms_id LIMIT 1",
             (cutoff,),
         )

@@ -155,9 +155,7 @@ async def test_a_second_daemon_on_the_same_store_refuses_to_start(
     assert "another sms-gateway daemon is running on this store" in second.stderr
 
 
-async def test_watchdog_pings_when_systemd_asks_for_them(
-    tmp_path: Path, standin: StandIn
-) -> None:
+async def test_watchdog_pings_when_systemd_asks_for_them(tmp_path: Path, standin: StandIn) -> None:
     d = DaemonProcess(write_config(tmp_path, standin.url), env={"WATCHDOG_USEC": "200000"})
     await d.start()
     try:

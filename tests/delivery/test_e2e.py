@@ -157,7 +157,7 @@ async def test_429_with_retry_after_pauses_all_sending(
     )
     wanted = {first["smsId"], *(r["smsId"] for r in rest)}
     await standin.wait_for(lambda s: s.delivered_ids() >= wanted, timeout=15)
-    later = standin.pushes[1:]
+    later = list(standin.pushes)[1:]
     assert min(p.at for p in later) >= limited_at + 2.0  # nobody was sent during the pause
     limited = [e for e in daemon.logs() if e.get("event") == "push.rate_limited"]
     assert limited[0]["retry_after"] == 2.0

@@ -70,7 +70,7 @@ async def test_bad_ingest_requests_are_refused_and_enqueue_nothing(
         assert body["field"] == field
         assert body["error"].startswith(f"{field}:")
     assert store_counts(daemon) == {"queued": 0, "delivered": 0, "dropped": 0, "expired": 0}
-    assert standin.pushes == []
+    assert list(standin.pushes) == []
 
 
 async def test_oversize_body_without_content_length_is_refused(daemon: DaemonProcess) -> None:
