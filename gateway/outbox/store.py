@@ -26,7 +26,7 @@ from gateway.outbox.models import (
     State,
     StoreSummary,
 )
-from gateway.outbox.writer import GroupWriter
+from gateway.outbox.writer import Coalescer, GroupWriter
 
 log = structlog.get_logger(__name__)
 Clock = Callable[[], float]
@@ -68,8 +68,8 @@ class Outbox:
         self._clock = clock
         self._writer = GroupWriter(writer_conn)
         self._accepted_listeners: list[Callable[[], None]] = []
-        self._accept_waiting: list[tuple[Sequence[Incoming], asyncio.Future[list[Accepted]]]] = []
-        self._accept_flush: asyncio.Task[None] | None = None
+        self._accepts = Coalescer(self._writer, self._insert, "outbox-accept")
+        self._records = Coalescer(self._writer, self._write_records, "outbox-record")
 
     @classmethod
     async def open(
@@ -138,45 +138,14 @@ class Outbox:
         """
         if not items:
             return []
-        fut: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
-        self._accept_waiting.append((items, fut))
-        if self._accept_flush is None or self._accept_flush.done():
-            self._accept_flush = asyncio.create_task(self._flush_accepts(), name="outbox-accept")
-        return await asyncio.shield(fut)
-
-    async def _flush_accepts(self) -> None:
-        taken: list[tuple[Sequence[Incoming], asyncio.Future[list[Accepted]]]] = []
-
-        async def op(conn: aiosqlite.Connection) -> list[Accepted]:
-            # Everything waiting when the transaction starts joins it; later callers start
-            # the next flush.
-            taken.extend(self._accept_waiting)
-            self._accept_waiting.clear()
-            self._accept_flush = None
-            flat = [item for items, _ in taken for item in items]
-            return await self._insert(conn, flat, self._clock())
-
-        try:
-            results = await self._writer.submit(op)
-        except Exception as e:
-            for _, fut in taken or self._accept_waiting:
-                if not fut.done():
-                    fut.set_exception(e)
-            if not taken:
-                self._accept_waiting.clear()
-            return
-        start = 0
-        for items, fut in taken:
-            if not fut.done():
-                fut.set_result(results[start : start + len(items)])
-            start += len(items)
-        if any(not a.duplicate for a in results):
+        result = await self._accepts.submit(items)
+        if any(not a.duplicate for a in result):
             for listener in self._accepted_listeners:
                 listener()
+        return result
 
-    async def _insert(
-        self, conn: aiosqlite.Connection, items: Sequence[Incoming], now: float
-    ) -> list[Accepted]:
+    async def _insert(self, conn: aiosqlite.Connection, items: list[Incoming]) -> list[Accepted]:
+        now = self._clock()
         known = await self._existing_refs(conn, items)
         result: list[Accepted] = []
         fresh: list[Incoming] = []
@@ -268,33 +237,34 @@ class Outbox:
         return claimed
 
     async def record(self, records: Sequence[AttemptRecord]) -> None:
-        """Write attempts and the decisions they led to, in one transaction."""
-        if not records:
-            return
+        """Write attempts and the decisions they led to; concurrent callers share a statement."""
+        if records:
+            await self._records.submit(records)
+
+    async def _write_records(
+        self, conn: aiosqlite.Connection, records: list[AttemptRecord]
+    ) -> list[None]:
         now = self._clock()
-
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.executemany(
-                "INSERT INTO attempts (sms_id, started_at, duration, outcome, http_status, code,"
-                " error, body) VALUES (?,?,?,?,?,?,?,?)",
-                [_attempt_row(r.attempt) for r in records],
-            )
-            await conn.executemany(
-                "UPDATE messages SET state = ?, due_at = ?, leased = 0, attempts = attempts + 1,"
-                " finished_at = ?, final_code = ? WHERE sms_id = ? AND state = 'queued'",
-                [
-                    (
-                        r.new_state.value,
-                        r.next_due if r.next_due is not None else now,
-                        None if r.new_state is State.QUEUED else now,
-                        r.attempt.code if r.new_state is State.DROPPED else None,
-                        r.attempt.sms_id,
-                    )
-                    for r in records
-                ],
-            )
-
-        await self._writer.submit(op)
+        await conn.executemany(
+            "INSERT INTO attempts (sms_id, started_at, duration, outcome, http_status, code,"
+            " error, body) VALUES (?,?,?,?,?,?,?,?)",
+            [_attempt_row(r.attempt) for r in records],
+        )
+        await conn.executemany(
+            "UPDATE messages SET state = ?, due_at = ?, leased = 0, attempts = attempts + 1,"
+            " finished_at = ?, final_code = ? WHERE sms_id = ? AND state = 'queued'",
+            [
+                (
+                    r.new_state.value,
+                    r.next_due if r.next_due is not None else now,
+                    None if r.new_state is State.QUEUED else now,
+                    r.attempt.code if r.new_state is State.DROPPED else None,
+                    r.attempt.sms_id,
+                )
+                for r in records
+            ],
+        )
+        return [None] * len(records)
 
     async def release(self, sms_ids: Iterable[int]) -> None:
         """Give leased messages back (shutdown abandoned them): due again right away."""
