@@ -68,12 +68,45 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class ModemsConfig:
+    """Settings shared by every [[modem]] port."""
+
+    scan_interval: float = 60.0  # full AT+CMGL scan, besides +CMTI indications
+    multipart_timeout: float = 300.0  # then an incomplete multi-part SMS goes out with gaps
+    command_timeout: float = 10.0  # one AT command; a modem silent this long is reset
+    reopen_max: float = 60.0  # longest wait between attempts to reopen a lost port
+
+
+@dataclass(frozen=True)
+class ModemConfig:
+    port: str
+    name: str  # label in logs, metrics and /health; default: the port's file name
+    baudrate: int = 115200
+    pin: str = field(default="", repr=False)
+    phone: str = ""
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """How a message's phone is found; the first matching entry wins."""
+
+    phone: str
+    iccid: str = ""
+    imsi: str = ""
+    source: str = ""  # with port: a source's own port (gateway boxes), e.g. "dinstar-1"
+    port: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     upstream: UpstreamConfig
     store: StoreConfig = StoreConfig()
     ids: IdsConfig = IdsConfig()
     http: HttpConfig = HttpConfig()
     log: LogConfig = LogConfig()
+    modems: ModemsConfig = ModemsConfig()
+    modem: tuple[ModemConfig, ...] = ()
+    sim: tuple[SimConfig, ...] = ()
     source_path: str = ""
 
 
@@ -139,7 +172,19 @@ def parse(
         level=log_t.choice("level", LogConfig.level, ("debug", "info", "warning", "error")),
         format=log_t.choice("format", LogConfig.format, ("json", "console")),
     )
-    for sub in (store_t, ids_t, http_t, log_t):
+    modems_t = t.table("modems")
+    d = ModemsConfig
+    modems = ModemsConfig(
+        scan_interval=modems_t.number("scan_interval", d.scan_interval, minimum=1),
+        multipart_timeout=modems_t.number("multipart_timeout", d.multipart_timeout, minimum=1),
+        command_timeout=modems_t.number("command_timeout", d.command_timeout, minimum=0.1),
+        reopen_max=modems_t.number("reopen_max", d.reopen_max, minimum=0.1),
+    )
+    modem = tuple(_parse_modem(m, secrets) for m in t.tables("modem"))
+    _unique(modem, "name", "modem")
+    _unique(modem, "port", "modem")
+    sim = tuple(_parse_sim(m) for m in t.tables("sim"))
+    for sub in (store_t, ids_t, http_t, log_t, modems_t):
         sub.finish()
     t.finish()
     return Config(
@@ -148,8 +193,63 @@ def parse(
         ids=IdsConfig(node=node, nodes=nodes),
         http=http,
         log=log,
+        modems=modems,
+        modem=modem,
+        sim=sim,
         source_path=source_path,
     )
+
+
+def _phone(t: _Table, key: str, *, required: bool) -> str:
+    value = t.string(key, "")
+    if not value:
+        if required:
+            raise ConfigError(f"{t.where(key)}: missing; the number as digits, e.g. 79001234567")
+        return ""
+    digits = "".join(c for c in value if c not in "+ -()")
+    if not (digits.isascii() and digits.isdigit() and 3 <= len(digits) <= 20):
+        raise ConfigError(f"{t.where(key)}: {value!r} is not a phone number (3 to 20 digits)")
+    return digits
+
+
+def _parse_modem(t: _Table, secrets: _Secrets) -> ModemConfig:
+    port = t.string("port", "", nonempty=True)
+    if not port:
+        raise ConfigError(f"{t.where('port')}: missing; the serial device, e.g. /dev/ttyUSB0")
+    cfg = ModemConfig(
+        port=port,
+        name=t.string("name", "") or port.rstrip("/").rsplit("/", 1)[-1],
+        baudrate=t.integer("baudrate", ModemConfig.baudrate, minimum=300, maximum=4_000_000),
+        pin=secrets.get(t, "pin", required=False),
+        phone=_phone(t, "phone", required=False),
+    )
+    t.finish()
+    return cfg
+
+
+def _parse_sim(t: _Table) -> SimConfig:
+    cfg = SimConfig(
+        phone=_phone(t, "phone", required=True),
+        iccid=t.string("iccid", "").upper().removesuffix("F"),
+        imsi=t.string("imsi", ""),
+        source=t.string("source", ""),
+        port=t.string("port", ""),
+    )
+    if not (cfg.iccid or cfg.imsi or cfg.source):
+        raise ConfigError(f"{t.where('iccid')}: a [[sim]] needs iccid, imsi or source to match")
+    if cfg.port and not cfg.source:
+        raise ConfigError(f"{t.where('port')}: port is matched together with source; add source")
+    t.finish()
+    return cfg
+
+
+def _unique(items: tuple[Any, ...], attr: str, table: str) -> None:
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        value = getattr(item, attr)
+        if value in seen:
+            raise ConfigError(f"{table}[{i}].{attr}: {value!r} is used twice; each must differ")
+        seen.add(value)
 
 
 def _parse_upstream(t: _Table, secrets: _Secrets) -> UpstreamConfig:
@@ -249,6 +349,15 @@ class _Table:
         if not isinstance(value, dict):
             raise ConfigError(f"{self.where(key)}: expected a table [{key}]")
         return _Table(value, self.where(key))
+
+    def tables(self, key: str) -> list[_Table]:
+        """An array of tables ([[key]]); absent means none."""
+        value = self._get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise ConfigError(f"{self.where(key)}: expected tables written [[{key}]]")
+        return [_Table(v, f"{self.where(key)}[{i}]") for i, v in enumerate(value)]
 
     def check(self, key: str, default: T | None, convert: Callable[[object], T]) -> T:
         value = self._get(key)
@@ -357,5 +466,10 @@ def masked(cfg: Config) -> dict[str, Any]:
     for section, key in (("upstream", "api_key"), ("http", "ingest_token")):
         if data[section][key]:
             data[section][key] = MASK
+    for modem in data["modem"]:
+        if modem["pin"]:
+            modem["pin"] = MASK
     data["upstream"]["drop_on"] = list(data["upstream"]["drop_on"])
+    data["modem"] = list(data["modem"])
+    data["sim"] = list(data["sim"])
     return data

@@ -390,7 +390,7 @@ def test_masked_replaces_every_secret_and_keeps_the_rest() -> None:
     assert data["upstream"]["url"] == URL
     assert data["upstream"]["drop_on"] == ["NO_OPERATION", "NO_OP", "BAD_SERVICE"]
     assert "source_path" not in data
-    assert set(data) == {"upstream", "store", "ids", "http", "log"}
+    assert set(data) == {"upstream", "store", "ids", "http", "log", "modems", "modem", "sim"}
     assert KEY not in repr(data)
     assert TOKEN not in repr(data)
 

@@ -13,7 +13,15 @@ def toml(data: Mapping[str, Any]) -> str:
     """A small TOML writer for the effective config: tables of scalars and lists."""
     out: list[str] = []
     for section, values in data.items():
-        if isinstance(values, Mapping):
+        if isinstance(values, list) and values and all(isinstance(v, Mapping) for v in values):
+            for table in values:
+                out.append(f"[[{section}]]")
+                out.extend(f"{k} = {_value(v)}" for k, v in table.items())
+                out.append("")
+        elif isinstance(values, list) and not values:
+            out.append(f"# no [[{section}]]")
+            out.append("")
+        elif isinstance(values, Mapping):
             out.append(f"[{section}]")
             out.extend(f"{k} = {_value(v)}" for k, v in values.items())
             out.append("")

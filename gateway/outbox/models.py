@@ -11,6 +11,15 @@ class State(StrEnum):
     DELIVERED = "delivered"
     DROPPED = "dropped"
     EXPIRED = "expired"
+    HELD = "held"  # stored, not pushed: see Hold
+
+
+class Hold(StrEnum):
+    """Why a message is kept but not pushed."""
+
+    NO_PHONE = "no_phone"  # released once the receiving SIM's number is known
+    UNDECODABLE = "undecodable"  # the raw PDU is kept for a person to look at
+    NOT_TEXT = "not_text"  # status report, WAP push and the like: recorded, never pushed
 
 
 FINISHED_STATES = (State.DELIVERED, State.DROPPED, State.EXPIRED)
@@ -36,12 +45,37 @@ class Incoming:
     text: str
     received_at: float
     source_ref: str | None = None
+    hold: Hold | None = None  # set: stored as held, never pushed (phone may be "")
+    raw: str | None = None  # the PDU as read, kept for audit
+    partial: bool = False  # joined with parts missing
 
 
 @dataclass(frozen=True)
 class Accepted:
     sms_id: int
     duplicate: bool
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a concatenated SMS; parts with the same group_key make one message."""
+
+    source: str
+    group_key: str
+    seq: int
+    total: int
+    text: str
+    phone: str  # "" when unknown: the joined message is held NO_PHONE
+    phone_from: str
+    received_at: float
+    source_ref: str  # this part's dedup key
+    raw: str | None = None
+
+
+@dataclass(frozen=True)
+class PartResult:
+    duplicate: bool  # this part was committed before
+    joined: Accepted | None  # the whole message, once every part is there
 
 
 @dataclass(frozen=True)
@@ -59,6 +93,9 @@ class Message:
     attempts: int
     finished_at: float | None
     final_code: str | None
+    hold_reason: Hold | None = None
+    raw: str | None = None
+    partial: bool = False
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,18 @@ import structlog
 
 from gateway.errors import StoreError, StoreUnavailable
 from gateway.outbox import migrate as migrations
+from gateway.outbox import parts
 from gateway.outbox.models import (
     Accepted,
     Attempt,
     AttemptRecord,
     Drop,
+    Hold,
     Incoming,
     Message,
     Outcome,
+    Part,
+    PartResult,
     State,
     StoreSummary,
 )
@@ -33,7 +37,7 @@ Clock = Callable[[], float]
 BODY_LIMIT = 4096
 _MESSAGE_COLUMNS = (
     "sms_id, source, source_ref, phone, phone_from, text, received_at, accepted_at, "
-    "state, due_at, attempts, finished_at, final_code"
+    "state, due_at, attempts, finished_at, final_code, hold_reason, raw, partial"
 )
 _CHUNK = 400  # pairs per dedup lookup, well below SQLite's variable limit
 
@@ -140,9 +144,55 @@ class Outbox:
             return []
         result = await self._accepts.submit(items)
         if any(not a.duplicate for a in result):
-            for listener in self._accepted_listeners:
-                listener()
+            self._notify()
         return result
+
+    def _notify(self) -> None:
+        for listener in self._accepted_listeners:
+            listener()
+
+    async def accept_part(self, part: Part) -> PartResult:
+        """Commit one part of a concatenated SMS; the joined message comes with the last part."""
+        now = self._clock()
+
+        async def op(conn: aiosqlite.Connection) -> PartResult:
+            return await parts.add_part(conn, part, now, self._insert)
+
+        result = await self._writer.submit(op)
+        if result.joined is not None and not result.joined.duplicate:
+            self._notify()
+        return result
+
+    async def flush_stale_parts(self, older_than: float) -> list[Accepted]:
+        """Join multi-part messages still incomplete after `older_than` seconds, gaps marked."""
+        cutoff = self._clock() - older_than
+
+        async def op(conn: aiosqlite.Connection) -> list[Accepted]:
+            return await parts.flush_stale(conn, cutoff, self._insert)
+
+        joined = await self._writer.submit(op)
+        if joined:
+            self._notify()
+        return joined
+
+    async def release_held(self, source: str, phone: str) -> list[int]:
+        """Held-for-no-phone messages of `source` get `phone` and join the queue."""
+        now = self._clock()
+
+        async def op(conn: aiosqlite.Connection) -> list[int]:
+            async with conn.execute(
+                "UPDATE messages SET state = 'queued', phone = ?, hold_reason = NULL, due_at = ?,"
+                " expiry_base = MAX(expiry_base, ?)"
+                " WHERE state = 'held' AND source = ? AND hold_reason = 'no_phone'"
+                " RETURNING sms_id",
+                (phone, now, now, source),
+            ) as cur:
+                return sorted(int(r[0]) for r in await cur.fetchall())
+
+        released = await self._writer.submit(op)
+        if released:
+            self._notify()
+        return released
 
     async def _insert(self, conn: aiosqlite.Connection, items: list[Incoming]) -> list[Accepted]:
         now = self._clock()
@@ -170,8 +220,8 @@ class Outbox:
         ids = [(first_seq + i) * self._nodes + self._node for i in range(len(fresh))]
         await conn.executemany(
             "INSERT INTO messages (sms_id, source, source_ref, phone, phone_from, text,"
-            " received_at, expiry_base, accepted_at, state, due_at)"
-            " VALUES (?,?,?,?,?,?,?,?,?,'queued',?)",
+            " received_at, expiry_base, accepted_at, state, due_at, hold_reason, raw, partial)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [
                 (
                     sid,
@@ -183,7 +233,11 @@ class Outbox:
                     m.received_at,
                     m.received_at,
                     now,
+                    (State.HELD if m.hold else State.QUEUED).value,
                     now,
+                    m.hold.value if m.hold else None,
+                    m.raw,
+                    int(m.partial),
                 )
                 for sid, m in zip(ids, fresh, strict=True)
             ],
@@ -320,7 +374,18 @@ class Outbox:
             )
             total += n
             if n < batch:
-                return total
+                break
+        # Records that were never going to be pushed age out like finished messages;
+        # held-for-no-phone ones never do (they are waiting, not finished).
+        total += await self._write_rowcount(
+            "DELETE FROM messages WHERE state = 'held' AND hold_reason IN"
+            " ('undecodable', 'not_text') AND accepted_at < ?",
+            (cutoff,),
+        )
+        await self._write_rowcount(
+            "DELETE FROM parts WHERE sms_id IS NOT NULL AND accepted_at < ?", (cutoff,)
+        )
+        return total
 
     async def requeue(
         self, *, sms_ids: Sequence[int] = (), state: State | None = None, since: float | None = None
@@ -351,8 +416,7 @@ class Outbox:
 
         ids = await self._writer.submit(op)
         if ids:
-            for listener in self._accepted_listeners:
-                listener()
+            self._notify()
         return ids
 
     async def check_writable(self, timeout: float = 2.0) -> str | None:
@@ -476,6 +540,9 @@ def _message(r: Any) -> Message:
         attempts=int(r[10]),
         finished_at=_float_or_none((r[11],)),
         final_code=r[12],
+        hold_reason=Hold(r[13]) if r[13] else None,
+        raw=r[14],
+        partial=bool(r[15]),
     )
 
 

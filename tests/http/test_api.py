@@ -69,7 +69,13 @@ async def test_bad_ingest_requests_are_refused_and_enqueue_nothing(
     if field is not None:
         assert body["field"] == field
         assert body["error"].startswith(f"{field}:")
-    assert store_counts(daemon) == {"queued": 0, "delivered": 0, "dropped": 0, "expired": 0}
+    assert store_counts(daemon) == {
+        "queued": 0,
+        "delivered": 0,
+        "dropped": 0,
+        "expired": 0,
+        "held": 0,
+    }
     assert list(standin.pushes) == []
 
 

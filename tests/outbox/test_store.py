@@ -586,6 +586,7 @@ async def test_summary_counts_states_and_ages(store: Outbox, clock: FakeClock) -
         State.DELIVERED: 1,
         State.DROPPED: 1,
         State.EXPIRED: 0,
+        State.HELD: 0,
     }
     assert s.oldest_queued_received_at == T0 - 70
     assert s.last_delivered_at == T0

@@ -1,0 +1,103 @@
+"""Parts of concatenated SMS: each committed as it arrives, joined into one message when complete.
+
+A part is kept (with the smsId of its joined message) after the join, so a part read again
+(a crash between commit and SIM delete) is recognised as a duplicate, not a new message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiosqlite
+
+from gateway.outbox.models import Accepted, Hold, Incoming, Part, PartResult
+
+Insert = Callable[[aiosqlite.Connection, list[Incoming]], Awaitable[list[Accepted]]]
+_PART_COLUMNS = "id, source, group_key, seq, total, text, phone, phone_from, received_at"
+
+
+def gap_marker(seq: int, total: int) -> str:
+    return f"[part {seq}/{total} missing]"
+
+
+async def add_part(
+    conn: aiosqlite.Connection, part: Part, now: float, insert: Insert
+) -> PartResult:
+    async with conn.execute(
+        "SELECT sms_id FROM parts WHERE source = ? AND source_ref = ?",
+        (part.source, part.source_ref),
+    ) as cur:
+        row = await cur.fetchone()
+    if row is not None:
+        joined = Accepted(int(row[0]), duplicate=True) if row[0] is not None else None
+        return PartResult(duplicate=True, joined=joined)
+    await conn.execute(
+        "INSERT INTO parts (source, group_key, source_ref, seq, total, text, phone, phone_from,"
+        " received_at, accepted_at, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (part.source, part.group_key, part.source_ref, part.seq, part.total, part.text,
+         part.phone, part.phone_from, part.received_at, now, part.raw),
+    )  # fmt: skip
+    rows = await _waiting(conn, part.source, part.group_key)
+    chosen = _one_per_seq(rows)
+    if set(chosen) != set(range(1, part.total + 1)):
+        return PartResult(duplicate=False, joined=None)
+    return PartResult(duplicate=False, joined=await _join(conn, chosen, part.total, insert))
+
+
+async def flush_stale(conn: aiosqlite.Connection, cutoff: float, insert: Insert) -> list[Accepted]:
+    """Join every group waiting since before `cutoff` with what arrived, gaps marked."""
+    async with conn.execute(
+        "SELECT source, group_key FROM parts WHERE sms_id IS NULL"
+        " GROUP BY source, group_key HAVING MIN(accepted_at) < ?",
+        (cutoff,),
+    ) as cur:
+        groups = await cur.fetchall()
+    joined = []
+    for source, group_key in groups:
+        rows = await _waiting(conn, source, group_key)
+        chosen = _one_per_seq(rows)
+        total = max(int(r[4]) for r in rows)
+        joined.append(await _join(conn, chosen, total, insert))
+    return joined
+
+
+async def _waiting(conn: aiosqlite.Connection, source: str, group_key: str) -> list[Any]:
+    async with conn.execute(
+        f"SELECT {_PART_COLUMNS} FROM parts WHERE source = ? AND group_key = ?"  # noqa: S608
+        " AND sms_id IS NULL ORDER BY seq, id",
+        (source, group_key),
+    ) as cur:
+        return list(await cur.fetchall())
+
+
+def _one_per_seq(rows: list[Any]) -> dict[int, Any]:
+    """The first part for each sequence number (a reused reference leaves the rest waiting)."""
+    chosen: dict[int, Any] = {}
+    for r in rows:
+        chosen.setdefault(int(r[3]), r)
+    return chosen
+
+
+async def _join(
+    conn: aiosqlite.Connection, chosen: dict[int, Any], total: int, insert: Insert
+) -> Accepted:
+    first = chosen[min(chosen)]
+    pieces = [chosen[s][5] if s in chosen else gap_marker(s, total) for s in range(1, total + 1)]
+    phone = next((r[6] for r in chosen.values() if r[6]), "")
+    message = Incoming(
+        source=first[1],
+        phone=phone,
+        phone_from=first[7],
+        text="".join(pieces),
+        received_at=min(float(r[8]) for r in chosen.values()),
+        source_ref=f"parts:{first[2]}:{first[0]}",
+        hold=None if phone else Hold.NO_PHONE,
+        partial=len(chosen) < total,
+    )
+    (accepted,) = await insert(conn, [message])
+    await conn.executemany(
+        "UPDATE parts SET sms_id = ? WHERE id = ?",
+        [(accepted.sms_id, r[0]) for r in chosen.values()],
+    )
+    return accepted

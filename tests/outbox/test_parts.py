@@ -1,0 +1,169 @@
+"""Concatenated SMS in the outbox: parts committed one by one, joined once, never lost."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.outbox import Hold, Incoming, Outbox, Part, State
+from gateway.outbox.parts import gap_marker
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[tuple[Outbox, Clock]]:
+    clock = Clock()
+    outbox = await Outbox.open(str(tmp_path / "o.sqlite3"), clock=clock)
+    yield outbox, clock
+    await outbox.close()
+
+
+def part(seq: int, total: int = 3, *, group: str = "g1", phone: str = "79001234567") -> Part:
+    return Part(
+        source="modem:m1",
+        group_key=group,
+        seq=seq,
+        total=total,
+        text=f"<{seq}>",
+        phone=phone,
+        phone_from="Bank",
+        received_at=1_800_000_000.0 + seq,
+        source_ref=f"{group}/{seq}",
+        raw=f"PDU{seq}",
+    )
+
+
+async def test_parts_in_any_order_make_one_message(store: tuple[Outbox, Clock]) -> None:
+    outbox, _ = store
+    assert (await outbox.accept_part(part(3))).joined is None
+    assert (await outbox.accept_part(part(1))).joined is None
+    result = await outbox.accept_part(part(2))
+    assert result.joined is not None
+    m = await outbox.get_message(result.joined.sms_id)
+    assert m is not None
+    assert (m.text, m.state, m.partial, m.phone) == (
+        "<1><2><3>",
+        State.QUEUED,
+        False,
+        "79001234567",
+    )
+    assert m.received_at == 1_800_000_001.0
+
+
+async def test_a_part_read_again_after_the_join_is_a_duplicate(
+    store: tuple[Outbox, Clock],
+) -> None:
+    outbox, _ = store
+    for seq in (1, 2, 3):
+        result = await outbox.accept_part(part(seq))
+    assert result.joined is not None
+    again = await outbox.accept_part(part(2))
+    assert again.duplicate
+    assert again.joined is not None
+    assert again.joined.sms_id == result.joined.sms_id
+    summary = await outbox.summary()
+    assert summary.counts[State.QUEUED] == 1
+
+
+async def test_a_part_read_twice_before_the_join_is_a_duplicate(
+    store: tuple[Outbox, Clock],
+) -> None:
+    outbox, _ = store
+    await outbox.accept_part(part(1))
+    again = await outbox.accept_part(part(1))
+    assert again.duplicate
+    assert again.joined is None
+
+
+async def test_stale_groups_go_out_with_gaps_marked(store: tuple[Outbox, Clock]) -> None:
+    outbox, clock = store
+    await outbox.accept_part(part(1))
+    await outbox.accept_part(part(3))
+    clock.now += 100
+    assert await outbox.flush_stale_parts(300) == []
+    clock.now += 250
+    (joined,) = await outbox.flush_stale_parts(300)
+    m = await outbox.get_message(joined.sms_id)
+    assert m is not None
+    assert m.text == "<1>" + gap_marker(2, 3) + "<3>"
+    assert m.partial
+    assert m.state is State.QUEUED
+    # The late part is then recognised, not pushed again as a new message.
+    late = await outbox.accept_part(part(1))
+    assert late.duplicate
+
+
+async def test_parts_without_a_phone_make_a_held_message_released_later(
+    store: tuple[Outbox, Clock],
+) -> None:
+    outbox, _ = store
+    await outbox.accept_part(part(1, 2, phone=""))
+    result = await outbox.accept_part(part(2, 2, phone=""))
+    assert result.joined is not None
+    m = await outbox.get_message(result.joined.sms_id)
+    assert m is not None
+    assert (m.state, m.hold_reason) == (State.HELD, Hold.NO_PHONE)
+    assert await outbox.claim_due(limit=10, lease=10, max_age=0) == []
+    assert await outbox.release_held("modem:m1", "79001112233") == [result.joined.sms_id]
+    (claimed,) = await outbox.claim_due(limit=10, lease=10, max_age=0)
+    assert claimed.phone == "79001112233"
+
+
+async def test_held_records_are_kept_not_pushed(store: tuple[Outbox, Clock]) -> None:
+    outbox, clock = store
+    (a,) = await outbox.accept(
+        [Incoming("modem:m1", "", "?", "", clock.now, "k1", hold=Hold.UNDECODABLE, raw="0791ZZ")]
+    )
+    m = await outbox.get_message(a.sms_id)
+    assert m is not None
+    assert (m.state, m.raw, m.hold_reason) == (State.HELD, "0791ZZ", Hold.UNDECODABLE)
+    assert await outbox.claim_due(limit=10, lease=10, max_age=0) == []
+    assert await outbox.release_held("modem:m1", "79001234567") == []  # not a phone problem
+    assert [x.sms_id for x in await outbox.list_messages(state=State.HELD)] == [a.sms_id]
+
+
+async def test_two_groups_interleaved_stay_apart(store: tuple[Outbox, Clock]) -> None:
+    outbox, _ = store
+    results = []
+    for seq in (1, 2):
+        results.append(await outbox.accept_part(part(seq, 2, group="a")))
+        results.append(await outbox.accept_part(part(seq, 2, group="b")))
+    joined = [r.joined for r in results if r.joined]
+    assert len(joined) == 2
+    assert len({j.sms_id for j in joined}) == 2
+
+
+@settings(max_examples=25, deadline=None)
+@given(total=st.integers(1, 8), seed=st.integers(0, 10_000), repeats=st.integers(0, 3))
+async def test_any_arrival_order_with_repeats_joins_exactly_once(
+    tmp_path_factory: pytest.TempPathFactory, total: int, seed: int, repeats: int
+) -> None:
+    path = tmp_path_factory.mktemp("parts") / "o.sqlite3"
+    outbox = await Outbox.open(str(path))
+    try:
+        order = [*range(1, total + 1)]
+        rng = random.Random(seed)
+        order += [rng.randint(1, total) for _ in range(repeats)]
+        rng.shuffle(order)
+        joined = set()
+        for seq in order:
+            r = await outbox.accept_part(part(seq, total))
+            if r.joined:
+                joined.add(r.joined.sms_id)
+        assert len(joined) == 1
+        (m,) = await outbox.list_messages()
+        assert m.text == "".join(f"<{i}>" for i in range(1, total + 1))
+    finally:
+        await outbox.close()
