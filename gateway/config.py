@@ -98,6 +98,41 @@ class SimConfig:
 
 
 @dataclass(frozen=True)
+class HookConfig:
+    """[gammu] / [smstools]: the hook's own modem name -> the phone it receives for."""
+
+    phones: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HttpPeerConfig:
+    """[[dinstar]] / [[ejoin]]: a gateway box that pushes to /v1/inbound/<kind>/<name>."""
+
+    name: str
+    token: str = field(default="", repr=False)
+    allow: tuple[str, ...] = ()  # source addresses or networks allowed; empty: any
+
+
+@dataclass(frozen=True)
+class GoipConfig:
+    name: str
+    id: str
+    password: str = field(default="", repr=False)
+    listen: str = "127.0.0.1:44444"
+    quiet_period: float = 3.0  # seconds of silence that end a long SMS sent as several packets
+
+
+@dataclass(frozen=True)
+class YeastarConfig:
+    name: str
+    host: str
+    username: str
+    password: str = field(default="", repr=False)
+    port: int = 5038
+    reconnect_max: float = 60.0
+
+
+@dataclass(frozen=True)
 class Config:
     upstream: UpstreamConfig
     store: StoreConfig = StoreConfig()
@@ -107,6 +142,12 @@ class Config:
     modems: ModemsConfig = ModemsConfig()
     modem: tuple[ModemConfig, ...] = ()
     sim: tuple[SimConfig, ...] = ()
+    gammu: HookConfig = HookConfig()
+    smstools: HookConfig = HookConfig()
+    dinstar: tuple[HttpPeerConfig, ...] = ()
+    ejoin: tuple[HttpPeerConfig, ...] = ()
+    goip: tuple[GoipConfig, ...] = ()
+    yeastar: tuple[YeastarConfig, ...] = ()
     source_path: str = ""
 
 
@@ -184,6 +225,20 @@ def parse(
     _unique(modem, "name", "modem")
     _unique(modem, "port", "modem")
     sim = tuple(_parse_sim(m) for m in t.tables("sim"))
+    gammu = _parse_hook(t.table("gammu"))
+    smstools = _parse_hook(t.table("smstools"))
+    dinstar = tuple(_parse_http_peer(x, secrets) for x in t.tables("dinstar"))
+    ejoin = tuple(_parse_http_peer(x, secrets) for x in t.tables("ejoin"))
+    goip = tuple(_parse_goip(x, secrets) for x in t.tables("goip"))
+    yeastar = tuple(_parse_yeastar(x, secrets) for x in t.tables("yeastar"))
+    for kind, peers in (
+        ("dinstar", dinstar),
+        ("ejoin", ejoin),
+        ("goip", goip),
+        ("yeastar", yeastar),
+    ):
+        _unique(peers, "name", kind)
+    _unique(goip, "listen", "goip")
     for sub in (store_t, ids_t, http_t, log_t, modems_t):
         sub.finish()
     t.finish()
@@ -196,6 +251,12 @@ def parse(
         modems=modems,
         modem=modem,
         sim=sim,
+        gammu=gammu,
+        smstools=smstools,
+        dinstar=dinstar,
+        ejoin=ejoin,
+        goip=goip,
+        yeastar=yeastar,
         source_path=source_path,
     )
 
@@ -241,6 +302,70 @@ def _parse_sim(t: _Table) -> SimConfig:
         raise ConfigError(f"{t.where('port')}: port is matched together with source; add source")
     t.finish()
     return cfg
+
+
+def _name(t: _Table) -> str:
+    name = t.string("name", "", nonempty=True)
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise ConfigError(f"{t.where('name')}: required; letters, digits, - _ . only")
+    return name
+
+
+def _parse_hook(t: _Table) -> HookConfig:
+    raw: dict[str, str] = t.check("phones", {}, _string_map)
+    phones = {}
+    for key, value in raw.items():
+        digits = "".join(c for c in value if c not in "+ -()")
+        if not (digits.isascii() and digits.isdigit() and 3 <= len(digits) <= 20):
+            raise ConfigError(f"{t.where('phones')}.{key}: {value!r} is not a phone number")
+        phones[key] = digits
+    t.finish()
+    return HookConfig(phones=phones)
+
+
+def _string_map(value: object) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ValueError('expected a table of strings, e.g. { "modem1" = "79001234567" }')
+    return dict(value)
+
+
+def _parse_http_peer(t: _Table, secrets: _Secrets) -> HttpPeerConfig:
+    cfg = HttpPeerConfig(
+        name=_name(t),
+        token=secrets.get(t, "token", required=True),
+        allow=t.string_list("allow", ()),
+    )
+    t.finish()
+    return cfg
+
+
+def _parse_goip(t: _Table, secrets: _Secrets) -> GoipConfig:
+    cfg = GoipConfig(
+        name=_name(t),
+        id=t.string("id", "", nonempty=True) or _missing(t, "id", "the GoIP's SMS-server id"),
+        password=secrets.get(t, "password", required=True),
+        listen=t.check("listen", GoipConfig.listen, _listen_address),
+        quiet_period=t.number("quiet_period", GoipConfig.quiet_period, minimum=0.1),
+    )
+    t.finish()
+    return cfg
+
+
+def _parse_yeastar(t: _Table, secrets: _Secrets) -> YeastarConfig:
+    cfg = YeastarConfig(
+        name=_name(t),
+        host=t.string("host", "", nonempty=True) or _missing(t, "host", "the TG's address"),
+        username=t.string("username", "", nonempty=True) or _missing(t, "username", "API user"),
+        password=secrets.get(t, "password", required=True),
+        port=t.integer("port", YeastarConfig.port, minimum=1, maximum=65535),
+        reconnect_max=t.number("reconnect_max", YeastarConfig.reconnect_max, minimum=0.1),
+    )
+    t.finish()
+    return cfg
+
+
+def _missing(t: _Table, key: str, what: str) -> str:
+    raise ConfigError(f"{t.where(key)}: missing; {what}")
 
 
 def _unique(items: tuple[Any, ...], attr: str, table: str) -> None:
@@ -466,10 +591,17 @@ def masked(cfg: Config) -> dict[str, Any]:
     for section, key in (("upstream", "api_key"), ("http", "ingest_token")):
         if data[section][key]:
             data[section][key] = MASK
-    for modem in data["modem"]:
-        if modem["pin"]:
-            modem["pin"] = MASK
+    for kind, key in (
+        ("modem", "pin"),
+        ("dinstar", "token"),
+        ("ejoin", "token"),
+        ("goip", "password"),
+        ("yeastar", "password"),
+    ):
+        for table in data[kind]:
+            if table[key]:
+                table[key] = MASK
+        data[kind] = list(data[kind])
     data["upstream"]["drop_on"] = list(data["upstream"]["drop_on"])
-    data["modem"] = list(data["modem"])
     data["sim"] = list(data["sim"])
     return data
