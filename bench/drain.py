@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -138,8 +139,9 @@ async def gateway_drain(
                 await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - t0
         finally:
-            proc.terminate()
-            proc.wait(10)
+            # py-spy writes its profile on SIGINT; the daemon stops cleanly on either.
+            proc.send_signal(signal.SIGINT if os.environ.get("BENCH_PROFILE") else signal.SIGTERM)
+            proc.wait(30)
     return n / elapsed, peak
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import sqlite3
@@ -78,10 +79,13 @@ class DeliveryWorker:
             circuit_after=cfg.circuit_after,
             retry_interval=cfg.retry_interval,
         )
-        self._lease = cfg.timeout + LEASE_MARGIN
+        # Long enough for a prefetched message to wait one timeout and then be sent.
+        self._lease = 2 * cfg.timeout + LEASE_MARGIN
         self._wake = asyncio.Event()
         self._stopping = False
-        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._in_flight: dict[int, asyncio.Task[None]] = {}  # HTTP requests out now
+        self._tasks: set[asyncio.Task[None]] = set()  # pushes not yet recorded
+        self._buffer: collections.deque[Message] = collections.deque()  # claimed, not yet sent
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._maintenance: asyncio.Task[None] | None = None
@@ -121,17 +125,22 @@ class DeliveryWorker:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        unsent = [m.sms_id for m in self._buffer]
+        self._buffer.clear()
         pending = list(self._in_flight.values())
+        abandoned: list[int] = []
         if pending:
             _, still = await asyncio.wait(pending, timeout=grace)
             abandoned = [sid for sid, t in self._in_flight.items() if t in still]
             for t in still:
                 t.cancel()
-            await asyncio.gather(*still, return_exceptions=True)
             if abandoned:
                 log.warning("delivery.pushes_abandoned", sms_ids=abandoned)
-                with contextlib.suppress(Exception):
-                    await self._outbox.release(abandoned)
+        # Answers already received are written before the store closes.
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if abandoned or unsent:
+            with contextlib.suppress(Exception):
+                await self._outbox.release(abandoned + unsent)
         if self._session is not None:
             await self._session.close()
 
@@ -158,25 +167,47 @@ class DeliveryWorker:
             self._wake.clear()
             now = self._clock()
             free = self._pacer.allowed(now, len(self._in_flight))
-            if free > 0:
+            if free > 0 and len(self._buffer) < free:
                 try:
-                    batch = await self._outbox.claim_due(
-                        limit=free, lease=self._lease, max_age=self._cfg.max_age
-                    )
+                    await self._refill(now, free)
                 except StoreError as e:
                     # Health shows the store failing; keep trying, without spinning.
                     log.error("delivery.claim_failed", error=str(e))
                     await asyncio.sleep(STORE_RETRY)
                     continue
-                for message in batch:
-                    self._pacer.sent(now)
-                    self._in_flight[message.sms_id] = asyncio.create_task(
-                        self._push(message), name=f"push-{message.sms_id}"
-                    )
-                self._metrics.in_flight.set(len(self._in_flight))
-                if len(batch) == free:
-                    continue  # there may be more due; loop until the window is full
-            await self._sleep(free)
+                now = self._clock()
+                free = self._pacer.allowed(now, len(self._in_flight))
+            sent = 0
+            while sent < free and self._buffer:
+                message = self._buffer.popleft()
+                self._pacer.sent(now)
+                task = asyncio.create_task(self._push(message), name=f"push-{message.sms_id}")
+                self._in_flight[message.sms_id] = task
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                sent += 1
+            self._metrics.in_flight.set(len(self._in_flight))
+            if sent and sent == free:
+                continue  # the window may have room again: loop until it is full
+            await self._sleep(free - sent)
+
+    async def _refill(self, now: float, free: int) -> None:
+        """Claim what is due, plus (when all is well) a window's worth ahead of need.
+
+        Claiming ahead means a freed slot is refilled at once instead of waiting for a
+        store round trip; prefetched leases are handed back when the flow is not steady.
+        """
+        steady = self._pacer.circuit is Circuit.CLOSED and self._pacer.rate_cap(now) is None
+        if not steady and self._buffer:
+            await self._outbox.release([m.sms_id for m in self._buffer])
+            self._buffer.clear()
+        want = free + (self._cfg.concurrency if steady else 0) - len(self._buffer)
+        if want <= 0:
+            return
+        claimed = await self._outbox.claim_due(
+            limit=want, lease=self._lease, max_age=self._cfg.max_age
+        )
+        self._buffer.extend(claimed)
 
     async def _sleep(self, free: int) -> None:
         now = self._clock()
@@ -226,6 +257,16 @@ class DeliveryWorker:
             verdict = self._policy.classify_error(error or "unknown")
         else:
             verdict = self._policy.classify(status, body, retry_after)
+        # The HTTP slot is free now; the lease keeps the message ours until the record commits.
+        self._in_flight.pop(message.sms_id, None)
+        self._metrics.in_flight.set(len(self._in_flight))
+        self._metrics.attempts.labels(verdict.outcome.value).inc()
+        self._track_upstream(verdict, ended, status, error)
+        changed = self._pacer.finished(verdict, ended)
+        if changed is not None:
+            self._metrics.circuit_open.set(1 if changed is Circuit.OPEN else 0)
+            log.warning(f"upstream.circuit_{changed.value}", failures=self._pacer.consecutive_down)
+        self._wake.set()
         await self._settle(message, verdict, started, duration, ended, status, body, error, log_)
 
     async def _settle(
@@ -262,15 +303,6 @@ class DeliveryWorker:
         except Exception as e:
             # The lease runs out and the message is simply due again, same smsId.
             log_.error("push.record_failed", error=str(e), outcome=outcome.value)
-        finally:
-            self._in_flight.pop(message.sms_id, None)
-            self._metrics.in_flight.set(len(self._in_flight))
-        self._metrics.attempts.labels(outcome.value).inc()
-        self._track_upstream(verdict, ended, status, error)
-        changed = self._pacer.finished(verdict, ended)
-        if changed is not None:
-            self._metrics.circuit_open.set(1 if changed is Circuit.OPEN else 0)
-            log.warning(f"upstream.circuit_{changed.value}", failures=self._pacer.consecutive_down)
         fields = {
             "http_status": status,
             "duration": round(duration, 4),
