@@ -73,6 +73,7 @@ class StandIn:
         # Every push, or only the last `keep` (a long-running stand-in must not grow forever).
         self.pushes: collections.deque[Push] = collections.deque(maxlen=keep)
         self.received = 0
+        self.peers: set[tuple[str, int]] = set()  # client (address, port): one per connection
         self._delivered_ids: set[int] = set()
         self.delivered_count = 0
         self.in_flight = 0
@@ -120,6 +121,9 @@ class StandIn:
 
     async def _push(self, request: web.Request) -> web.StreamResponse:
         arrived = time.time()
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if peer:
+            self.peers.add((peer[0], peer[1]))
         raw = await request.read()
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)

@@ -217,3 +217,18 @@ async def test_api_key_never_reaches_the_logs(daemon: DaemonProcess, standin: St
     for entry in daemon.logs():
         if entry["event"].startswith("push."):
             assert entry["sms_id"] == answer["smsId"]
+
+
+async def test_a_backlog_drains_with_at_most_concurrency_requests_in_flight(
+    daemon_factory: Callable[..., Any], standin: StandIn
+) -> None:
+    daemon = await daemon_factory(upstream={"concurrency": 4})
+    standin.default = Answer(delay=0.05)
+    _, answers = await daemon.post_sms(
+        [{"phone": "79001234567", "phoneFrom": "S", "text": f"m{i}"} for i in range(40)]
+    )
+    ids = {a["smsId"] for a in answers}
+    await standin.wait_for(lambda s: s.delivered_ids() >= ids, timeout=15)
+    assert standin.max_in_flight == 4  # the window was used, and never exceeded
+    # One keep-alive session: connections are reused, not one per request.
+    assert len(standin.peers) <= 4
