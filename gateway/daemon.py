@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import signal
 import time
@@ -12,16 +13,18 @@ from dataclasses import dataclass
 
 import structlog
 
-from gateway import __version__
+from gateway import __version__, config
 from gateway.config import Config
 from gateway.delivery import DeliveryWorker
-from gateway.errors import GatewayError, StoreError
-from gateway.health import Health
+from gateway.errors import ConfigError, GatewayError, StoreError
+from gateway.health import Check, Health
 from gateway.http import HttpServer
 from gateway.intake import Intake
 from gateway.metrics import Metrics
 from gateway.outbox import Outbox
 from gateway.sdnotify import Notifier
+from gateway.sources.modem.bank import ModemBank
+from gateway.sources.peers import PeerSources
 
 log = structlog.get_logger(__name__)
 SHUTDOWN_BUDGET = 5.0  # seconds from SIGTERM to exit (CONTRACT section 2)
@@ -40,6 +43,8 @@ class Parts:
     worker: DeliveryWorker
     health: Health
     http: HttpServer
+    modems: ModemBank
+    peers: PeerSources
 
 
 def lock_store(path: str) -> int:
@@ -66,6 +71,7 @@ class Daemon:
         self.parts: Parts | None = None
         self._lock_fd: int | None = None
         self._stop = asyncio.Event()
+        self._reload: asyncio.Task[None] | None = None
 
     async def start(self) -> Parts:
         cfg = self.cfg
@@ -81,6 +87,12 @@ class Daemon:
             outbox, cfg.upstream, metrics, keep_finished=cfg.store.keep_finished
         )
         health = Health(outbox, worker, degraded_after=cfg.upstream.circuit_after)
+        modems = ModemBank(intake, cfg, metrics)
+        peers = PeerSources(cfg, intake, metrics)
+        if cfg.modem:
+            health.add_check("modems", modems.health_check)
+        for name in peers.health_checks():
+            health.add_check(name, functools.partial(_peer_check, peers, name))
         http = HttpServer(
             host=cfg.http.host,
             port=cfg.http.port,
@@ -89,10 +101,13 @@ class Daemon:
             health=health,
             metrics=metrics,
             ingest_token=cfg.http.ingest_token,
+            extra_routes=peers.routes(),
         )
-        self.parts = Parts(outbox, metrics, intake, worker, health, http)
+        self.parts = Parts(outbox, metrics, intake, worker, health, http, modems, peers)
         try:
             await worker.start()
+            modems.start()
+            await peers.start()
             try:
                 await http.start()
             except OSError as e:
@@ -120,6 +135,8 @@ class Daemon:
             return
         p, self.parts = self.parts, None
         await p.http.stop_accepting()
+        await p.peers.stop()
+        await p.modems.stop()
         await p.worker.stop(grace=PUSH_GRACE)
         await p.http.stop()
         await p.outbox.close()
@@ -155,7 +172,29 @@ class Daemon:
         self._stop.set()
 
     def _on_hangup(self) -> None:
-        log.info("daemon.reload_ignored", reason="nothing in this version reloads on SIGHUP")
+        """SIGHUP: re-read the config; phone numbers ([[sim]], modem phone) take effect."""
+        if self.parts is None:
+            return
+        try:
+            fresh = config.load(self.cfg.source_path)
+        except ConfigError as e:
+            log.error("daemon.reload_refused", error=str(e), action="keeping the running config")
+            return
+        self._reload = asyncio.create_task(self._apply_reload(fresh), name="reload")
+
+    async def _apply_reload(self, fresh: Config) -> None:
+        if self.parts is None:
+            return
+        try:
+            await self.parts.modems.reload(fresh)
+        except Exception as e:
+            log.error("daemon.reload_failed", error=str(e))
+            return
+        log.info(
+            "daemon.reloaded",
+            what="[[sim]] and modem phone numbers",
+            restart_needed_for="everything else",
+        )
 
     async def _watch(self, parts: Parts) -> int:
         interval = self.notifier.watchdog_interval()
@@ -177,6 +216,10 @@ class Daemon:
             return f"store unreadable: {e}"
         up = parts.worker.status()
         return f"{queued} queued, upstream circuit {up.pacer.circuit.value}"
+
+
+def _peer_check(peers: PeerSources, name: str) -> Check:
+    return peers.health_checks()[name]
 
 
 __all__ = ["Daemon", "StoreError", "StoreLocked"]

@@ -1,10 +1,11 @@
-"""`sms-gateway demo`: the stand-in upstream, the daemon and a few messages, all on this machine."""
+"""`sms-gateway demo`: the stand-in upstream, the daemon, simulated modems and a few SMS."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import random
 import signal
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import aiohttp
 
 from gateway import config
 from gateway.daemon import Daemon
+from gateway.sources.modem.pdu import split_deliver
+from gateway.sources.modem.simulator import FakeModem
 from gateway.standin import StandIn
 
 DEMO_TOKEN = "demo-ingest-token"  # noqa: S105 - a demo on loopback, printed on purpose
@@ -26,7 +29,46 @@ SAMPLES = [
 ]
 
 
-def write_config(directory: Path, upstream_url: str, port: int) -> Path:
+# Simulated modems: (maker profile, ICCID, the SIM's number)
+MODEMS = [
+    ("simcom", "8970199000000000011", "79001234567"),
+    ("huawei", "8970199000000000022", "79007654321"),
+    ("quectel", "8970199000000000033", "79005550000"),
+]
+MODEM_SMS = [
+    (0, "Instagram", "Your Instagram code is 511 044"),
+    (1, "VK", "VK: 7731 — код для входа. Никому его не сообщайте"),
+    (2, "+447700900123", "Hi! This one is long enough to need three parts: " + "lorem ipsum " * 25),
+]
+
+
+def start_modems(directory: Path) -> list[FakeModem]:
+    """Real pseudo-terminals that speak AT like USB modems, with /dev/serial/by-id-like links."""
+    links = directory / "by-id"
+    links.mkdir(parents=True, exist_ok=True)
+    modems = []
+    for i, (profile, iccid, _) in enumerate(MODEMS):
+        modem = FakeModem(
+            profile,
+            iccid=iccid,
+            imsi=f"25099000000000{i}",
+            link_dir=links,
+            link_name=f"usb-demo-{profile}-if00-port0",
+        )
+        modem.start()
+        modems.append(modem)
+    return modems
+
+
+def modem_tables(modems: list[FakeModem]) -> str:
+    tables = ["[modems]\nscan_interval = 10.0\nmultipart_timeout = 30.0\n"]
+    for modem, (_, iccid, phone) in zip(modems, MODEMS, strict=True):
+        tables.append(f'[[modem]]\nport = "{modem.port}"\n')
+        tables.append(f'[[sim]]\niccid = "{iccid}"\nphone = "{phone}"\n')
+    return "\n".join(tables)
+
+
+def write_config(directory: Path, upstream_url: str, port: int, extra: str = "") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "config.toml"
     path.write_text(
@@ -43,7 +85,7 @@ def write_config(directory: Path, upstream_url: str, port: int) -> Path:
         f'ingest_token = "{DEMO_TOKEN}"\n\n'
         "[log]\n"
         'format = "console"\n'
-        'level = "warning"\n',
+        'level = "warning"\n\n' + extra,
         encoding="utf-8",
     )
     return path
@@ -54,9 +96,15 @@ async def run_demo(*, port: int, directory: str) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    standin = StandIn(key=DEMO_KEY, active_phones=ACTIVE, bad_senders=["SomeBank"], rate_limit=50)
+    standin = StandIn(
+        key=DEMO_KEY,
+        active_phones=[*ACTIVE, *(phone for _, _, phone in MODEMS)],
+        bad_senders=["SomeBank"],
+        rate_limit=50,
+    )
     await standin.start()
-    cfg_path = write_config(Path(directory), standin.url, port)
+    modems = start_modems(Path(directory))
+    cfg_path = write_config(Path(directory), standin.url, port, modem_tables(modems))
     cfg = config.load(cfg_path)
     daemon = Daemon(cfg)
     parts = await daemon.start()
@@ -78,7 +126,18 @@ async def run_demo(*, port: int, directory: str) -> int:
                     f"  {resp.status} {json.dumps(answer)}  <- {sample['phoneFrom']}: "
                     f"{sample['text'][:40]!r}"
                 )
-        await standin.wait_for(lambda s: len(s.pushes) >= len(SAMPLES), timeout=15)
+        print(f"\n{len(modems)} simulated modems receive SMS (real ptys speaking AT):")
+        for index, sender, text in MODEM_SMS:
+            pdus = split_deliver(sender, text, ref=17 + index)
+            random.Random(index).shuffle(pdus)  # multi-part SMS may arrive in any order
+            for pdu in pdus:
+                modems[index].deliver(pdu)
+            print(
+                f"  {modems[index].port.rsplit('/', 1)[-1]}: {len(pdus)} part(s) from "
+                f"{sender}: {text[:40]!r}"
+            )
+        wanted = len(SAMPLES) + len(MODEM_SMS)
+        await standin.wait_for(lambda s: len(s.pushes) >= wanted, timeout=30)
         print("\nwhat the upstream answered:")
         for push in standin.pushes:
             body = push.body or {}
@@ -97,6 +156,8 @@ async def run_demo(*, port: int, directory: str) -> int:
     finally:
         with contextlib.suppress(Exception):
             await daemon.stop()
+        for modem in modems:
+            modem.stop()
         await standin.stop()
     print("demo stopped")
     return 0

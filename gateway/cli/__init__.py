@@ -59,6 +59,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="the text (read from stdin when omitted)")
     p.add_argument("--id", dest="source_ref", help="the caller's own id: the same id twice is one")
     p.add_argument("--received-at", help="ISO-8601 time of receipt (default: now)")
+    hook = p.add_mutually_exclusive_group()
+    hook.add_argument(
+        "--gammu",
+        action="store_true",
+        help="gammu-smsd RunOnReceive: read its environment and the files named",
+    )
+    hook.add_argument(
+        "--smstools", metavar="FILE", help="smstools3 eventhandler: an incoming message file"
+    )
+    p.add_argument("files", nargs="*", metavar="FILE", help="with --gammu: the inbox files")
+
+    modems = sub.add_parser("modems", help="work with the serial modems")
+    modems_sub = modems.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = modems_sub.add_parser(
+        "probe", parents=[common], help="identify modems and print [[modem]]/[[sim]] tables"
+    )
+    p.add_argument("ports", nargs="*", metavar="PORT", help="default: the configured ports")
+    p.add_argument("--baudrate", type=int, default=115200)
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per AT command")
 
     p = sub.add_parser("stand-in", parents=[common], help="a local PUSH_SMS endpoint for trials")
     p.add_argument("--host", default="127.0.0.1")
@@ -121,6 +140,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from gateway.demo import run_demo
 
         return asyncio.run(run_demo(port=args.port, directory=args.dir))
+    if cmd == "modems":
+        logs.configure("warning", "console")
+        from gateway.cli.modem_cmds import probe
+
+        probe_cfg = None
+        if not args.ports:
+            probe_cfg = _load(args, read_secrets=True)
+        return asyncio.run(probe(args, probe_cfg))
     # Store commands (status, messages, ingest, migrate) need no credentials: hooks and
     # operators can run them without access to the service's API key.
     cfg = _load(args, read_secrets=cmd in ("run", "check-config"))

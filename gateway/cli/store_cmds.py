@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from gateway.cli import render
 from gateway.config import Config
-from gateway.errors import GatewayError, StoreUnavailable
+from gateway.errors import DecodeError, GatewayError, StoreUnavailable
 from gateway.http.ingest import IngestError, parse_body
 from gateway.intake import Intake
-from gateway.outbox import Message, Outbox, State
+from gateway.outbox import Incoming, Message, Outbox, State
 
 
 async def run(cmd: str, args: argparse.Namespace, cfg: Config) -> int:
@@ -31,7 +33,7 @@ async def run(cmd: str, args: argparse.Namespace, cfg: Config) -> int:
             case "status":
                 return await status(outbox, args, cfg)
             case "ingest":
-                return await ingest(outbox, args)
+                return await ingest(outbox, args, cfg)
             case "messages":
                 return await messages(outbox, args)
         raise GatewayError(f"unknown command {cmd}")
@@ -172,7 +174,43 @@ async def messages(outbox: Outbox, args: argparse.Namespace) -> int:
     return 0
 
 
-async def ingest(outbox: Outbox, args: argparse.Namespace) -> int:
+async def ingest(outbox: Outbox, args: argparse.Namespace, cfg: Config) -> int:
+    """Exit 0 only once committed: hooks (gammu, smstools) keep the message on anything else."""
+    from gateway.cli import UsageError
+
+    now = time.time()
+    try:
+        if args.gammu:
+            from gateway.sources.gammu import messages_from_gammu
+
+            items = messages_from_gammu(os.environ, args.files, cfg.gammu, args.phone, now)
+        elif args.smstools:
+            from gateway.sources.smstools import message_from_smstools
+
+            data = Path(args.smstools).read_bytes()
+            items = [message_from_smstools(data, cfg.smstools, args.phone, now, args.smstools)]
+        else:
+            items = [_plain_item(args, now)]
+    except DecodeError as e:
+        raise UsageError(f"ingest: {e}") from None
+    except OSError as e:
+        raise UsageError(f"ingest: cannot read {e.filename}: {e.strerror}") from None
+    if not items:
+        print("sms-gateway: nothing to ingest", file=sys.stderr)
+        return 0
+    try:
+        accepted = await Intake(outbox).accept(items)
+    except StoreUnavailable as e:
+        print(f"sms-gateway: not committed: {e}", file=sys.stderr)
+        return 1
+    for a in accepted:
+        print(a.sms_id)
+    return 0
+
+
+def _plain_item(args: argparse.Namespace, now: float) -> Incoming:
+    from gateway.cli import UsageError
+
     text = args.text if args.text is not None else sys.stdin.read()
     payload: dict[str, Any] = {"phone": args.phone, "phoneFrom": args.phone_from, "text": text}
     if args.source_ref:
@@ -180,10 +218,8 @@ async def ingest(outbox: Outbox, args: argparse.Namespace) -> int:
     if args.received_at:
         payload["receivedAt"] = args.received_at
     try:
-        item = parse_body(payload, source="cli", now=time.time()).items[0]
+        return parse_body(payload, source="cli", now=now).items[0]
     except IngestError as e:
-        from gateway.cli import UsageError
-
         flag = {
             "phone": "--phone",
             "phoneFrom": "--from",
@@ -192,10 +228,3 @@ async def ingest(outbox: Outbox, args: argparse.Namespace) -> int:
             "receivedAt": "--received-at",
         }.get(e.field, e.field)
         raise UsageError(f"{flag}: {str(e).split(': ', 1)[1]}") from None
-    try:
-        (accepted,) = await Intake(outbox).accept([item])
-    except StoreUnavailable as e:
-        print(f"sms-gateway: not committed: {e}", file=sys.stderr)
-        return 1
-    print(accepted.sms_id)
-    return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -72,6 +72,7 @@ class HttpServer:
         health: Health,
         metrics: Metrics,
         ingest_token: str,
+        extra_routes: Sequence[web.RouteDef] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._host, self._port = host, port
@@ -86,6 +87,7 @@ class HttpServer:
         self.app.router.add_get("/metrics", self._get_metrics)
         if ingest_token:
             self.app.router.add_post("/v1/sms", self._post_sms)
+        self.app.router.add_routes(extra_routes)  # sources' own endpoints (gateway boxes)
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
 

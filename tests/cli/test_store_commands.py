@@ -180,7 +180,7 @@ async def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     rest, _ = await asyncio.wait_for(proc.communicate(), 10)
     output = "".join(seen) + rest.decode()
     assert proc.returncode == 0
-    assert output.count("HTTP 200") == 3
+    assert output.count("HTTP 200") == 6  # 3 through the ingest API, 3 from simulated modems
     assert "HTTP 404" in output  # a phone without an active operation
     assert "HTTP 400" in output  # a refused sender
     assert "demo stopped" in output

@@ -682,7 +682,10 @@ class AtChannel:
             self._classifier.begin(cmd)
             try:
                 self._link.write(cmd.encode("ascii", errors="replace") + b"\r")
-                return await asyncio.wait_for(pending.future, timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+                # that arrives as the answer does, and the caller's task then never stops.
+                async with asyncio.timeout(timeout):
+                    return await pending.future
             except TimeoutError:
                 if payload is not None and not pending.payload_sent:
                     with contextlib.suppress(LinkError):

@@ -113,7 +113,8 @@ class StreamSerialLink:
         self._writer.close()
         # wait_closed re-raises the error the transport died of; we only want the fd released.
         with contextlib.suppress(Exception, TimeoutError):
-            await asyncio.wait_for(self._writer.wait_closed(), _CLOSE_TIMEOUT)
+            async with asyncio.timeout(_CLOSE_TIMEOUT):  # not wait_for: see AtChannel.command
+                await self._writer.wait_closed()
 
 
 async def open_serial_link(

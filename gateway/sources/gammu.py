@@ -1,0 +1,214 @@
+"""Turn what gammu-smsd's RunOnReceive hands over (its environment, and the inbox files named on
+the command line) into the message the Intake takes. Pure: no I/O but reading the named files.
+
+References: gammu-smsd-run(7) (https://docs.gammu.org/smsd/run.html) and, for the exact
+variables, ``SMSD_RunOnReceiveEnvironment`` in gammu's smsd/core.c; the files backend names its
+inbox files ``IN<yyyymmdd>_<hhmmss>_<serial>_<sender>_<part>.txt`` (``.bin`` for 8-bit data) in
+smsd/services/files.c. Gammu joins a multi-part SMS before it calls the hook: ``DECODED_1_TEXT``
+then holds the whole text, ``SMS_<n>_TEXT`` each part's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+
+from gateway.config import HookConfig
+from gateway.errors import DecodeError
+from gateway.http.ingest import MAX_TEXT, normalize_phone
+from gateway.outbox.models import Hold, Incoming
+from gateway.sources.sims import digest
+
+__all__ = ["SOURCE", "messages_from_gammu"]
+
+SOURCE = "gammu"
+MAX_MESSAGES = 255  # parts of one concatenated SMS at most
+MAX_FILE = 64 * 1024
+_INBOX_NAME = re.compile(r"^IN(\d{8}_\d{6})_\d{2}_(.*)_\d{2}\.(txt|bin)$")
+_BACKUP_TEXT = re.compile(r"^Text\d+\s*=\s*([0-9A-Fa-f]*)\s*$", re.MULTILINE)
+
+
+def messages_from_gammu(
+    environ: Mapping[str, str],
+    files: Sequence[str],
+    cfg: HookConfig,
+    phone: str | None,
+    now: float,
+) -> list[Incoming]:
+    """The message gammu-smsd received, from its RunOnReceive environment and inbox files.
+
+    ``phone`` (``--phone``) wins over ``cfg.phones[PHONE_ID]``; with neither the message is kept
+    held (``Hold.NO_PHONE``). ``files`` are read only when the environment lacks the text (8-bit
+    data, an old gammu); relative names are taken from the current directory, so the hook runs
+    in gammu's inbox directory. Raises ``DecodeError`` saying what is missing or malformed.
+    """
+    count = _number(environ, "SMS_MESSAGES", 1, MAX_MESSAGES)
+    sender = _env_text(environ, "SMS_1_NUMBER")
+    if sender is None:
+        raise DecodeError("SMS_1_NUMBER is not set; is this run by gammu-smsd's RunOnReceive?")
+    phone_id = _env_text(environ, "PHONE_ID") or ""
+    text, hold, raw = _content(environ, count, files)
+    if len(text) > MAX_TEXT:
+        raise DecodeError(f"text is {len(text)} characters; at most {MAX_TEXT} are taken")
+    resolved = _resolve_phone(phone, cfg, phone_id)
+    if hold is None and resolved is None:
+        hold = Hold.NO_PHONE
+    return [
+        Incoming(
+            source=SOURCE,
+            phone=resolved or "",
+            phone_from=sender.strip(),
+            text=text,
+            received_at=now,
+            source_ref=_source_ref(phone_id, sender, text, raw, files, now),
+            hold=hold,
+            raw=raw,
+        )
+    ]
+
+
+def _number(environ: Mapping[str, str], key: str, lo: int, hi: int) -> int:
+    value = environ.get(key)
+    if value is None:
+        raise DecodeError(f"{key} is not set; is this run by gammu-smsd's RunOnReceive?")
+    if not (value.strip().isascii() and value.strip().isdigit() and lo <= int(value) <= hi):
+        raise DecodeError(f"{key} is {value[:20]!r}; expected a number from {lo} to {hi}")
+    return int(value)
+
+
+def _env_text(environ: Mapping[str, str], key: str) -> str | None:
+    """A variable as text. Python maps bytes that are not UTF-8 to lone surrogates; gammu under
+    a non-UTF-8 locale writes Latin-1, so those bytes are read as Latin-1."""
+    value = environ.get(key)
+    if value is None:
+        return None
+    try:
+        data = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no decoding made: not from os.environ
+        data = value.encode("utf-8", "replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _content(
+    environ: Mapping[str, str], count: int, files: Sequence[str]
+) -> tuple[str, Hold | None, str | None]:
+    """(text, hold, raw): the joined text when gammu decoded it, else each part's, else files."""
+    parts_value = environ.get("DECODED_PARTS", "0").strip()
+    decoded_parts = int(parts_value) if parts_value.isdigit() else 0
+    decoded = [
+        t
+        for i in range(1, min(decoded_parts, MAX_MESSAGES) + 1)
+        if (t := _env_text(environ, f"DECODED_{i}_TEXT")) is not None
+    ]
+    if decoded:
+        return "".join(decoded), None, None
+    mms = _mms(environ, decoded_parts)
+    if mms is not None:
+        return mms, Hold.NOT_TEXT, None
+    texts = [_env_text(environ, f"SMS_{i}_TEXT") for i in range(1, count + 1)]
+    if all(t is not None for t in texts):
+        return "".join(t for t in texts if t is not None), None, None
+    if not files:
+        raise DecodeError(
+            "SMS_<n>_TEXT is not set (8-bit data?) and no inbox file was named; "
+            "give the file names gammu appends to the RunOnReceive command"
+        )
+    return _from_files(files)
+
+
+def _mms(environ: Mapping[str, str], decoded_parts: int) -> str | None:
+    for i in range(1, min(decoded_parts, MAX_MESSAGES) + 1):
+        address = _env_text(environ, f"DECODED_{i}_MMS_ADDRESS")
+        if address is not None:
+            title = _env_text(environ, f"DECODED_{i}_MMS_TITLE") or ""
+            return f"MMS notification: {title} {address}".strip()
+    return None
+
+
+def _from_files(files: Sequence[str]) -> tuple[str, Hold | None, str | None]:
+    texts: list[str] = []
+    binary = bytearray()
+    for name in files:
+        data = _read(name)
+        if name.endswith(".bin"):
+            binary += data
+        else:
+            texts.append(_file_text(name, data))
+    if binary:  # 8-bit data (WAP push, ringtones...): recorded, never pushed
+        return "", Hold.NOT_TEXT, binary.hex().upper()
+    return "".join(texts), None, None
+
+
+def _read(name: str) -> bytes:
+    try:
+        with open(name, "rb") as f:
+            data = f.read(MAX_FILE + 1)
+    except OSError as e:
+        raise DecodeError(
+            f"{name}: cannot read the inbox file ({e.strerror}); run the hook in gammu's inbox "
+            "directory (inboxpath) or pass full paths"
+        ) from None
+    if len(data) > MAX_FILE:
+        raise DecodeError(f"{name}: larger than {MAX_FILE} bytes; not an SMS inbox file")
+    return data
+
+
+def _file_text(name: str, data: bytes) -> str:
+    """InboxFormat unicode (BOM + UCS-2), standard (the locale's charset) or detail (backup)."""
+    if data[:2] in (b"\xfe\xff", b"\xff\xfe"):
+        codec = "utf-16-be" if data[:2] == b"\xfe\xff" else "utf-16-le"
+        body = data[2:]
+        if len(body) % 2:
+            raise DecodeError(f"{name}: odd length for UCS-2 text; the file is cut short")
+        return body.decode(codec, "replace")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    if text.lstrip().startswith(("[SMSBackup", "; This file format was designed by Gammu")):
+        return _backup_text(name, text)
+    return text
+
+
+def _backup_text(name: str, text: str) -> str:
+    """InboxFormat detail: gammu's SMS backup file; each TextNN line is hex of UCS-2 BE."""
+    pieces = _BACKUP_TEXT.findall(text)
+    if not pieces:
+        raise DecodeError(f"{name}: a gammu backup file without Text lines")
+    try:
+        data = bytes.fromhex("".join(pieces))
+    except ValueError:
+        raise DecodeError(f"{name}: Text lines are not hexadecimal") from None
+    if len(data) % 2:
+        raise DecodeError(f"{name}: Text lines are not whole UCS-2 characters")
+    return data.decode("utf-16-be", "replace")
+
+
+def _resolve_phone(phone: str | None, cfg: HookConfig, phone_id: str) -> str | None:
+    if phone:
+        digits = normalize_phone(phone)
+        if digits is None:
+            raise DecodeError(f"--phone: {phone!r} is not a phone number (3 to 20 digits)")
+        return digits
+    return cfg.phones.get(phone_id) if phone_id else None
+
+
+def _source_ref(
+    phone_id: str, sender: str, text: str, raw: str | None, files: Sequence[str], now: float
+) -> str:
+    """Stable across a second run for the same SMS (gammu re-reading it after a crash writes a
+    new file whose serial differs): the receiving phone, the service-centre time and sender the
+    file name carries, and a hash of the content. Without files only a run within the same
+    second is recognised, for the environment carries no timestamp."""
+    body = digest(text, raw or "")
+    base = os.path.basename(files[0]) if files else ""
+    match = _INBOX_NAME.match(base)
+    if match:
+        return f"{phone_id or '-'}|{match.group(1)}|{sender}|{body}"
+    if base:
+        return f"{phone_id or '-'}|{base}|{sender}|{body}"
+    return f"{phone_id or '-'}|{sender}|{body}|{int(now)}"

@@ -1,0 +1,327 @@
+"""A GoIP "SMS server" on UDP: takes the RECEIVE packets of one GoIP line, answers its keepalives.
+
+Reference: the GoIP "SMS Interface" document (goip_sms_Interface_en): the line sends
+``req:<n>;id:<id>;pass:<password>;num:...;signal:...;gsm_status:...;imsi:...`` as keepalive,
+answered ``reg:<n>;status:200;``, and ``RECEIVE:<recvid>;id:<id>;password:<password>;
+srcnum:<sender>;msg:<text>`` per SMS, answered ``RECEIVE <recvid> OK`` (or ``ERROR <why>``);
+without an answer it sends the packet again. A long SMS comes as one packet per part, without
+any header saying so: parts from one sender are joined once ``quiet_period`` passes without a
+new one. Each packet is committed (as a part) before it is acknowledged, so nothing acknowledged
+lives only in memory; the quiet period only decides when the parts become one message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from gateway.config import GoipConfig, SimConfig
+from gateway.errors import DecodeError, StoreError
+from gateway.health import Check, Level
+from gateway.http.app import token_matches
+from gateway.http.ingest import MAX_TEXT, normalize_phone
+from gateway.intake import Intake
+from gateway.outbox.models import Part
+from gateway.sources.sims import SourceStatus, digest, phone_for
+
+__all__ = ["KIND", "GoipServer", "Packet", "parse_packet"]
+
+log = structlog.get_logger(__name__)
+KIND = "goip"
+KEEPALIVE_STALE = 180.0  # seconds without a keepalive before /health calls the line degraded
+MAX_SEQ = 64  # characters of a recvid or keepalive counter
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One datagram: ``kind`` (``req``, ``RECEIVE``, ``DELIVER``...), its sequence number
+    (keepalive counter or recvid) and its fields; a RECEIVE's ``msg`` is the rest of the packet,
+    semicolons included."""
+
+    kind: str
+    seq: str
+    fields: dict[str, str]
+    lossy: bool = False  # the bytes were not UTF-8; undecodable ones were replaced
+
+    @property
+    def password(self) -> str | None:
+        return self.fields.get("password", self.fields.get("pass"))
+
+    def redacted(self) -> str:
+        """The packet as text without its password, for the audit copy."""
+        parts = [f"{self.kind}:{self.seq}"]
+        for key, value in self.fields.items():
+            parts.append(f"{key}:{'***' if key in ('password', 'pass') else value}")
+        return ";".join(parts)
+
+
+def parse_packet(data: bytes) -> Packet:
+    """Split a GoIP datagram into its fields; ``DecodeError`` when it is not one."""
+    try:
+        text, lossy = data.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, lossy = data.decode("utf-8", "replace"), True
+    head, _, rest = text.partition(";")
+    kind, colon, seq = head.partition(":")
+    kind, seq = kind.strip(), seq.strip()
+    if not colon or not kind.isascii() or not kind.isalpha() or len(kind) > 16:
+        raise DecodeError("not a GoIP packet (expected KIND:<seq>;key:value;...)")
+    if not seq or len(seq) > MAX_SEQ or any(c.isspace() for c in seq):
+        raise DecodeError(f"{kind}: the sequence number is empty or malformed")
+    fields: dict[str, str] = {}
+    while rest:
+        if kind == "RECEIVE" and rest.startswith("msg:"):
+            fields["msg"] = rest[4:]  # the text may hold ';' and ':'
+            break
+        item, _, rest = rest.partition(";")
+        key, colon, value = item.partition(":")
+        if colon and key.strip():
+            fields.setdefault(key.strip().lower(), value.strip())
+    return Packet(kind, seq, fields, lossy)
+
+
+@dataclass(eq=False)
+class _Burst:
+    """Parts from one sender arriving close together: one message once they stop coming."""
+
+    key: str
+    sender: str
+    first_at: float
+    count: int = 0
+    closed: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    timer: asyncio.TimerHandle | None = None
+
+
+class GoipServer:
+    """One ``[[goip]]`` line: a UDP endpoint on ``listen``; ``await start()``, ``await stop()``."""
+
+    def __init__(
+        self,
+        cfg: GoipConfig,
+        intake: Intake,
+        sims: Sequence[SimConfig] = (),
+        *,
+        status: SourceStatus | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.source = f"{KIND}:{cfg.name}"
+        self._intake = intake
+        self._sims = sims
+        self._clock = clock
+        self.status = status or SourceStatus(self.source, clock=clock)
+        self._transport: asyncio.DatagramTransport | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._bursts: dict[str, _Burst] = {}
+        self._closing: set[_Burst] = set()
+        self._started_at: float | None = None
+        self.last_keepalive_at: float | None = None
+        self._line: dict[str, str] = {}  # what the last good keepalive said (num, imsi, signal)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where the server listens (the real port when ``listen`` asked for port 0)."""
+        if self._transport is None:
+            raise RuntimeError("GoipServer is not started")
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        return str(host), int(port)
+
+    async def start(self) -> None:
+        host, _, port = self.cfg.listen.rpartition(":")
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(self), local_addr=(host.strip("[]"), int(port))
+        )
+        self._transport = transport
+        self._started_at = self._clock()
+        log.info("goip.listening", source=self.source, listen=self.cfg.listen, port=self.address[1])
+
+    async def stop(self) -> None:
+        """Stop taking packets, finish the ones in hand, then join every burst now."""
+        if self._transport is not None:
+            self._transport.close()
+        bursts = {*self._bursts.values(), *self._closing}
+        for burst in bursts:
+            if burst.timer is not None:
+                burst.timer.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5.0)
+        for burst in bursts:
+            await self._close(burst, retry=False)
+        self._bursts.clear()
+        self._closing.clear()
+        self._transport = None
+
+    def check(self) -> Check:
+        now = self._clock()
+        since = self.last_keepalive_at or self._started_at or now
+        stale = now - since > KEEPALIVE_STALE
+        self.status.set_up(not stale and self.last_keepalive_at is not None)
+        return self.status.check(
+            level=Level.DEGRADED if stale else Level.OK,
+            listen=self.cfg.listen,
+            last_keepalive_age=round(now - self.last_keepalive_at, 3)
+            if self.last_keepalive_at is not None
+            else None,
+            gsm_status=self._line.get("gsm_status"),
+            signal=self._line.get("signal"),
+            open_parts=sum(b.count for b in self._bursts.values()),
+        )
+
+    # -- packets -------------------------------------------------------------------------
+
+    def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            packet = parse_packet(data)
+        except DecodeError as e:
+            self._reject(str(e), addr)
+            return
+        if packet.lossy:
+            log.warning("goip.not_utf8", source=self.source, kind=packet.kind, seq=packet.seq)
+        trusted = packet.fields.get("id") == self.cfg.id and token_matches(
+            packet.password, self.cfg.password
+        )
+        if packet.kind == "req":
+            self._keepalive(packet, trusted, addr)
+        elif not trusted:
+            self._reject(f"{packet.kind} with a wrong id or password", addr)
+            self._send(f"{packet.kind} {packet.seq} ERROR invalid id or password", addr)
+        elif packet.kind == "RECEIVE":
+            self._spawn(self._take(packet, addr))
+        else:  # delivery reports, call records, state changes: nothing for us, but acknowledged
+            self._send(f"{packet.kind} {packet.seq} OK", addr)
+
+    def _keepalive(self, packet: Packet, trusted: bool, addr: tuple[str, int]) -> None:
+        if not trusted:
+            self._reject("keepalive with a wrong id or password", addr)
+            self._send(f"reg:{packet.seq};status:400;", addr)
+            return
+        self.last_keepalive_at = self._clock()
+        self._line = {k: packet.fields.get(k, "") for k in ("num", "imsi", "signal", "gsm_status")}
+        self._send(f"reg:{packet.seq};status:200;", addr)
+
+    def _reject(self, reason: str, addr: tuple[str, int]) -> None:
+        log.warning("goip.packet_rejected", source=self.source, reason=reason, peer=addr[0])
+        self.status.rejected_input(reason)
+
+    def _send(self, text: str, addr: tuple[str, int]) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.sendto(text.encode("utf-8"), addr)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _phone(self) -> str:
+        imsi = self._line.get("imsi") or None
+        found = phone_for(self._sims, source=self.source, port=self.cfg.id, imsi=imsi)
+        return found or normalize_phone(self._line.get("num", "")) or ""
+
+    # -- parts and bursts ----------------------------------------------------------------
+
+    async def _take(self, packet: Packet, addr: tuple[str, int]) -> None:
+        sender = packet.fields.get("srcnum", "")
+        text = packet.fields.get("msg", "")
+        if len(text) > MAX_TEXT:
+            self._reject(f"RECEIVE {packet.seq}: text longer than {MAX_TEXT}", addr)
+            self._send(f"RECEIVE {packet.seq} ERROR text too long", addr)
+            return
+        while True:
+            burst = self._bursts.get(sender)
+            if burst is None:
+                now = self._clock()
+                burst = _Burst(f"{self.cfg.id}|{sender}|{packet.seq}|{now:.3f}", sender, now)
+                self._bursts[sender] = burst
+            async with burst.lock:
+                if burst.closed:
+                    continue  # it was being joined while we waited: this part starts a new one
+                if not await self._add(burst, packet, sender, text):
+                    return  # not committed: no answer, so the GoIP sends it again
+            break
+        self._send(f"RECEIVE {packet.seq} OK", addr)
+
+    async def _add(self, burst: _Burst, packet: Packet, sender: str, text: str) -> bool:
+        part = Part(
+            source=self.source,
+            group_key=burst.key,
+            seq=burst.count + 1,
+            total=burst.count + 2,  # never complete on its own: the burst's end completes it
+            text=text,
+            phone=self._phone(),
+            phone_from=sender,
+            received_at=self._clock(),
+            # The recvid alone could come back after a GoIP restart; the content keeps it apart.
+            source_ref=f"{self.cfg.id}|{packet.seq}|{digest(sender, text)}",
+            raw=packet.redacted()[:4096],
+        )
+        try:
+            result = await self._intake.accept_part(part)
+        except StoreError as e:
+            log.error("goip.store_unavailable", source=self.source, recvid=packet.seq, error=str(e))
+            self.status.store_failed(str(e))
+            return False
+        self.status.accepted(0)
+        if not result.duplicate:
+            burst.count += 1
+        if not result.duplicate or burst.timer is None:
+            self._arm(burst, self.cfg.quiet_period)
+        return True
+
+    def _arm(self, burst: _Burst, delay: float) -> None:
+        if burst.timer is not None:
+            burst.timer.cancel()
+        loop = asyncio.get_running_loop()
+        burst.timer = loop.call_later(delay, lambda: self._spawn(self._close(burst, retry=True)))
+
+    async def _close(self, burst: _Burst, *, retry: bool) -> None:
+        """Join the burst's parts: a last, empty part completes the group in the outbox."""
+        async with burst.lock:
+            burst.closed = True
+            burst.timer = None
+            if self._bursts.get(burst.sender) is burst:
+                del self._bursts[burst.sender]
+            if burst.count == 0:
+                return
+            end = Part(
+                source=self.source,
+                group_key=burst.key,
+                seq=burst.count + 1,
+                total=burst.count + 1,
+                text="",
+                phone=self._phone(),
+                phone_from=burst.sender,
+                received_at=burst.first_at,
+                source_ref=f"{burst.key}|end",
+            )
+            try:
+                await self._intake.accept_part(end)
+            except StoreError as e:
+                log.error("goip.join_failed", source=self.source, parts=burst.count, error=str(e))
+                self.status.store_failed(str(e))
+                self._closing.add(burst)
+                if retry:
+                    self._arm(burst, self.cfg.quiet_period)
+                return
+            self._closing.discard(burst)
+            self.status.accepted(1)
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, server: GoipServer) -> None:
+        self._server = server
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self._server._on_datagram(data, addr)
+        except Exception:  # a bad packet must never stop the endpoint
+            log.exception("goip.packet_failed", source=self._server.source, peer=addr[0])
+
+    def error_received(self, exc: Exception) -> None:
+        log.warning("goip.socket_error", source=self._server.source, error=str(exc))

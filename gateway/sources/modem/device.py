@@ -1,0 +1,478 @@
+"""One ``[[modem]]`` port kept alive: open, start up, read every SMS into the outbox, delete it
+from the SIM only once committed, and reopen (with backoff) whatever goes wrong.
+
+The only code that writes to its port. Its state is published as a frozen :class:`ModemStatus`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, wait_exponential_jitter
+
+from gateway.config import ModemConfig, ModemsConfig, SimConfig
+from gateway.errors import DecodeError, StoreUnavailable
+from gateway.intake import Intake
+from gateway.metrics import Metrics
+from gateway.sources.modem.at import (
+    AtChannel,
+    AtError,
+    AtTimeout,
+    LinkClosed,
+    Urc,
+    parse_cmti,
+    parse_creg_urc,
+)
+from gateway.sources.modem.keys import sim_identity
+from gateway.sources.modem.phones import modem_source, resolve_phone
+from gateway.sources.modem.receiver import Receiver
+from gateway.sources.modem.serial_link import LinkOpenError, open_serial_link
+from gateway.sources.modem.session import Identity, Network, Session, SimNotReady, Storage
+
+__all__ = ["NEARLY_FULL", "Modem", "ModemStatus"]
+
+log = structlog.get_logger(__name__)
+Clock = Callable[[], float]
+
+NEARLY_FULL = 0.8  # SIM storage share that earns a warning
+_CHECK_EVERY = 30.0  # signal, registration, storage (and proof of life) at least this often
+_STORE_RETRY = 5.0  # rescan this soon after the store refused a commit
+_HEALTHY_AFTER = 30.0  # a session that served this long starts the next backoff afresh
+_STOP_GRACE = 5.0  # stop() cancels again if the task has not ended by then
+
+
+@dataclass(frozen=True)
+class ModemStatus:
+    """What operators see of one modem (``/health``, ``modems`` status)."""
+
+    name: str
+    port: str
+    port_open: bool = False
+    sim_ready: bool = False
+    sim_state: str | None = None  # READY, SIM PIN, SIM PUK, NOT INSERTED...
+    iccid: str | None = None
+    imsi: str | None = None
+    imei: str | None = None
+    maker: str | None = None
+    model: str | None = None
+    phone: str | None = None  # resolved; None: messages are held until it is known
+    registered: bool = False
+    registration: int | None = None  # +CREG stat
+    operator: str | None = None
+    signal_dbm: int | None = None
+    storage_used: int | None = None
+    storage_total: int | None = None
+    last_sms_at: float | None = None
+    last_error: str | None = None
+    held_for_no_phone: bool = False
+
+    @property
+    def up(self) -> bool:
+        return self.port_open and self.sim_ready
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class _Read:
+    index: int
+
+
+@dataclass(frozen=True)
+class _Direct:
+    pdu: str
+
+
+@dataclass(frozen=True)
+class _Scan:
+    pass
+
+
+@dataclass(frozen=True)
+class _Restart:
+    reason: str
+
+
+_Work = _Read | _Direct | _Scan | _Restart
+
+
+class _ModemRestarted(Exception):
+    """The modem announced a power-up on its own: its settings are gone, start over."""
+
+
+class Modem:
+    """One modem port; ``start()`` runs it in its own task until ``await stop()``."""
+
+    def __init__(
+        self,
+        cfg: ModemConfig,
+        settings: ModemsConfig,
+        sims: Sequence[SimConfig],
+        *,
+        intake: Intake,
+        metrics: Metrics | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self._cfg = cfg
+        self._settings = settings
+        self._sims = tuple(sims)
+        self._intake = intake
+        self._metrics = metrics
+        self._clock = clock
+        self._log = log.bind(modem=cfg.name)
+        self._identity = Identity()
+        self._status = ModemStatus(cfg.name, cfg.port)
+        self._task: asyncio.Task[None] | None = None
+        self._work: asyncio.Queue[_Work] = asyncio.Queue()
+        self._storage_name: str | None = None
+        self._rejected_pin: str | None = None
+        self._released_for: str | None = None
+        self._release_lock = asyncio.Lock()
+        self._receiver = Receiver(
+            intake,
+            self.source,
+            lambda: (self._sim(), self.phone),
+            clock=clock,
+            log=self._log,
+            on_received=lambda: self._set(last_sms_at=self._clock()),
+        )
+        self._warned_used: int | None = None
+        self._set(phone=self.phone)
+
+    # -- public --------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._cfg.name
+
+    @property
+    def config(self) -> ModemConfig:
+        return self._cfg
+
+    @property
+    def source(self) -> str:
+        return modem_source(self._cfg)
+
+    @property
+    def phone(self) -> str | None:
+        """The SIM's number from the config or the SIM, ``None`` while nothing says it."""
+        i = self._identity
+        return resolve_phone(self._sims, self._cfg, iccid=i.iccid, imsi=i.imsi, cnum=i.cnum)
+
+    def status(self) -> ModemStatus:
+        return self._status
+
+    def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError(f"modem {self.name} already started")
+        self._task = asyncio.get_running_loop().create_task(
+            self._supervise(), name=f"modem:{self.name}"
+        )
+
+    async def stop(self) -> None:
+        """Close the port. A message committed but not yet deleted is re-read next time (and
+        recognised as a duplicate)."""
+        task, self._task = self._task, None
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=_STOP_GRACE)
+        self._set(port_open=False, sim_ready=False)
+
+    async def apply_config(self, cfg: ModemConfig, sims: Sequence[SimConfig]) -> None:
+        """New ``phone`` / ``[[sim]]`` entries (SIGHUP); held messages go out once the phone
+        becomes known. Port, baudrate and pin changes need a new Modem."""
+        self._cfg = cfg
+        self._sims = tuple(sims)
+        self._set(phone=self.phone, held_for_no_phone=self._holding())
+        await self._release_held()
+
+    # -- supervision ---------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        try:
+            await self._release_held()  # the phone may be known from the config alone
+        except Exception:
+            self._log.exception("modem.failed")
+        while True:
+            try:
+                async for attempt in AsyncRetrying(wait=self._wait, before_sleep=self._reopening):
+                    with attempt:
+                        await self._session()
+            except Exception:  # never reached while tenacity retries; a last guard
+                self._log.exception("modem.failed")
+                await asyncio.sleep(self._settings.reopen_max)
+
+    def _wait(self, state: RetryCallState) -> float:
+        failure = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(failure, SimNotReady):
+            return self._settings.reopen_max  # a PIN or PUK problem: ask rarely
+        strategy = wait_exponential_jitter(max=self._settings.reopen_max)
+        return float(strategy(state))
+
+    def _reopening(self, state: RetryCallState) -> None:
+        delay = state.next_action.sleep if state.next_action is not None else None
+        self._log.debug("modem.reopen_scheduled", attempt=state.attempt_number, delay=delay)
+
+    async def _session(self) -> None:
+        """Open, start up, serve until something breaks. Raises why it ended, except after a
+        long healthy run (then the next backoff starts from the beginning)."""
+        try:
+            link = await open_serial_link(self._cfg.port, baudrate=self._cfg.baudrate)
+        except LinkOpenError as exc:
+            self._failure("modem.port_unavailable", exc, sim_state=None)
+            raise
+        channel = AtChannel(link, on_urc=self._on_urc)
+        channel.start()
+        self._work = asyncio.Queue()
+        self._set(port_open=True)
+        loop = asyncio.get_running_loop()
+        serving_since: float | None = None
+        try:
+            session = Session(channel, timeout=self._settings.command_timeout)
+            await self._start_up(session)
+            serving_since = loop.time()
+            await self._serve(session, channel)
+        except AtTimeout as exc:
+            self._failure("modem.unresponsive", exc)
+            raise
+        except LinkClosed as exc:
+            self._failure("modem.port_lost", exc, sim_state=None)
+            raise
+        except SimNotReady as exc:
+            self._failure("modem.sim_not_ready", exc, sim_state=exc.state)
+            raise
+        except AtError as exc:  # a command it must run (AT+CMGF=0...) was refused
+            self._failure("modem.command_refused", exc)
+            raise
+        except _ModemRestarted as exc:
+            self._failure("modem.restarted", exc)
+            if serving_since is not None and loop.time() - serving_since >= _HEALTHY_AFTER:
+                return
+            raise
+        except Exception as exc:
+            self._log.exception("modem.failed")
+            self._set(last_error=f"{exc.__class__.__name__}: {exc}")
+            raise
+        finally:
+            await channel.close()
+            self._set(port_open=False, sim_ready=False)
+
+    def _failure(self, event: str, exc: BaseException, **fields: Any) -> None:
+        error = str(exc)
+        repeated = error == self._status.last_error
+        (self._log.debug if repeated else self._log.warning)(event, error=error, **fields)
+        self._set(last_error=error, **fields)
+
+    # -- start-up ------------------------------------------------------------------------
+
+    async def _start_up(self, session: Session) -> None:
+        await session.wake()
+        pin = "" if self._cfg.pin == self._rejected_pin else self._cfg.pin
+        try:
+            state = await session.unlock(pin)
+        except SimNotReady as exc:
+            if exc.pin_rejected:
+                self._rejected_pin = self._cfg.pin
+            elif exc.state == "SIM PIN" and self._cfg.pin and not pin:
+                raise SimNotReady(
+                    exc.state, "the SIM refused the configured pin before; fix pin and reload"
+                ) from exc
+            raise
+        self._set(sim_state=state, sim_ready=True)
+        self._log.info("modem.sim_ready", sim_state=state, pin_entered=bool(pin))
+        storage, indications = await session.setup_sms()
+        self._identity = await session.identify()
+        network = await session.network()
+        self._storage_name = storage.name if storage else None
+        self._show(self._identity, network, storage)
+        self._watch_storage(storage)
+        self._log.info(
+            "modem.identified",
+            **self._identity.fields(),
+            phone=self.phone,
+            storage=self._storage_name,
+            indications=indications,
+            operator=network.operator,
+            registered=network.registered,
+            signal_dbm=network.signal_dbm,
+        )
+        if indications is None:
+            self._log.warning("modem.indications_unavailable", relying_on="scans")
+        if self.phone is None:
+            self._log.warning(
+                "modem.phone_unknown",
+                iccid=self._identity.iccid,
+                hint="messages are held; add a [[sim]] with this ICCID or set phone",
+            )
+        self._set(last_error=None)
+        await self._release_held()
+
+    def _show(self, identity: Identity, network: Network | None, storage: Storage | None) -> None:
+        changes: dict[str, Any] = {
+            "iccid": identity.iccid,
+            "imsi": identity.imsi,
+            "imei": identity.imei,
+            "maker": identity.maker,
+            "model": identity.model,
+            "phone": self.phone,
+            "held_for_no_phone": self._holding(),
+        }
+        if network is not None:
+            changes.update(
+                registered=network.registered,
+                registration=network.stat,
+                operator=network.operator,
+                signal_dbm=network.signal_dbm,
+            )
+        if storage is not None:
+            changes.update(storage_used=storage.used, storage_total=storage.total)
+        self._set(**changes)
+
+    # -- serving -------------------------------------------------------------------------
+
+    async def _serve(self, session: Session, channel: AtChannel) -> None:
+        loop = asyncio.get_running_loop()
+        scan_every = self._settings.scan_interval
+        check_every = min(scan_every, _CHECK_EVERY)
+        closed = asyncio.ensure_future(channel.wait_closed())
+        try:
+            next_scan = loop.time()
+            next_check = next_scan + check_every
+            while True:
+                now = loop.time()
+                if now >= next_scan:
+                    stored = await self._receiver.scan(session)
+                    await self._check(session)
+                    next_scan = now + (scan_every if stored else min(scan_every, _STORE_RETRY))
+                    next_check = now + check_every
+                    continue
+                if now >= next_check:
+                    await self._check(session)
+                    next_check = now + check_every
+                    continue
+                work = await self._next_work(closed, min(next_scan, next_check) - now)
+                if isinstance(work, _Scan):
+                    next_scan = now
+                elif isinstance(work, _Restart):
+                    raise _ModemRestarted(work.reason)
+                elif isinstance(work, _Read):
+                    stored = await self._receiver.read(session, work.index)
+                    if not stored:
+                        next_scan = min(next_scan, now + min(scan_every, _STORE_RETRY))
+                elif isinstance(work, _Direct):
+                    await self._receiver.direct(session, work.pdu)
+        finally:
+            closed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await closed
+
+    async def _next_work(self, closed: asyncio.Future[LinkClosed], timeout: float) -> _Work | None:
+        """The next indication, ``None`` after ``timeout``; raises when the port is gone."""
+        if not self._work.empty():
+            return self._work.get_nowait()
+        getter = asyncio.ensure_future(self._work.get())
+        waiters: set[asyncio.Future[Any]] = {getter, closed}
+        try:
+            await asyncio.wait(
+                waiters, timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            if not getter.done():
+                getter.cancel()
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+        if closed.done():
+            raise closed.result()
+        return None
+
+    async def _check(self, session: Session) -> None:
+        """Signal, registration and storage use; the regular proof that the modem answers."""
+        network = await session.network()
+        storage = await session.storage(self._storage_name or "SM")
+        self._show(self._identity, network, storage)
+        self._watch_storage(storage)
+        await self._release_held()
+
+    def _watch_storage(self, storage: Storage | None) -> None:
+        """Warn when the SIM fills up (messages we may not delete, a store that cannot commit),
+        once per level reached: a full SIM makes the network hold back new SMS."""
+        if storage is None or not storage.total:
+            return
+        if storage.fill < NEARLY_FULL:
+            self._warned_used = None
+        elif self._warned_used is None or storage.used > self._warned_used:
+            self._warned_used = storage.used
+            self._log.warning(
+                "modem.storage_nearly_full",
+                storage=storage.name,
+                used=storage.used,
+                total=storage.total,
+            )
+
+    # -- indications ---------------------------------------------------------------------
+
+    def _on_urc(self, urc: Urc) -> None:
+        name = urc.name.upper()
+        if name in ("+CMTI", "+CDSI"):
+            try:
+                storage, index = parse_cmti(urc.args)
+            except DecodeError:
+                self._work.put_nowait(_Scan())
+                return
+            if self._storage_name is not None and storage != self._storage_name:
+                self._log.info("modem.indication_other_storage", storage=storage, index=index)
+                self._work.put_nowait(_Scan())
+            else:
+                self._work.put_nowait(_Read(index))
+        elif name in ("+CMT", "+CDS"):
+            self._work.put_nowait(_Direct(urc.pdu) if urc.pdu else _Scan())
+        elif name in ("+CREG", "+CGREG"):
+            with contextlib.suppress(DecodeError):
+                stat = parse_creg_urc(urc.args)
+                self._set(registration=stat, registered=stat in (1, 5))
+        elif name == "RDY":
+            self._work.put_nowait(_Restart("the modem powered up again (RDY)"))
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _sim(self) -> str:
+        return sim_identity(self._identity.iccid, self._identity.imsi, self.name)
+
+    def _holding(self) -> bool:
+        return self.phone is None and self._status.sim_ready
+
+    async def _release_held(self) -> None:
+        """Once per phone: messages held while no phone was known go to the queue."""
+        phone = self.phone
+        if phone is None or phone == self._released_for:
+            return
+        async with self._release_lock:
+            if phone == self._released_for:
+                return
+            try:
+                released = await self._intake.release_held(self.source, phone)
+            except StoreUnavailable as exc:
+                self._log.warning("modem.release_failed", phone=phone, error=str(exc))
+                return
+            self._released_for = phone
+        self._set(phone=phone, held_for_no_phone=False)
+        if released:
+            self._log.info(
+                "modem.held_released", phone=phone, sms_ids=released, count=len(released)
+            )
+
+    def _set(self, **changes: Any) -> None:
+        status = dataclasses.replace(self._status, **changes)
+        self._status = status
+        if self._metrics is not None:
+            self._metrics.modem_up.labels(status.name).set(1 if status.up else 0)
+            if status.signal_dbm is not None:
+                self._metrics.modem_signal.labels(status.name).set(status.signal_dbm)

@@ -1,0 +1,101 @@
+"""Turn one PDU read from a SIM into what the Intake takes: a message, a held record or a part.
+
+Pure: no I/O, the time of reading is passed in. Every PDU becomes something durable, even one we
+cannot decode (kept held, with its hex, for audit), so a SIM slot is only freed for a record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.errors import DecodeError
+from gateway.outbox.models import Hold, Incoming, Part
+from gateway.sources.modem.keys import dedup_key, group_key
+from gateway.sources.modem.pdu import PduKind, Sms, decode_pdu
+
+__all__ = ["MAX_CLOCK_SKEW", "Received", "plausible_time", "to_item"]
+
+MAX_CLOCK_SKEW = 600.0  # seconds a network timestamp may run ahead of our clock
+_EARLIEST = datetime(2000, 1, 1).timestamp()
+
+
+@dataclass(frozen=True)
+class Received:
+    """Where a PDU came from: the modem's source name, the SIM identity, the resolved phone
+    (``None`` while unknown), the storage slot (``"-"`` for a ``+CMT`` direct delivery), how
+    many times this exact PDU already went through this slot, and when we read it."""
+
+    source: str
+    sim: str
+    phone: str | None
+    slot: str
+    read_at: float
+    occurrence: int = 1
+
+
+def plausible_time(sms: Sms, read_at: float) -> float:
+    """The service-centre timestamp, unless it is missing, in the future (beyond clock skew)
+    or before 2000: then the time we read the message."""
+    if sms.timestamp is None:
+        return read_at
+    ts = sms.timestamp.timestamp()
+    if ts > read_at + MAX_CLOCK_SKEW or ts < _EARLIEST:
+        return read_at
+    return ts
+
+
+def to_item(pdu: str, where: Received) -> Incoming | Part:
+    """Decode ``pdu`` and wrap it for the Intake; never raises for a bad PDU."""
+    phone = where.phone or ""
+    try:
+        sms = decode_pdu(pdu)
+    except DecodeError:
+        return Incoming(
+            source=where.source,
+            phone=phone,
+            phone_from="",
+            text="",
+            received_at=where.read_at,
+            source_ref=dedup_key(
+                where.sim, None, pdu, slot=where.slot, occurrence=where.occurrence
+            ),
+            hold=Hold.UNDECODABLE,
+            raw=pdu,
+        )
+    ref = dedup_key(where.sim, sms, pdu, slot=where.slot, occurrence=where.occurrence)
+    received_at = plausible_time(sms, where.read_at)
+    if sms.kind is not PduKind.DELIVER:
+        return Incoming(
+            source=where.source,
+            phone=phone,
+            phone_from=sms.sender,
+            text=sms.text,
+            received_at=received_at,
+            source_ref=ref,
+            hold=Hold.NOT_TEXT,
+            raw=pdu,
+        )
+    if sms.concat is not None and sms.concat.total > 1:
+        return Part(
+            source=where.source,
+            group_key=group_key(where.sim, sms),
+            seq=sms.concat.seq,
+            total=sms.concat.total,
+            text=sms.text,
+            phone=phone,
+            phone_from=sms.sender,
+            received_at=received_at,
+            source_ref=ref,
+            raw=pdu,
+        )
+    return Incoming(
+        source=where.source,
+        phone=phone,
+        phone_from=sms.sender,
+        text=sms.text,
+        received_at=received_at,
+        source_ref=ref,
+        hold=None if where.phone else Hold.NO_PHONE,
+        raw=pdu,
+    )

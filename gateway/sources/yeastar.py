@@ -1,0 +1,293 @@
+"""A client of a Yeastar TG gateway's TCP API (port 5038): logs in and takes its ReceivedSMS events.
+
+Reference: Yeastar TG series "API Developer Guide" (an Asterisk-manager-style protocol): the
+client sends ``Action: Login`` / ``Username`` / ``Secret``; the TG answers ``Response: Success``
+(or ``Error``) and from then on writes one block per received SMS part::
+
+    Event: ReceivedSMS
+    Privilege: all,smscommand
+    ID: 244
+    GsmSpan: 2
+    Sender: +79001234567
+    Recvtime: 2025-03-06 06:12:09
+    Index: 1
+    Total: 2
+    Smsc: +79000000000
+    Content: %D0%9F%D1%80%D0%B8%D0%B2%D0%B5%D1%82+
+    --END SMS EVENT--
+
+``Content`` is URL-encoded UTF-8 (``+`` is a space; some firmware starts it with a BOM); parts of
+one long SMS share ``ID`` and are joined by ``Index`` / ``Total``. The TG does not repeat an event,
+so one that cannot be committed is retried here until it is (reading pauses meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from urllib.parse import unquote_plus
+
+import structlog
+from tenacity import RetryCallState, Retrying, wait_exponential, wait_random
+
+from gateway.config import SimConfig, YeastarConfig
+from gateway.errors import DecodeError, GatewayError, StoreError
+from gateway.health import Check, Level
+from gateway.http.ingest import MAX_TEXT
+from gateway.intake import Intake
+from gateway.outbox.models import Hold, Incoming, Part
+from gateway.sources.sims import SourceStatus, device_time, digest, phone_for
+
+__all__ = ["KIND", "YeastarClient", "item_from_event"]
+
+log = structlog.get_logger(__name__)
+KIND = "yeastar"
+_ENDS = ("--END SMS EVENT--", "--END COMMAND--")
+
+
+class LoginRejected(GatewayError):
+    """The TG refused the API user or password."""
+
+
+def item_from_event(
+    fields: Mapping[str, str], *, source: str, sims: Sequence[SimConfig], now: float
+) -> Incoming | Part:
+    """The message (or part of one) a ReceivedSMS event carries; ``DecodeError`` if malformed."""
+    span = fields.get("GsmSpan", "").strip()
+    sender = fields.get("Sender", "").strip()
+    sms_id = fields.get("ID", "").strip()
+    recvtime = fields.get("Recvtime", "").strip()
+    content = fields.get("Content")
+    if not span or content is None:
+        raise DecodeError("ReceivedSMS without GsmSpan or Content")
+    index, total = _number(fields, "Index"), _number(fields, "Total")
+    if not 1 <= index <= total <= 255:
+        raise DecodeError(f"Index {index} of Total {total}; expected 1 <= Index <= Total <= 255")
+    text = decode_content(content)
+    phone = phone_for(sims, source=source, port=span) or ""
+    ref = f"{span}|{sender}|{sms_id}|{recvtime}|{index}/{total}|{digest(content)}"
+    received_at = device_time(recvtime, now)
+    if total > 1:
+        return Part(
+            source=source,
+            group_key=f"{span}|{sender}|{sms_id or '-'}|{total}",
+            seq=index,
+            total=total,
+            text=text,
+            phone=phone,
+            phone_from=sender,
+            received_at=received_at,
+            source_ref=ref,
+            raw=content[:4096],
+        )
+    return Incoming(
+        source=source,
+        phone=phone,
+        phone_from=sender,
+        text=text,
+        received_at=received_at,
+        source_ref=ref,
+        hold=None if phone else Hold.NO_PHONE,
+        raw=content[:4096],
+    )
+
+
+def decode_content(content: str) -> str:
+    """URL-encoded UTF-8 to text, a leading byte-order mark dropped."""
+    try:
+        text = unquote_plus(content.strip(), encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise DecodeError("Content is not URL-encoded UTF-8") from None
+    text = text.removeprefix("\ufeff")
+    if len(text) > MAX_TEXT:
+        raise DecodeError(f"Content longer than {MAX_TEXT} characters")
+    return text
+
+
+def _number(fields: Mapping[str, str], key: str) -> int:
+    value = fields.get(key, "1").strip() or "1"
+    if not (value.isascii() and value.isdigit() and len(value) <= 3):
+        raise DecodeError(f"{key} is {value[:10]!r}; expected a small number")
+    return int(value)
+
+
+class YeastarClient:
+    """One ``[[yeastar]]`` TG: stays logged in, reconnecting with capped, jittered backoff."""
+
+    def __init__(
+        self,
+        cfg: YeastarConfig,
+        intake: Intake,
+        sims: Sequence[SimConfig] = (),
+        *,
+        status: SourceStatus | None = None,
+        clock: Callable[[], float] = time.time,
+        ping_interval: float = 20.0,
+        idle_timeout: float = 60.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.cfg = cfg
+        self.source = f"{KIND}:{cfg.name}"
+        self._intake = intake
+        self._sims = sims
+        self._clock = clock
+        self.status = status or SourceStatus(self.source, clock=clock)
+        self._ping_interval = ping_interval
+        self._idle_timeout = idle_timeout
+        self._connect_timeout = connect_timeout
+        jitter = min(1.0, cfg.reconnect_max / 4)
+        self._wait = wait_exponential(multiplier=0.5, max=cfg.reconnect_max) + wait_random(
+            0, jitter
+        )
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.connected = False
+        self.connects = 0
+        self.last_connected_at: float | None = None
+
+    def reconnect_delay(self, failures: int) -> float:
+        """Seconds before the next attempt after ``failures`` failed ones in a row."""
+        state = RetryCallState(Retrying(), None, (), {})
+        state.attempt_number = max(1, failures)
+        return float(min(self._wait(state), self.cfg.reconnect_max))
+
+    async def start(self) -> None:
+        self._stopping.clear()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self.source)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._set_connected(False)
+
+    def check(self) -> Check:
+        now = self._clock()
+        return self.status.check(
+            level=Level.OK if self.connected else Level.DEGRADED,
+            connected=self.connected,
+            host=f"{self.cfg.host}:{self.cfg.port}",
+            connects=self.connects,
+            last_connected_age=round(now - self.last_connected_at, 3)
+            if self.last_connected_at is not None
+            else None,
+        )
+
+    # -- connection ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                await self._session()
+                failures = 0  # the session logged in and later ended
+                error = "connection closed by the TG"
+            except LoginRejected as e:
+                error = str(e)
+                log.error("yeastar.login_failed", source=self.source, user=self.cfg.username)
+            except (OSError, TimeoutError, ValueError, DecodeError) as e:
+                error = f"{type(e).__name__}: {e}"
+            self._set_connected(False)
+            if self._stopping.is_set():
+                return
+            failures += 1
+            delay = self.reconnect_delay(failures)
+            self.status.last_error = error[:300]
+            log.warning("yeastar.disconnected", source=self.source, error=error, retry_in=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _session(self) -> None:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(self.cfg.host, self.cfg.port), self._connect_timeout
+        )
+        pinger: asyncio.Task[None] | None = None
+        try:
+            writer.write(
+                f"Action: Login\r\nUsername: {self.cfg.username}\r\n"
+                f"Secret: {self.cfg.password}\r\n\r\n".encode()
+            )
+            await writer.drain()
+            answer = await self._block(reader)
+            if answer is None:
+                raise ConnectionError("closed before answering the login")
+            if answer.get("Response", "").lower() != "success":
+                raise LoginRejected(f"login refused: {answer.get('Message', 'no reason given')}")
+            self.connects += 1
+            self.last_connected_at = self._clock()
+            self._set_connected(True)
+            log.info("yeastar.connected", source=self.source, host=self.cfg.host)
+            pinger = asyncio.get_running_loop().create_task(self._ping(writer))
+            while (block := await self._block(reader)) is not None:
+                if block.get("Event") == "ReceivedSMS":
+                    await self._received(block)
+        finally:
+            if pinger is not None:
+                pinger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pinger
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _ping(self, writer: asyncio.StreamWriter) -> None:
+        """Something to answer now and then, so a dead link shows as silence."""
+        for n in itertools.count(1):
+            await asyncio.sleep(self._ping_interval)
+            writer.write(f"Action: Ping\r\nActionID: ping-{n}\r\n\r\n".encode())
+            await writer.drain()
+
+    async def _block(self, reader: asyncio.StreamReader) -> dict[str, str] | None:
+        """The next ``Key: Value`` block (ended by a blank line or an ``--END ...--`` line);
+        ``None`` at end of stream; ``TimeoutError`` after ``idle_timeout`` of silence."""
+        fields: dict[str, str] = {}
+        while True:
+            raw = await asyncio.wait_for(reader.readline(), self._idle_timeout)
+            if not raw:
+                return None
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if line.strip() in _ENDS or (not line.strip() and fields):
+                return fields
+            if not fields and line.startswith("Asterisk Call Manager"):
+                continue  # the greeting
+            key, colon, value = line.partition(":")
+            if colon and key.strip():
+                fields.setdefault(key.strip(), value.strip())
+
+    def _set_connected(self, up: bool) -> None:
+        self.connected = up
+        self.status.set_up(up)
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def _received(self, fields: dict[str, str]) -> None:
+        try:
+            item = item_from_event(fields, source=self.source, sims=self._sims, now=self._clock())
+        except DecodeError as e:
+            log.warning("yeastar.event_rejected", source=self.source, reason=str(e))
+            self.status.rejected_input(str(e))
+            return
+        for attempt in itertools.count(1):
+            try:
+                if isinstance(item, Part):
+                    result = await self._intake.accept_part(item)
+                    joined = result.joined is not None and not result.joined.duplicate
+                    self.status.accepted(1 if joined else 0)
+                else:
+                    (accepted,) = await self._intake.accept([item])
+                    self.status.accepted(0 if accepted.duplicate else 1)
+                return
+            except StoreError as e:
+                self.status.store_failed(str(e))
+                log.error("yeastar.store_unavailable", source=self.source, error=str(e))
+            try:
+                await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
+            except asyncio.CancelledError:
+                log.error("yeastar.event_lost", source=self.source, sender=item.phone_from)
+                raise

@@ -1,0 +1,496 @@
+"""One Modem against the simulated modem (a real pty) and a real SQLite outbox.
+
+The helpers and fixtures here are shared with test_bank.py, test_probe.py and test_modem_e2e.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import structlog
+from structlog.testing import LogCapture
+
+from gateway.config import ModemConfig, ModemsConfig, SimConfig
+from gateway.intake import Intake
+from gateway.metrics import Metrics
+from gateway.outbox import Message, Outbox, State
+from gateway.outbox.models import Hold
+from gateway.sources.modem.device import Modem
+from gateway.sources.modem.pdu import encode_deliver, encode_status_report, split_deliver
+from gateway.sources.modem.simulator import PROFILES, FakeModem
+
+T = TypeVar("T")
+WAIT = 5.0
+PHONE = "79001234567"
+PIN = "4321"
+FAST = ModemsConfig(scan_interval=30.0, command_timeout=0.5, reopen_max=0.2)
+SCANNING = ModemsConfig(scan_interval=0.3, command_timeout=0.5, reopen_max=0.2)
+ICCID_COMMAND = {
+    "simcom": "AT+CCID",
+    "huawei": "AT^ICCID?",
+    "quectel": "AT+QCCID",
+    "wavecom": "AT+CCID",
+    "telit": "AT+ICCID",
+}
+
+
+# --- shared helpers ------------------------------------------------------------------------
+
+
+class LogWatch(LogCapture):
+    """Captures structlog events and wakes waiters on each one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = asyncio.Event()
+
+    def __call__(self, logger: Any, method_name: str, event_dict: Any) -> Any:
+        self.changed.set()
+        return super().__call__(logger, method_name, event_dict)
+
+    def named(self, event: str, **match: Any) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in self.entries
+            if e["event"] == event and all(e.get(k) == v for k, v in match.items())
+        ]
+
+    async def wait(self, event: str, timeout: float = WAIT, **match: Any) -> dict[str, Any]:
+        """The first ``event`` (with the given fields) logged, waiting for it if need be."""
+        async with asyncio.timeout(timeout):
+            while True:
+                self.changed.clear()
+                found = self.named(event, **match)
+                if found:
+                    return found[0]
+                await self.changed.wait()
+
+
+class StoreWatch:
+    """Wakes waiters whenever the outbox commits something new."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.changed = asyncio.Event()
+        outbox.on_accepted(self.changed.set)
+
+    async def messages(self) -> list[Message]:
+        return list(reversed(await self.outbox.list_messages(limit=10_000)))
+
+    async def until(self, check: Callable[[], Awaitable[T | None]], timeout: float = WAIT) -> T:
+        async with asyncio.timeout(timeout):
+            while True:
+                self.changed.clear()
+                result = await check()
+                if result:
+                    return result
+                await self.changed.wait()
+
+    async def count(self, n: int, timeout: float = WAIT) -> list[Message]:
+        async def enough() -> list[Message] | None:
+            found = await self.messages()
+            return found if len(found) >= n else None
+
+        return await self.until(enough, timeout)
+
+
+@pytest.fixture
+def logs() -> Iterator[LogWatch]:
+    """Every structlog event (processors swapped in place, as structlog.testing does)."""
+    watch = LogWatch()
+    processors = structlog.get_config()["processors"]
+    saved = list(processors)
+    processors.clear()
+    processors.append(watch)
+    structlog.configure(processors=processors)
+    yield watch
+    processors.clear()
+    processors.extend(saved)
+    structlog.configure(processors=processors)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "outbox.sqlite3")
+
+
+@pytest.fixture
+async def outbox(db_path: str) -> AsyncIterator[Outbox]:
+    box = await Outbox.open(db_path, busy_timeout_ms=50)
+    yield box
+    await box.close()
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+def intake(outbox: Outbox, metrics: Metrics) -> Intake:
+    return Intake(outbox, metrics)
+
+
+@pytest.fixture
+def store(outbox: Outbox) -> StoreWatch:
+    return StoreWatch(outbox)
+
+
+FakeFactory = Callable[..., FakeModem]
+
+
+@pytest.fixture
+async def fakes(tmp_path: Path) -> AsyncIterator[FakeFactory]:
+    made: list[FakeModem] = []
+
+    def make(profile: str = "simcom", **kw: Any) -> FakeModem:
+        kw.setdefault("link_dir", tmp_path)
+        fake = FakeModem(profile, **kw)
+        fake.start()
+        made.append(fake)
+        return fake
+
+    yield make
+    for fake in made:
+        fake.stop()
+
+
+ModemFactory = Callable[..., Modem]
+
+
+@pytest.fixture
+async def modems(intake: Intake, metrics: Metrics, logs: LogWatch) -> AsyncIterator[ModemFactory]:
+    made: list[Modem] = []
+
+    def make(
+        fake: FakeModem,
+        *,
+        settings: ModemsConfig = FAST,
+        sims: list[SimConfig] | None = None,
+        start: bool = True,
+        **cfg: Any,
+    ) -> Modem:
+        cfg.setdefault("name", f"m{len(made) + 1}")
+        if sims is None:
+            sims = [SimConfig(phone=PHONE, iccid=fake.iccid)]
+        modem = Modem(
+            ModemConfig(port=fake.port, **cfg), settings, sims, intake=intake, metrics=metrics
+        )
+        made.append(modem)
+        if start:
+            modem.start()
+        return modem
+
+    yield make
+    await asyncio.gather(*(m.stop() for m in made))
+
+
+async def ready(fake: FakeModem) -> None:
+    """The modem finished its start-up scan: indications are on, storage was read once."""
+    await fake.wait_command("AT+CMGL=4")
+
+
+def sms(text: str = "code 1234", sender: str = "Instagram", **kw: Any) -> str:
+    return encode_deliver(sender, text, **kw)
+
+
+# --- start-up ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+async def test_each_maker_starts_up_identifies_and_delivers(
+    profile: str, fakes: FakeFactory, modems: ModemFactory, store: StoreWatch, logs: LogWatch
+) -> None:
+    fake = fakes(profile)
+    modem = modems(fake)
+    await ready(fake)
+    commands = fake.commands
+    for expected in ("ATE0", "AT+CMEE=1", "AT+CPIN?", "AT+CMGF=0", 'AT+CPMS="SM","SM","SM"'):
+        assert expected in commands
+    assert "AT+CNMI=2,1,0,0,0" in commands
+    assert ICCID_COMMAND[profile] in commands
+    status = modem.status()
+    assert status.iccid == fake.iccid  # Huawei's swapped digits come back in order
+    assert (status.imei, status.imsi) == (fake.imei, fake.imsi)
+    assert (status.maker, status.model) == (fake.profile.manufacturer, fake.profile.model)
+    assert status.phone == PHONE and status.up and status.registered
+    assert (status.operator, status.signal_dbm, status.storage_total) == ("MegaFon", -73, 30)
+    identified = await logs.wait("modem.identified", modem=modem.name)
+    assert identified["iccid"] == fake.iccid
+
+    fake.deliver(sms())
+    (message,) = await store.count(1)
+    assert (message.phone, message.phone_from, message.text) == (PHONE, "Instagram", "code 1234")
+    assert message.source == f"modem:{modem.name}" and message.state is State.QUEUED
+    await fake.wait_until(lambda: fake.used == 0)
+
+
+async def test_pin_is_entered_when_the_sim_asks_and_never_logged(
+    fakes: FakeFactory, modems: ModemFactory, logs: LogWatch
+) -> None:
+    fake = fakes(pin=PIN)
+    modem = modems(fake, pin=PIN)
+    await ready(fake)
+    assert f'AT+CPIN="{PIN}"' in fake.commands
+    assert modem.status().sim_state == "READY"
+    assert (await logs.wait("modem.sim_ready"))["pin_entered"] is True
+    assert not [e for e in logs.entries if PIN in repr(e)]
+
+
+async def test_a_refused_pin_is_entered_once_only(
+    fakes: FakeFactory, modems: ModemFactory, logs: LogWatch
+) -> None:
+    fake = fakes(pin=PIN)
+    modem = modems(fake, pin="0000")
+    await fake.wait_until(lambda: fake.commands.count("AT+CPIN?") >= 3)
+    assert fake.commands.count('AT+CPIN="0000"') == 1  # a third wrong PIN would lock the SIM
+    assert fake.pin_locked
+    status = modem.status()
+    assert status.sim_state == "SIM PIN" and not status.up
+    assert "refused" in (status.last_error or "")
+    await logs.wait("modem.sim_not_ready", modem=modem.name)
+
+
+async def test_a_sim_asking_for_a_pin_that_is_not_configured_is_reported(
+    fakes: FakeFactory, modems: ModemFactory
+) -> None:
+    fake = fakes(pin=PIN)
+    modem = modems(fake)
+    await fake.wait_until(lambda: fake.commands.count("AT+CPIN?") >= 2)
+    assert not [c for c in fake.commands if c.startswith("AT+CPIN=")]
+    assert modem.status().sim_state == "SIM PIN"
+    assert "set pin" in (modem.status().last_error or "")
+
+
+# --- receiving -----------------------------------------------------------------------------
+
+
+async def test_sms_is_deleted_from_the_sim_only_after_it_is_committed(
+    fakes: FakeFactory, modems: ModemFactory, outbox: Outbox, store: StoreWatch
+) -> None:
+    fake = fakes()
+    modems(fake)
+    await ready(fake)
+    seen_at_commit: list[list[str]] = []
+    outbox.on_accepted(lambda: seen_at_commit.append(list(fake.commands)))
+    index = fake.deliver(sms("Your code is 800142"))
+    await fake.wait_until(lambda: fake.deleted == [index])
+    (message,) = await store.messages()
+    assert (message.phone, message.phone_from) == (PHONE, "Instagram")
+    assert message.text == "Your code is 800142"
+    assert not any(c.startswith("AT+CMGD") for c in seen_at_commit[0])
+    tail = [c for c in fake.commands if c.startswith(("AT+CMGR", "AT+CMGD"))]
+    assert tail == [f"AT+CMGR={index}", f"AT+CMGD={index}"]
+
+
+async def test_sms_stored_without_indication_is_found_by_the_periodic_scan(
+    fakes: FakeFactory, modems: ModemFactory, store: StoreWatch
+) -> None:
+    fake = fakes()
+    modems(fake, settings=SCANNING)
+    await ready(fake)
+    fake.store_silently(sms("found by a scan"))
+    (message,) = await store.count(1)
+    assert message.text == "found by a scan"
+    assert fake.commands.count("AT+CMGL=4") >= 2
+    await fake.wait_until(lambda: fake.used == 0)
+
+
+async def test_parts_arriving_in_any_order_are_joined(
+    fakes: FakeFactory, modems: ModemFactory, store: StoreWatch
+) -> None:
+    fake = fakes("quectel")
+    modems(fake)
+    await ready(fake)
+    text = "Длинное сообщение из нескольких частей. " * 6
+    parts = split_deliver("Bank", text, ref=42)
+    assert len(parts) >= 3
+    random.Random(7).shuffle(parts)
+    for pdu in parts:
+        fake.deliver(pdu)
+    (message,) = await store.count(1)
+    assert (message.text, message.phone, message.phone_from) == (text, PHONE, "Bank")
+    assert not message.partial
+    await fake.wait_until(lambda: len(fake.deleted) == len(parts))
+
+
+async def test_message_without_a_known_phone_is_held_until_a_sim_entry_names_it(
+    fakes: FakeFactory, modems: ModemFactory, store: StoreWatch, logs: LogWatch
+) -> None:
+    fake = fakes()
+    modem = modems(fake, sims=[])
+    await ready(fake)
+    assert modem.status().phone is None and modem.status().held_for_no_phone
+    fake.deliver(sms())
+    (held,) = await store.count(1)
+    assert (held.state, held.hold_reason, held.phone) == (State.HELD, Hold.NO_PHONE, "")
+    await fake.wait_until(lambda: fake.used == 0)
+
+    await modem.apply_config(modem.config, [SimConfig(phone=PHONE, iccid=fake.iccid)])
+    message = await store.outbox.get_message(held.sms_id)
+    assert message is not None
+    assert (message.state, message.phone, message.hold_reason) == (State.QUEUED, PHONE, None)
+    assert (await logs.wait("modem.held_released"))["sms_ids"] == [held.sms_id]
+    assert modem.status().phone == PHONE and not modem.status().held_for_no_phone
+
+
+async def test_undecodable_pdu_is_kept_held_with_its_hex_and_deleted(
+    fakes: FakeFactory, modems: ModemFactory, store: StoreWatch
+) -> None:
+    fake = fakes()
+    modems(fake)
+    await ready(fake)
+    broken = "07911326040000F0040B911346610089F600002080629173140810"
+    index = fake.deliver(broken)
+    (message,) = await store.count(1)
+    assert (message.state, message.hold_reason, message.raw) == (
+        State.HELD,
+        Hold.UNDECODABLE,
+        broken,
+    )
+    await fake.wait_until(lambda: fake.deleted == [index])
+
+
+async def test_status_report_is_recorded_as_not_text(
+    fakes: FakeFactory, modems: ModemFactory, store: StoreWatch
+) -> None:
+    fake = fakes()
+    modems(fake)
+    await ready(fake)
+    fake.deliver(encode_status_report("+79001112233", message_ref=9))
+    (message,) = await store.count(1)
+    assert (message.state, message.hold_reason) == (State.HELD, Hold.NOT_TEXT)
+    assert message.phone_from == "+79001112233"
+
+
+async def test_direct_delivery_is_committed_then_acknowledged(
+    fakes: FakeFactory, modems: ModemFactory, store: StoreWatch
+) -> None:
+    fake = fakes()
+    modems(fake)
+    await ready(fake)
+    pdu = sms("flash message")
+    fake.emit_urc(f"+CMT: ,{len(pdu) // 2 - 8}\r\n{pdu}")
+    (message,) = await store.count(1)
+    assert message.text == "flash message"
+    await fake.wait_command("AT+CNMA")
+
+
+async def test_network_timestamp_is_the_received_time(
+    fakes: FakeFactory, modems: ModemFactory, store: StoreWatch
+) -> None:
+    fake = fakes()
+    modems(fake)
+    await ready(fake)
+    sent = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=3)
+    fake.deliver(sms(timestamp=sent))
+    (message,) = await store.count(1)
+    assert message.received_at == sent.timestamp()
+
+
+# --- staying up ----------------------------------------------------------------------------
+
+
+async def test_garbage_on_the_line_is_skipped(
+    fakes: FakeFactory, modems: ModemFactory, store: StoreWatch, logs: LogWatch
+) -> None:
+    fake = fakes()
+    modems(fake)
+    await ready(fake)
+    fake.emit_garbage(b"\x00\xff\xfe\x81 line noise \x07\r\n~~~~\r\n" + b"\xaa" * 5000 + b"\r\n")
+    fake.deliver(sms("after the noise"))
+    (message,) = await store.count(1)
+    assert message.text == "after the noise"
+    await logs.wait("modem.garbage_skipped")
+
+
+async def test_silent_modem_is_detected_reset_and_reopened(
+    fakes: FakeFactory, modems: ModemFactory, store: StoreWatch, logs: LogWatch
+) -> None:
+    fake = fakes()
+    modem = modems(fake, settings=SCANNING)
+    await ready(fake)
+    fake.silent = True
+    fake.deliver(sms("while it hung"))  # stored; its +CMTI is lost
+    await logs.wait("modem.unresponsive", modem=modem.name)
+    await fake.wait_command("AT+CFUN=1,1")  # after reopening it still answered nothing
+    fake.silent = False
+    (message,) = await store.count(1)
+    assert message.text == "while it hung"
+    await fake.wait_until(lambda: fake.used == 0)
+    assert modem.status().up
+
+
+async def test_unplugged_modem_comes_back_with_what_arrived_meanwhile(
+    fakes: FakeFactory, modems: ModemFactory, store: StoreWatch, logs: LogWatch, metrics: Metrics
+) -> None:
+    fake = fakes()
+    modem = modems(fake)
+    await ready(fake)
+    assert metrics.registry.get_sample_value("sms_gateway_modem_up", {"modem": modem.name}) == 1
+    assert (
+        metrics.registry.get_sample_value("sms_gateway_modem_signal", {"modem": modem.name}) == -73
+    )
+    fake.unplug()
+    await logs.wait("modem.port_lost", modem=modem.name)
+    await logs.wait("modem.port_unavailable", modem=modem.name)
+    assert not modem.status().port_open
+    assert metrics.registry.get_sample_value("sms_gateway_modem_up", {"modem": modem.name}) == 0
+    fake.deliver(sms("sent while unplugged"))
+    fake.replug()
+    (message,) = await store.count(1)
+    assert message.text == "sent while unplugged"
+    await fake.wait_until(lambda: fake.used == 0)
+
+
+async def test_store_that_cannot_commit_leaves_the_sms_on_the_sim(
+    fakes: FakeFactory, modems: ModemFactory, store: StoreWatch, logs: LogWatch, db_path: str
+) -> None:
+    fake = fakes()
+    modems(fake, settings=SCANNING)
+    await ready(fake)
+    lock = sqlite3.connect(db_path, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # another process holding the database
+    try:
+        fake.deliver(sms("kept on the SIM"))
+        await logs.wait("modem.store_unavailable")
+        assert fake.deleted == [] and fake.used == 1
+        assert not any(c.startswith("AT+CMGD") for c in fake.commands)
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    (message,) = await store.count(1)
+    assert message.text == "kept on the SIM"
+    await fake.wait_until(lambda: fake.used == 0)
+
+
+async def test_crash_between_commit_and_delete_reads_a_duplicate_not_a_new_message(
+    fakes: FakeFactory, modems: ModemFactory, outbox: Outbox, store: StoreWatch, logs: LogWatch
+) -> None:
+    fake = fakes()
+    first = modems(fake)
+    await ready(fake)
+
+    def hang_after_commit() -> None:
+        fake.silent = True  # the modem never runs the AT+CMGD that follows
+
+    outbox.on_accepted(hang_after_commit)
+    index = fake.deliver(sms("once only"))
+    await fake.wait_command("AT+CMGD")
+    await first.stop()
+    (committed,) = await store.messages()
+    assert fake.deleted == [] and index in fake.messages  # committed, still on the SIM
+
+    fake.silent = False
+    modems(fake, name=first.name)
+    await fake.wait_until(lambda: fake.deleted == [index])
+    assert [m.sms_id for m in await store.messages()] == [committed.sms_id]
+    again = await logs.wait("modem.sms_received", duplicate=True)
+    assert again["sms_id"] == committed.sms_id

@@ -1,0 +1,270 @@
+"""The GoIP SMS server: packet parsing, and the UDP exchange end to end over loopback.
+
+Packet formats from the GoIP "SMS Interface" document (goip_sms_Interface_en), as public
+receivers implement them (iivorait/GoIP-SMS-receiver receive.php: ``RECEIVE:1734804704;
+id:goip01;password:xxxxxx;srcnum:+358401234567;msg:Hello`` answered ``RECEIVE <id> OK``;
+yuksbg/goip-sms-server main.go: keepalive answered ``reg:<n>;status:200;``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway import config
+from gateway.errors import DecodeError
+from gateway.intake import Intake
+from gateway.metrics import Metrics
+from gateway.outbox import Message, Outbox
+from gateway.outbox.models import Hold
+from gateway.sources.goip import GoipServer, parse_packet
+
+PASSWORD = "goip-secret-pw"
+KEEPALIVE = (
+    f"req:12;id:goip01;pass:{PASSWORD};num:;signal:25;gsm_status:LOGIN;voip_status:LOGOUT;"
+    "voip_state:IDLE;remain_time:-1;imei:865123456789012;imsi:250991234567890;"
+    "iccid:8970199123456789012;pro:MegaFon;idle:10;disable_status:0;SMS_LOGIN:N;SMS_STORE:Y"
+)
+
+
+def receive(recvid: int, text: str, *, sender: str = "+79005556677", pw: str = PASSWORD) -> str:
+    return f"RECEIVE:{recvid};id:goip01;password:{pw};srcnum:{sender};msg:{text}"
+
+
+def test_receive_packet_keeps_semicolons_and_colons_in_the_text() -> None:
+    p = parse_packet(receive(1734804704, "a;b:c; msg:d").encode())
+    assert (p.kind, p.seq) == ("RECEIVE", "1734804704")
+    assert p.fields["msg"] == "a;b:c; msg:d" and p.fields["srcnum"] == "+79005556677"
+    assert p.password == PASSWORD and PASSWORD not in p.redacted()
+
+
+def test_keepalive_packet() -> None:
+    p = parse_packet(KEEPALIVE.encode())
+    assert (p.kind, p.seq, p.password, p.fields["imsi"]) == (
+        "req",
+        "12",
+        PASSWORD,
+        "250991234567890",
+    )
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"hello", b"RECEIVE;id:x", b"RECEIVE:;id:x", b"RE CEIVE:1;", b"req:1 2;id:x"]
+)
+def test_garbage_packets_are_refused(data: bytes) -> None:
+    with pytest.raises(DecodeError):
+        parse_packet(data)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=200).map(lambda t: ("RECEIVE:" + t).encode()))
+def test_any_datagram_parses_or_gives_a_decode_error(data: bytes) -> None:
+    try:
+        p = parse_packet(data)
+    except DecodeError:
+        return
+    assert p.kind and p.seq
+    p.redacted().encode("utf-8")
+
+
+# -- end to end over loopback -----------------------------------------------------------
+
+
+class Line:
+    """The GoIP side of the exchange: sends datagrams, collects the server's answers."""
+
+    def __init__(self) -> None:
+        self.answers: asyncio.Queue[str] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    async def open(self, addr: tuple[str, int]) -> None:
+        line = self
+
+        class Proto(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, _: tuple[str, int]) -> None:
+                line.answers.put_nowait(data.decode())
+
+        loop = asyncio.get_running_loop()
+        self.transport, _ = await loop.create_datagram_endpoint(Proto, remote_addr=addr)
+
+    def send(self, text: str) -> None:
+        assert self.transport is not None
+        self.transport.sendto(text.encode())
+
+    async def answer(self, timeout: float = 3.0) -> str:
+        return await asyncio.wait_for(self.answers.get(), timeout)
+
+
+class Rig:
+    def __init__(self, tmp_path: Path) -> None:
+        self.cfg = config.parse(
+            {
+                "upstream": {"url": "http://127.0.0.1:9/push", "api_key": "k"},
+                "store": {"path": str(tmp_path / "outbox.sqlite3")},
+                "goip": [
+                    {
+                        "name": "goip-1",
+                        "id": "goip01",
+                        "password": PASSWORD,
+                        "listen": "127.0.0.1:0",
+                        "quiet_period": 0.3,
+                    }
+                ],
+                "sim": [{"source": "goip-1", "port": "goip01", "phone": "79001230001"}],
+            }
+        )
+        self.outbox: Outbox
+        self.server: GoipServer
+        self.line = Line()
+        self.messages: list[Message] = []
+
+    async def start(self) -> None:
+        self.outbox = await Outbox.open(self.cfg.store.path)
+        self.server = GoipServer(self.cfg.goip[0], Intake(self.outbox, Metrics()), self.cfg.sim)
+        await self.server.start()
+        await self.line.open(self.server.address)
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        await self.outbox.close()
+
+    async def wait_messages(self, count: int, timeout: float = 5.0) -> list[Message]:
+        """Wait (bounded) until the store holds ``count`` messages; woken by each commit."""
+        changed = asyncio.Event()
+        self.outbox.on_accepted(changed.set)
+
+        async def enough() -> list[Message]:
+            while True:
+                changed.clear()
+                found = await self.outbox.list_messages()
+                if len(found) >= count:
+                    return found
+                await changed.wait()
+
+        return await asyncio.wait_for(enough(), timeout)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    r = Rig(tmp_path)
+    await r.start()
+    yield r
+    await r.stop()
+    if r.line.transport is not None:
+        r.line.transport.close()
+
+
+async def test_keepalive_is_answered_by_password(rig: Rig) -> None:
+    rig.line.send(KEEPALIVE)
+    assert await rig.line.answer() == "reg:12;status:200;"
+    rig.line.send(KEEPALIVE.replace(PASSWORD, "wrong"))
+    assert await rig.line.answer() == "reg:12;status:400;"
+    check = rig.server.check()
+    assert check.details["last_keepalive_age"] is not None and check.details["rejected"] == 1
+
+
+async def test_sms_is_acknowledged_after_commit_and_pushed_after_the_quiet_period(
+    rig: Rig,
+) -> None:
+    rig.line.send(receive(1001, "Ваш код 4321"))
+    assert await rig.line.answer() == "RECEIVE 1001 OK"
+    (m,) = await rig.wait_messages(1)
+    assert (m.phone, m.phone_from, m.text, m.source) == (
+        "79001230001",
+        "+79005556677",
+        "Ваш код 4321",
+        "goip:goip-1",
+    )
+    assert PASSWORD not in (m.raw or "") and m.hold_reason is None
+
+
+async def test_wrong_password_is_refused_and_nothing_taken(rig: Rig) -> None:
+    rig.line.send(receive(1002, "hi", pw="nope"))
+    assert await rig.line.answer() == "RECEIVE 1002 ERROR invalid id or password"
+    await asyncio.sleep(0.5)  # longer than the quiet period: nothing may appear
+    assert await rig.outbox.list_messages() == []
+
+
+async def test_long_sms_in_separate_packets_is_joined_in_order(rig: Rig) -> None:
+    pieces = ["Первая часть длинного сообщения, ", "вторая часть; ", "и третья."]
+    for i, piece in enumerate(pieces):
+        rig.line.send(receive(2000 + i, piece))
+        assert await rig.line.answer() == f"RECEIVE {2000 + i} OK"
+    rig.line.send(receive(3000, "another sender", sender="+79990000000"))
+    assert await rig.line.answer() == "RECEIVE 3000 OK"
+    found = await rig.wait_messages(2)
+    texts = {m.phone_from: m.text for m in found}
+    assert texts == {"+79005556677": "".join(pieces), "+79990000000": "another sender"}
+
+
+async def test_retransmission_after_a_lost_ack_is_acknowledged_again_not_taken_twice(
+    rig: Rig,
+) -> None:
+    rig.line.send(receive(4000, "code 1111"))
+    assert await rig.line.answer() == "RECEIVE 4000 OK"
+    rig.line.send(receive(4000, "code 1111"))  # our first ack was lost: same recvid again
+    assert await rig.line.answer() == "RECEIVE 4000 OK"
+    (m,) = await rig.wait_messages(1)
+    assert m.text == "code 1111"
+    rig.line.send(receive(4000, "code 1111"))  # and again after the message was joined
+    assert await rig.line.answer() == "RECEIVE 4000 OK"
+    await asyncio.sleep(0.5)
+    assert len(await rig.outbox.list_messages()) == 1
+
+
+async def test_retransmission_reaching_a_restarted_server_is_not_a_second_message(
+    rig: Rig,
+) -> None:
+    rig.line.send(receive(5000, "before restart"))
+    assert await rig.line.answer() == "RECEIVE 5000 OK"
+    await rig.wait_messages(1)
+    await rig.stop()
+    rig.line.transport.close()  # type: ignore[union-attr]
+    rig.line = Line()
+    await rig.start()
+    rig.line.send(receive(5000, "before restart"))
+    assert await rig.line.answer() == "RECEIVE 5000 OK"
+    await asyncio.sleep(0.5)
+    assert len(await rig.outbox.list_messages()) == 1
+
+
+async def test_stop_joins_open_parts_at_once(rig: Rig) -> None:
+    rig.line.send(receive(6000, "cut short by shutdown"))
+    assert await rig.line.answer() == "RECEIVE 6000 OK"
+    await rig.server.stop()
+    (m,) = await rig.outbox.list_messages()
+    assert m.text == "cut short by shutdown"
+
+
+async def test_no_ack_while_the_store_cannot_commit(rig: Rig) -> None:
+    await rig.outbox.close()
+    rig.line.send(receive(7000, "lost?"))
+    with pytest.raises(TimeoutError):
+        await rig.line.answer(timeout=0.5)  # silence: the GoIP keeps the SMS and resends
+    assert rig.server.check().details["store_errors"] == 1
+
+
+async def test_phone_unknown_without_sim_entry_is_held(tmp_path: Path) -> None:
+    r = Rig(tmp_path)
+    r.cfg = config.parse(
+        {
+            "upstream": {"url": "http://127.0.0.1:9/push", "api_key": "k"},
+            "store": {"path": str(tmp_path / "outbox.sqlite3")},
+            "goip": [{"name": "g", "id": "goip01", "password": PASSWORD, "listen": "127.0.0.1:0",
+                      "quiet_period": 0.1}],
+        }
+    )  # fmt: skip
+    await r.start()
+    try:
+        r.line.send(receive(8000, "hello"))
+        assert await r.line.answer() == "RECEIVE 8000 OK"
+        (m,) = await r.wait_messages(1)
+        assert m.hold_reason is Hold.NO_PHONE
+    finally:
+        await r.stop()
+        r.line.transport.close()  # type: ignore[union-attr]
