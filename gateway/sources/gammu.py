@@ -39,16 +39,21 @@ def messages_from_gammu(
     """The message gammu-smsd received, from its RunOnReceive environment and inbox files.
 
     ``phone`` (``--phone``) wins over ``cfg.phones[PHONE_ID]``; with neither the message is kept
-    held (``Hold.NO_PHONE``). ``files`` are read only when the environment lacks the text (8-bit
-    data, an old gammu); relative names are taken from the current directory, so the hook runs
-    in gammu's inbox directory. Raises ``DecodeError`` saying what is missing or malformed.
+    held (``Hold.NO_PHONE``). The text comes from ``files`` saved as InboxFormat unicode (exact
+    whatever gammu's locale), else from the environment, else from the other files; relative
+    names are taken from the current directory, so the hook runs in gammu's inbox directory.
+    Without gammu's environment (a run by hand for files left in the inbox) the sender comes
+    from the file name. Raises ``DecodeError`` saying what is missing or malformed.
     """
-    count = _number(environ, "SMS_MESSAGES", 1, MAX_MESSAGES)
-    sender = _env_text(environ, "SMS_1_NUMBER")
-    if sender is None:
-        raise DecodeError("SMS_1_NUMBER is not set; is this run by gammu-smsd's RunOnReceive?")
+    if "SMS_MESSAGES" not in environ and files:
+        sender, (text, hold, raw) = _sender_from_name(files[0]), _from_files(files)
+    else:
+        count = _number(environ, "SMS_MESSAGES", 1, MAX_MESSAGES)
+        number = _env_text(environ, "SMS_1_NUMBER")
+        if number is None:
+            raise DecodeError("SMS_1_NUMBER is not set; is this run by gammu-smsd's RunOnReceive?")
+        sender, (text, hold, raw) = number, _content(environ, count, files)
     phone_id = _env_text(environ, "PHONE_ID") or ""
-    text, hold, raw = _content(environ, count, files)
     if len(text) > MAX_TEXT:
         raise DecodeError(f"text is {len(text)} characters; at most {MAX_TEXT} are taken")
     resolved = _resolve_phone(phone, cfg, phone_id)
@@ -66,6 +71,16 @@ def messages_from_gammu(
             raw=raw,
         )
     ]
+
+
+def _sender_from_name(name: str) -> str:
+    match = _INBOX_NAME.match(os.path.basename(name))
+    if match is None:
+        raise DecodeError(
+            f"{name}: SMS_MESSAGES is not set and the name is not gammu's "
+            "IN<date>_<time>_<serial>_<sender>_<part>.txt; give gammu's environment"
+        )
+    return match.group(2)
 
 
 def _number(environ: Mapping[str, str], key: str, lo: int, hi: int) -> int:
@@ -96,7 +111,12 @@ def _env_text(environ: Mapping[str, str], key: str) -> str | None:
 def _content(
     environ: Mapping[str, str], count: int, files: Sequence[str]
 ) -> tuple[str, Hold | None, str | None]:
-    """(text, hold, raw): the joined text when gammu decoded it, else each part's, else files."""
+    """(text, hold, raw): from InboxFormat=unicode files when named (lossless whatever gammu's
+    locale: under the C locale gammu writes '?' for every non-ASCII character in the environment
+    and in standard files), else the text gammu joined, else each part's, else the files."""
+    lossless = _unicode_files(files)
+    if lossless is not None:
+        return lossless, None, None
     parts_value = environ.get("DECODED_PARTS", "0").strip()
     decoded_parts = int(parts_value) if parts_value.isdigit() else 0
     decoded = [
@@ -141,6 +161,28 @@ def _from_files(files: Sequence[str]) -> tuple[str, Hold | None, str | None]:
     if binary:  # 8-bit data (WAP push, ringtones...): recorded, never pushed
         return "", Hold.NOT_TEXT, binary.hex().upper()
     return "".join(texts), None, None
+
+
+def _unicode_files(files: Sequence[str]) -> str | None:
+    """The text of ``files`` when every one is in a lossless format; ``None`` otherwise."""
+    texts = []
+    for name in files:
+        if not name.endswith(".txt"):
+            return None
+        try:
+            data = _read(name)
+        except DecodeError:
+            return None
+        head = data.lstrip()[:40]
+        if not (
+            data[:2] in (b"\xfe\xff", b"\xff\xfe") or head.startswith((b"[SMSBackup", b"; This"))
+        ):
+            return None
+        try:
+            texts.append(_file_text(name, data))
+        except DecodeError:
+            return None
+    return "".join(texts) if texts else None
 
 
 def _read(name: str) -> bytes:

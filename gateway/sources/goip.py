@@ -35,6 +35,7 @@ log = structlog.get_logger(__name__)
 KIND = "goip"
 KEEPALIVE_STALE = 180.0  # seconds without a keepalive before /health calls the line degraded
 MAX_SEQ = 64  # characters of a recvid or keepalive counter
+MAX_PARTS = 255  # a concatenated SMS has at most this many: a longer burst is cut
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ class _Burst:
     sender: str
     first_at: float
     count: int = 0
-    closed: bool = False
+    closed: bool = False  # no new part joins it
+    joined: bool = False  # its parts are one message in the store
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     timer: asyncio.TimerHandle | None = None
 
@@ -203,6 +205,7 @@ class GoipServer:
             self._send(f"reg:{packet.seq};status:400;", addr)
             return
         self.last_keepalive_at = self._clock()
+        self.status.set_up(True)
         self._line = {k: packet.fields.get(k, "") for k in ("num", "imsi", "signal", "gsm_status")}
         self._send(f"reg:{packet.seq};status:200;", addr)
 
@@ -270,7 +273,9 @@ class GoipServer:
         self.status.accepted(0)
         if not result.duplicate:
             burst.count += 1
-        if not result.duplicate or burst.timer is None:
+        if burst.count >= MAX_PARTS:
+            self._arm(burst, 0)
+        elif not result.duplicate or burst.timer is None:
             self._arm(burst, self.cfg.quiet_period)
         return True
 
@@ -283,11 +288,14 @@ class GoipServer:
     async def _close(self, burst: _Burst, *, retry: bool) -> None:
         """Join the burst's parts: a last, empty part completes the group in the outbox."""
         async with burst.lock:
+            if burst.joined:
+                return
             burst.closed = True
             burst.timer = None
             if self._bursts.get(burst.sender) is burst:
                 del self._bursts[burst.sender]
             if burst.count == 0:
+                burst.joined = True
                 return
             end = Part(
                 source=self.source,
@@ -309,6 +317,7 @@ class GoipServer:
                 if retry:
                     self._arm(burst, self.cfg.quiet_period)
                 return
+            burst.joined = True
             self._closing.discard(burst)
             self.status.accepted(1)
 

@@ -201,12 +201,12 @@ class YeastarClient:
             self.status.last_error = error[:300]
             log.warning("yeastar.disconnected", source=self.source, error=error, retry_in=delay)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
 
     async def _session(self) -> None:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.cfg.host, self.cfg.port), self._connect_timeout
-        )
+        async with asyncio.timeout(self._connect_timeout):
+            reader, writer = await asyncio.open_connection(self.cfg.host, self.cfg.port)
         pinger: asyncio.Task[None] | None = None
         try:
             writer.write(
@@ -248,7 +248,8 @@ class YeastarClient:
         ``None`` at end of stream; ``TimeoutError`` after ``idle_timeout`` of silence."""
         fields: dict[str, str] = {}
         while True:
-            raw = await asyncio.wait_for(reader.readline(), self._idle_timeout)
+            async with asyncio.timeout(self._idle_timeout):
+                raw = await reader.readline()
             if not raw:
                 return None
             line = raw.decode("utf-8", "replace").rstrip("\r\n")

@@ -127,6 +127,18 @@ def test_text_is_read_from_unicode_inbox_files_when_the_environment_lacks_it(
     assert m.text == "Длинное сообщение" and m.hold is None
 
 
+def test_unicode_inbox_files_win_over_a_lossy_environment(tmp_path: Path) -> None:
+    """Under the C locale gammu-smsd 1.42 put '??????, ???! hello' in SMS_1_TEXT (seen for real);
+    InboxFormat = unicode files keep every character."""
+    name = tmp_path / INBOX_NAME
+    name.write_bytes(b"\xfe\xff" + "Привет, мир! hello".encode("utf-16-be"))
+    env = {**SINGLE, "SMS_1_TEXT": "??????, ???! hello"}
+    (m,) = messages_from_gammu(env, [str(name)], CFG, None, NOW)
+    assert m.text == "Привет, мир! hello"
+    (fallback,) = messages_from_gammu(env, [str(tmp_path / "gone.txt")], CFG, None, NOW)
+    assert fallback.text == "??????, ???! hello"  # an unreadable file: the environment still serves
+
+
 def test_standard_and_detail_inbox_files(tmp_path: Path) -> None:
     standard = tmp_path / "IN20261127_161916_00_+79005556677_00.txt"
     standard.write_bytes("Привет ".encode())
@@ -148,6 +160,19 @@ def test_binary_data_is_recorded_but_never_pushed(tmp_path: Path) -> None:
     env = {"SMS_MESSAGES": "1", "PHONE_ID": "modem1", "SMS_1_NUMBER": "+79005556677"}
     (m,) = messages_from_gammu(env, [str(name)], CFG, None, NOW)
     assert m.hold is Hold.NOT_TEXT and m.raw == "0605040B8423F0"
+
+
+def test_files_left_in_the_inbox_can_be_ingested_by_hand(tmp_path: Path) -> None:
+    """Without gammu's environment the sender comes from the file name; PHONE_ID may be given
+    by hand so the dedup key is the one the hook would have used."""
+    name = tmp_path / INBOX_NAME
+    name.write_bytes("Привет, мир! hello".encode())
+    (by_hand,) = messages_from_gammu({"PHONE_ID": "modem1"}, [str(name)], CFG, None, NOW)
+    (hook,) = messages_from_gammu(SINGLE, [str(name)], CFG, None, NOW)
+    assert (by_hand.phone_from, by_hand.text) == ("+79001112233", "Привет, мир! hello")
+    assert by_hand.source_ref == hook.source_ref
+    with pytest.raises(DecodeError, match="not gammu's"):
+        messages_from_gammu({}, [str(tmp_path / "other.txt")], CFG, None, NOW)
 
 
 def test_missing_inbox_file_names_the_file(tmp_path: Path) -> None:
