@@ -64,6 +64,7 @@ __all__ = [
     "parse_creg_urc",
     "parse_csq",
     "parse_iccid",
+    "redact_command",
     "rssi_to_dbm",
     "split_result",
 ]
@@ -567,6 +568,16 @@ class _Pending:
     lines: list[str] = field(default_factory=list)
 
 
+_SECRET_COMMANDS = ("AT+CPIN=", "AT+CPWD=", "AT+CLCK=")
+
+
+def redact_command(cmd: str) -> str:
+    """``AT+CPIN="1234"`` -> ``AT+CPIN=<redacted>``: PINs never reach logs or error messages."""
+    if cmd.upper().startswith(_SECRET_COMMANDS):
+        return cmd[: cmd.index("=") + 1] + "<redacted>"
+    return cmd
+
+
 _CME = re.compile(r"\+(CME|CMS) ERROR:\s*(.*)", re.IGNORECASE)
 
 
@@ -690,8 +701,9 @@ class AtChannel:
                 if payload is not None and not pending.payload_sent:
                     with contextlib.suppress(LinkError):
                         self._link.write(ESC)
-                log.warning("modem.at_timeout", port=self.port, command=cmd, timeout=timeout)
-                raise AtTimeout(cmd, timeout) from None
+                shown = redact_command(cmd)  # a PIN must not reach logs or /health
+                log.warning("modem.at_timeout", port=self.port, command=shown, timeout=timeout)
+                raise AtTimeout(shown, timeout) from None
             except LinkClosed:
                 self._mark_closed(LinkClosed(f"{self.port}: write failed"))
                 raise
@@ -755,7 +767,8 @@ class AtChannel:
                 try:
                     self._link.write(pending.payload)
                 except LinkClosed:
-                    log.warning("modem.write_failed", port=self.port, command=pending.command)
+                    command = redact_command(pending.command)
+                    log.warning("modem.write_failed", port=self.port, command=command)
             else:
                 log.debug("modem.unexpected_prompt", port=self.port)
         elif isinstance(event, Garbage):

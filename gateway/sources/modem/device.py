@@ -143,6 +143,7 @@ class Modem:
             clock=clock,
             log=self._log,
             on_received=lambda: self._set(last_sms_at=self._clock()),
+            on_late_phone=lambda: self._release_held(again=True),
         )
         self._warned_used: int | None = None
         self._set(phone=self.phone)
@@ -240,30 +241,30 @@ class Modem:
             await self._start_up(session)
             serving_since = loop.time()
             await self._serve(session, channel)
-        except AtTimeout as exc:
-            self._failure("modem.unresponsive", exc)
-            raise
-        except LinkClosed as exc:
-            self._failure("modem.port_lost", exc, sim_state=None)
-            raise
-        except SimNotReady as exc:
-            self._failure("modem.sim_not_ready", exc, sim_state=exc.state)
-            raise
-        except AtError as exc:  # a command it must run (AT+CMGF=0...) was refused
-            self._failure("modem.command_refused", exc)
-            raise
-        except _ModemRestarted as exc:
-            self._failure("modem.restarted", exc)
-            if serving_since is not None and loop.time() - serving_since >= _HEALTHY_AFTER:
-                return
-            raise
         except Exception as exc:
-            self._log.exception("modem.failed")
-            self._set(last_error=f"{exc.__class__.__name__}: {exc}")
-            raise
+            self._record(exc)
+            if serving_since is None or loop.time() - serving_since < _HEALTHY_AFTER:
+                raise
         finally:
             await channel.close()
             self._set(port_open=False, sim_ready=False)
+
+    def _record(self, exc: Exception) -> None:
+        """Log why a session ended and show it in the status."""
+        match exc:
+            case AtTimeout():
+                self._failure("modem.unresponsive", exc)
+            case LinkClosed():
+                self._failure("modem.port_lost", exc, sim_state=None)
+            case SimNotReady():
+                self._failure("modem.sim_not_ready", exc, sim_state=exc.state)
+            case AtError():  # a command it must run (AT+CMGF=0...) was refused
+                self._failure("modem.command_refused", exc)
+            case _ModemRestarted():
+                self._failure("modem.restarted", exc)
+            case _:
+                self._log.exception("modem.failed")
+                self._set(last_error=f"{exc.__class__.__name__}: {exc}")
 
     def _failure(self, event: str, exc: BaseException, **fields: Any) -> None:
         error = str(exc)
@@ -283,7 +284,7 @@ class Modem:
                 self._rejected_pin = self._cfg.pin
             elif exc.state == "SIM PIN" and self._cfg.pin and not pin:
                 raise SimNotReady(
-                    exc.state, "the SIM refused the configured pin before; fix pin and reload"
+                    exc.state, "the SIM refused the configured pin before; fix pin and restart"
                 ) from exc
             raise
         self._set(sim_state=state, sim_ready=True)
@@ -449,13 +450,13 @@ class Modem:
     def _holding(self) -> bool:
         return self.phone is None and self._status.sim_ready
 
-    async def _release_held(self) -> None:
-        """Once per phone: messages held while no phone was known go to the queue."""
+    async def _release_held(self, *, again: bool = False) -> None:
+        """Once per phone (or ``again``): messages held while no phone was known are queued."""
         phone = self.phone
-        if phone is None or phone == self._released_for:
+        if phone is None or (phone == self._released_for and not again):
             return
         async with self._release_lock:
-            if phone == self._released_for:
+            if phone == self._released_for and not again:
                 return
             try:
                 released = await self._intake.release_held(self.source, phone)

@@ -7,7 +7,7 @@ the outbox answers with the first smsId. A store that cannot commit leaves it th
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.errors import DecodeError, StoreUnavailable
@@ -39,6 +39,7 @@ class Receiver:
         clock: Callable[[], float],
         log: Any,
         on_received: Callable[[], None],
+        on_late_phone: Callable[[], Awaitable[None]],
     ) -> None:
         self._intake = intake
         self._source = source
@@ -46,6 +47,7 @@ class Receiver:
         self._clock = clock
         self._log = log
         self._on_received = on_received
+        self._on_late_phone = on_late_phone
         # (sim, slot, PDU hash) -> how many times we took that exact PDU from that slot.
         self._emptied: OrderedDict[str, int] = OrderedDict()
 
@@ -110,6 +112,10 @@ class Receiver:
             self._log.info("modem.sms_deleted", sms_id=sms_id, index=index)
         self._remember(seen, where.occurrence)
         self._on_received()
+        if phone is None and self._whose()[1] is not None:
+            # The phone became known while this one was being committed as held: the release
+            # that came with it may have run first.
+            await self._on_late_phone()
         return True
 
     def _remember(self, seen: str, occurrence: int) -> None:

@@ -75,7 +75,7 @@ class SimNotReady(GatewayError):
         self.state = state
         self.hint = hint
         self.pin_rejected = pin_rejected
-        super().__init__(f"SIM {state}: {hint}")
+        super().__init__(f"{state}: {hint}")
 
 
 @dataclass(frozen=True)
@@ -210,9 +210,9 @@ class Session:
                     raise SimNotReady(
                         state,
                         f"the SIM refused the configured pin ({exc.text or exc.kind}); it is not"
-                        " entered again until the pin in the config changes",
+                        " entered again: fix pin and restart",
                         pin_rejected=True,
-                    ) from exc
+                    ) from None  # the AtError names the command, PIN included
                 entered = True
                 state = await self.sim_state()
                 continue

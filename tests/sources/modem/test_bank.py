@@ -101,6 +101,10 @@ async def test_a_hundred_modems_each_deliver_within_a_bound(
     assert {(m.phone, m.text) for m in messages} == {(phone(i), f"code {i:04d}") for i in range(n)}
     check = bank.health_check()
     assert check.level is Level.OK and check.details["up"] == n
+    await bank.stop()
+    left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith(("modem", "at-"))]
+    assert left == []
+    assert all(not s.port_open for s in bank.statuses())
 
 
 async def test_a_broken_modem_does_not_stop_the_others(

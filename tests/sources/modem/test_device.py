@@ -22,8 +22,10 @@ from gateway.intake import Intake
 from gateway.metrics import Metrics
 from gateway.outbox import Message, Outbox, State
 from gateway.outbox.models import Hold
+from gateway.sources.modem.at import AtChannel, AtTimeout
 from gateway.sources.modem.device import Modem
 from gateway.sources.modem.pdu import encode_deliver, encode_status_report, split_deliver
+from gateway.sources.modem.session import Session, SimNotReady, Storage
 from gateway.sources.modem.simulator import PROFILES, FakeModem
 
 T = TypeVar("T")
@@ -269,6 +271,88 @@ async def test_a_sim_asking_for_a_pin_that_is_not_configured_is_reported(
     assert "set pin" in (modem.status().last_error or "")
 
 
+class ScriptedPort:
+    """A port whose modem answers from a table: for firmware quirks the simulator lacks.
+    Commands not in the table answer ``ERROR``; ``None`` in the table: no answer at all."""
+
+    def __init__(self, answers: dict[str, str | None]) -> None:
+        self.name = "scripted"
+        self.commands: list[str] = []
+        self._answers = answers
+        self._out: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def read(self) -> bytes:
+        return await self._out.get()
+
+    def write(self, data: bytes) -> None:
+        command = data.decode().strip()
+        self.commands.append(command)
+        answer = self._answers.get(command, "ERROR")
+        if answer is not None:
+            self._out.put_nowait(f"\r\n{answer}\r\n".encode())
+
+    async def close(self) -> None:
+        self._out.put_nowait(b"")
+
+
+async def scripted(
+    answers: dict[str, str | None], timeout: float = 1
+) -> tuple[Session, ScriptedPort]:
+    port = ScriptedPort(answers)
+    channel = AtChannel(port, on_urc=lambda urc: None)
+    channel.start()
+    return Session(channel, timeout=timeout), port
+
+
+async def test_storage_and_indications_fall_back_to_what_the_firmware_takes() -> None:
+    session, port = await scripted(
+        {
+            "AT+CMGF=0": "OK",
+            'AT+CPMS="SM","SM","SM"': "+CMS ERROR: 302",
+            'AT+CPMS="ME","ME","ME"': "+CPMS: 2,50,2,50,2,50\r\n\r\nOK",
+            "AT+CNMI=2,1,0,1,0": "OK",
+        }
+    )
+    storage, indications = await session.setup_sms()
+    assert storage == Storage("ME", 2, 50) and indications == "2,1,0,1,0"
+    assert port.commands.index("AT+CNMI=2,1,0,0,0") < port.commands.index("AT+CNMI=2,1,0,1,0")
+    await session.channel.close()
+
+
+async def test_iccid_is_read_from_the_sim_file_when_no_maker_command_works() -> None:
+    session, port = await scripted(
+        {"AT+CRSM=176,12258,0,0,10": '+CRSM: 144,0,"980791193254769810F2"\r\n\r\nOK'}
+    )
+    assert await session.iccid("Unknown Maker") == "8970199123456789012"
+    assert port.commands[:4] == ["AT+CCID", "AT^ICCID?", "AT+QCCID", "AT+ICCID"]
+    await session.channel.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "state"),
+    [("+CPIN: SIM PUK\r\n\r\nOK", "SIM PUK"), ("+CME ERROR: 10", "NOT INSERTED")],
+)
+async def test_a_sim_that_cannot_be_unlocked_is_not_ready(answer: str, state: str) -> None:
+    session, port = await scripted({"AT+CPIN?": answer})
+    with pytest.raises(SimNotReady) as caught:
+        await session.unlock(PIN)
+    assert caught.value.state == state and not caught.value.pin_rejected
+    assert not [c for c in port.commands if c.startswith("AT+CPIN=")]
+    await session.channel.close()
+
+
+@pytest.mark.parametrize("answer", [None, "+CME ERROR: 16"])
+async def test_the_pin_never_shows_in_errors_or_logs(answer: str | None, logs: LogWatch) -> None:
+    session, _port = await scripted(
+        {"AT+CPIN?": "+CPIN: SIM PIN\r\n\r\nOK", f'AT+CPIN="{PIN}"': answer}, timeout=0.2
+    )
+    with pytest.raises((AtTimeout, SimNotReady)) as caught:
+        await session.unlock(PIN)
+    assert PIN not in str(caught.value) and PIN not in str(caught.value.__cause__)
+    assert not [e for e in logs.entries if PIN in repr(e)]
+    await session.channel.close()
+
+
 # --- receiving -----------------------------------------------------------------------------
 
 
@@ -494,3 +578,17 @@ async def test_crash_between_commit_and_delete_reads_a_duplicate_not_a_new_messa
     assert [m.sms_id for m in await store.messages()] == [committed.sms_id]
     again = await logs.wait("modem.sms_received", duplicate=True)
     assert again["sms_id"] == committed.sms_id
+
+
+async def test_a_modem_that_powers_up_on_its_own_is_set_up_again(
+    fakes: FakeFactory, modems: ModemFactory, store: StoreWatch, logs: LogWatch
+) -> None:
+    fake = fakes()
+    modems(fake)
+    await ready(fake)
+    fake.emit_urc("RDY")
+    await logs.wait("modem.restarted")
+    await fake.wait_until(lambda: fake.commands.count("AT+CNMI=2,1,0,0,0") == 2)
+    fake.deliver(sms("after the reboot"))
+    (message,) = await store.count(1)
+    assert message.text == "after the reboot"
