@@ -243,6 +243,9 @@ class FakeModem:
         self.slow = 0.0
         #: Every command line received, as received (stripped), including while silent.
         self.commands: list[str] = []
+        #: A command starting with this is read but never run: the modem hangs right there
+        #: (goes silent), e.g. "AT+CMGD" to catch the host between commit and delete.
+        self.stall_on: str | None = None
         #: Storage indices removed by ``AT+CMGD``, in order.
         self.deleted: list[int] = []
         #: PDUs submitted with ``AT+CMGS``.
@@ -620,6 +623,9 @@ class FakeModem:
             return
         self.commands.append(line)
         if self._silent:
+            return
+        if self.stall_on and line.upper().startswith(self.stall_on.upper()):
+            self._silent = True
             return
         if line[:2].upper() != "AT":
             return  # real modems ignore what does not start with AT

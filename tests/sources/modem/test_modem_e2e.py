@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from collections.abc import Callable
@@ -91,3 +92,75 @@ async def test_sighup_with_a_sim_entry_releases_held_messages(
     (push,) = pushes_for(standin, "held for a phone")
     assert push["phone"] == PHONE
     assert await daemon.stop() == 0
+
+
+async def test_kill_9_between_commit_and_delete_gives_one_smsid_and_no_loss(
+    fakes: FakeFactory, daemon_factory: Callable[..., Any], standin: StandIn
+) -> None:
+    fake = fakes("simcom")
+    daemon: DaemonProcess = await daemon_factory(extra=modem_config(fake, with_sim=True))
+    await fake.wait_command("AT+CMGL=4", timeout=10)
+    fake.stall_on = "AT+CMGD"  # the message is committed; the delete never happens
+    fake.deliver(sms("code 7319 before the crash", sender="Bank"))
+    await fake.wait_command("AT+CMGD", timeout=10)
+    daemon.kill()  # kill -9 between the commit and the SIM delete
+    assert fake.used == 1  # still on the SIM
+    fake.stall_on = None
+    fake.silent = False
+    await daemon.start()
+    await standin.wait_for(lambda s: len(pushes_for(s, "code 7319 before the crash")) >= 1, 15)
+    await fake.wait_until(lambda: fake.used == 0, timeout=10)  # read again, then deleted
+    pushes = pushes_for(standin, "code 7319 before the crash")
+    assert len({p["smsId"] for p in pushes}) == 1  # a resend may happen; a new smsId may not
+    dupes = [e for e in daemon.logs() if e.get("event") == "sms.duplicate_ignored"]
+    assert any(e["sms_id"] == pushes[0]["smsId"] for e in dupes)
+    assert await daemon.stop() == 0
+
+
+async def test_many_modems_in_one_daemon_all_deliver(
+    fakes: FakeFactory, daemon_factory: Callable[..., Any], standin: StandIn
+) -> None:
+    count = 100
+    bank = [
+        fakes("quectel", iccid=f"89701990000{i:08d}", link_name=f"usb-bank-{i}-if00-port0")
+        for i in range(count)
+    ]
+    tables = "[modems]\nscan_interval = 5\ncommand_timeout = 2\n"
+    for i, fake in enumerate(bank):
+        tables += f'[[modem]]\nname = "m{i}"\nport = {json.dumps(fake.port)}\n'
+        tables += f'[[sim]]\niccid = "{fake.iccid}"\nphone = "7900{i:07d}"\n'
+    daemon: DaemonProcess = await daemon_factory(extra=tables)
+    for i, fake in enumerate(bank):
+        await fake.wait_command("AT+CNMI", timeout=30)
+        fake.deliver(sms(f"hello from modem {i}"))
+    await standin.wait_for(lambda s: len(s.delivered_ids()) == count, timeout=60)
+    phones = {json.loads(p.raw)["phone"] for p in standin.pushes if p.status == 200}
+    assert phones == {f"7900{i:07d}" for i in range(count)}
+    _, health = await daemon.health()
+    assert health["checks"]["modems"]["up"] == count
+    assert await daemon.stop() == 0
+
+
+async def test_unplugged_modem_is_reopened_and_a_silent_one_reset(
+    fakes: FakeFactory, daemon_factory: Callable[..., Any], standin: StandIn
+) -> None:
+    fake = fakes("telit")
+    daemon: DaemonProcess = await daemon_factory(extra=modem_config(fake, with_sim=True))
+    await fake.wait_command("AT+CMGL=4", timeout=10)
+    fake.unplug()
+    fake.deliver(sms("sent while unplugged"))
+    fake.replug()
+    await standin.wait_for(lambda s: len(pushes_for(s, "sent while unplugged")) == 1, timeout=20)
+    fake.silent = True  # hung: reads commands, answers nothing
+    await daemon_wait_event(daemon, "modem.unresponsive", timeout=15)
+    fake.silent = False
+    fake.deliver(sms("after the reset"))
+    await standin.wait_for(lambda s: len(pushes_for(s, "after the reset")) == 1, timeout=20)
+    assert await daemon.stop() == 0
+
+
+async def daemon_wait_event(daemon: DaemonProcess, event: str, timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        # Another process's log file: nothing to wait on but the file itself.
+        while not any(e.get("event") == event for e in daemon.logs()):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
