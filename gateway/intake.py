@@ -82,6 +82,13 @@ class Intake:
             await self._log_joined([result.joined])
         return result
 
+    async def close_group(self, source: str, group_key: str) -> Accepted | None:
+        """Join an open-ended group (parts sent with total 0) with what arrived."""
+        joined = await self._outbox.close_group(source, group_key)
+        if joined is not None and not joined.duplicate:
+            await self._log_joined([joined])
+        return joined
+
     async def flush_stale_parts(self, older_than: float) -> list[Accepted]:
         """Incomplete multi-part messages older than `older_than` go out with gaps marked."""
         joined = await self._outbox.flush_stale_parts(older_than)

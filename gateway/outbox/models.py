@@ -63,7 +63,7 @@ class Part:
     source: str
     group_key: str
     seq: int
-    total: int
+    total: int  # 0: open-ended, the source closes the group (Intake.close_group)
     text: str
     phone: str  # "" when unknown: the joined message is held NO_PHONE
     phone_from: str

@@ -1,5 +1,9 @@
 """Parts of concatenated SMS: each committed as it arrives, joined into one message when complete.
 
+A part with total 0 belongs to an open-ended group (a peer that sends a long SMS as packets with
+no header, e.g. GoIP): it never completes by itself; the source closes it (close_group), or the
+multi-part timeout joins it with what arrived, gaps marked only below the highest part seen.
+
 A part is kept (with the smsId of its joined message) after the join, so a part read again
 (a crash between commit and SIM delete) is recognised as a duplicate, not a new message.
 """
@@ -38,11 +42,30 @@ async def add_part(
         (part.source, part.group_key, part.source_ref, part.seq, part.total, part.text,
          part.phone, part.phone_from, part.received_at, now, part.raw),
     )  # fmt: skip
+    if part.total == 0:
+        return PartResult(duplicate=False, joined=None)  # open-ended: the source closes it
     rows = await _waiting(conn, part.source, part.group_key)
     chosen = _one_per_seq(rows)
     if set(chosen) != set(range(1, part.total + 1)):
         return PartResult(duplicate=False, joined=None)
     return PartResult(duplicate=False, joined=await _join(conn, chosen, part.total, insert))
+
+
+async def close_group(
+    conn: aiosqlite.Connection, source: str, group_key: str, insert: Insert
+) -> Accepted | None:
+    """Join an open-ended group now, with the parts that arrived; None if nothing waits."""
+    rows = await _waiting(conn, source, group_key)
+    if not rows:
+        return None
+    chosen = _one_per_seq(rows)
+    return await _join(conn, chosen, _expected(rows), insert)
+
+
+def _expected(rows: list[Any]) -> int:
+    """How many parts a group should have: its declared total, or the highest seen if open."""
+    totals = [int(r[4]) for r in rows]
+    return max(totals) if all(totals) else max(int(r[3]) for r in rows)
 
 
 async def flush_stale(conn: aiosqlite.Connection, cutoff: float, insert: Insert) -> list[Accepted]:
@@ -56,9 +79,7 @@ async def flush_stale(conn: aiosqlite.Connection, cutoff: float, insert: Insert)
     joined = []
     for source, group_key in groups:
         rows = await _waiting(conn, source, group_key)
-        chosen = _one_per_seq(rows)
-        total = max(int(r[4]) for r in rows)
-        joined.append(await _join(conn, chosen, total, insert))
+        joined.append(await _join(conn, _one_per_seq(rows), _expected(rows), insert))
     return joined
 
 

@@ -163,6 +163,17 @@ class Outbox:
             self._notify()
         return result
 
+    async def close_group(self, source: str, group_key: str) -> Accepted | None:
+        """Join an open-ended group (parts with total 0) with what arrived, now."""
+
+        async def op(conn: aiosqlite.Connection) -> Accepted | None:
+            return await parts.close_group(conn, source, group_key, self._insert)
+
+        joined = await self._writer.submit(op)
+        if joined is not None and not joined.duplicate:
+            self._notify()
+        return joined
+
     async def flush_stale_parts(self, older_than: float) -> list[Accepted]:
         """Join multi-part messages still incomplete after `older_than` seconds, gaps marked."""
         cutoff = self._clock() - older_than

@@ -255,7 +255,7 @@ class GoipServer:
             source=self.source,
             group_key=burst.key,
             seq=burst.count + 1,
-            total=burst.count + 2,  # never complete on its own: the burst's end completes it
+            total=0,  # open-ended: the end of the burst closes the group
             text=text,
             phone=self._phone(),
             phone_from=sender,
@@ -286,7 +286,7 @@ class GoipServer:
         burst.timer = loop.call_later(delay, lambda: self._spawn(self._close(burst, retry=True)))
 
     async def _close(self, burst: _Burst, *, retry: bool) -> None:
-        """Join the burst's parts: a last, empty part completes the group in the outbox."""
+        """Join the burst's parts in the outbox, as they arrived."""
         async with burst.lock:
             if burst.joined:
                 return
@@ -297,19 +297,8 @@ class GoipServer:
             if burst.count == 0:
                 burst.joined = True
                 return
-            end = Part(
-                source=self.source,
-                group_key=burst.key,
-                seq=burst.count + 1,
-                total=burst.count + 1,
-                text="",
-                phone=self._phone(),
-                phone_from=burst.sender,
-                received_at=burst.first_at,
-                source_ref=f"{burst.key}|end",
-            )
             try:
-                await self._intake.accept_part(end)
+                await self._intake.close_group(self.source, burst.key)
             except StoreError as e:
                 log.error("goip.join_failed", source=self.source, parts=burst.count, error=str(e))
                 self.status.store_failed(str(e))

@@ -167,3 +167,30 @@ async def test_any_arrival_order_with_repeats_joins_exactly_once(
         assert m.text == "".join(f"<{i}>" for i in range(1, total + 1))
     finally:
         await outbox.close()
+
+
+async def test_open_ended_groups_wait_for_their_source_to_close_them(
+    store: tuple[Outbox, Clock],
+) -> None:
+    outbox, _ = store
+    for seq in (1, 2):
+        assert (await outbox.accept_part(part(seq, 0, group="goip"))).joined is None
+    joined = await outbox.close_group("modem:m1", "goip")
+    assert joined is not None
+    m = await outbox.get_message(joined.sms_id)
+    assert m is not None
+    assert (m.text, m.partial) == ("<1><2>", False)
+    assert await outbox.close_group("modem:m1", "goip") is None  # nothing waits any more
+
+
+async def test_an_open_ended_group_left_by_a_crash_goes_out_without_a_false_gap(
+    store: tuple[Outbox, Clock],
+) -> None:
+    outbox, clock = store
+    await outbox.accept_part(part(1, 0, group="goip"))
+    await outbox.accept_part(part(3, 0, group="goip"))
+    clock.now += 400
+    (joined,) = await outbox.flush_stale_parts(300)
+    m = await outbox.get_message(joined.sms_id)
+    assert m is not None
+    assert m.text == "<1>" + gap_marker(2, 3) + "<3>"  # a real gap below the last part only
