@@ -23,6 +23,7 @@ from gateway.metrics import Metrics
 from gateway.outbox import Message, Outbox
 from gateway.outbox.models import Hold
 from gateway.sources.goip import GoipServer, parse_packet
+from tests.fakes.store import wait_messages
 
 PASSWORD = "goip-secret-pw"
 KEEPALIVE = (
@@ -134,19 +135,7 @@ class Rig:
         await self.outbox.close()
 
     async def wait_messages(self, count: int, timeout: float = 5.0) -> list[Message]:
-        """Wait (bounded) until the store holds ``count`` messages; woken by each commit."""
-        changed = asyncio.Event()
-        self.outbox.on_accepted(changed.set)
-
-        async def enough() -> list[Message]:
-            while True:
-                changed.clear()
-                found = await self.outbox.list_messages()
-                if len(found) >= count:
-                    return found
-                await changed.wait()
-
-        return await asyncio.wait_for(enough(), timeout)
+        return await wait_messages(self.outbox, count, timeout)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from gateway.metrics import Metrics
 from gateway.outbox import Message, Outbox
 from gateway.outbox.models import Hold, Incoming, Part
 from gateway.sources.yeastar import YeastarClient, decode_content, item_from_event
+from tests.fakes.store import wait_messages
 from tests.fakes.yeastar import FakeYeastar
 
 NOW = 1_741_241_600.0
@@ -142,18 +143,7 @@ class Rig:
         await self.outbox.close()
 
     async def wait_messages(self, count: int, timeout: float = 5.0) -> list[Message]:
-        changed = asyncio.Event()
-        self.outbox.on_accepted(changed.set)
-
-        async def enough() -> list[Message]:
-            while True:
-                changed.clear()
-                found = await self.outbox.list_messages()
-                if len(found) >= count:
-                    return found
-                await changed.wait()
-
-        return await asyncio.wait_for(enough(), timeout)
+        return await wait_messages(self.outbox, count, timeout)
 
 
 @pytest.fixture
