@@ -56,7 +56,13 @@ async def read_json(request: web.Request) -> Any:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise web.HTTPBadRequest(
-            text=json.dumps({"error": f"body: not valid UTF-8 JSON ({e})"}),
+            text=json.dumps({"error": f"body: not valid UTF-8 JSON ({e})", "field": "body"}),
+            content_type="application/json",
+        ) from None
+    except RecursionError:
+        # A tiny body of nested brackets must be a bad request, not a server error.
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "body: JSON nested too deeply", "field": "body"}),
             content_type="application/json",
         ) from None
 

@@ -57,15 +57,17 @@ class DaemonProcess:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self, timeout: float = 15.0) -> None:
-        """Start and wait for READY=1 on a real NOTIFY_SOCKET."""
+        """Start and wait for READY=1 on a real NOTIFY_SOCKET (this run's, not an earlier one's)."""
         self._runs += 1
+        self.notifications = []
+        self.port = None
         sock_path = str(self.dir / f"notify-{self._runs}.sock")
         self._notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify_sock.bind(sock_path)
         self._notify_sock.setblocking(False)
         env = {**os.environ, "NOTIFY_SOCKET": sock_path, "PYTHONUNBUFFERED": "1", **self.env}
         env.pop("SMS_GATEWAY_CONFIG", None)
-        self._log_offset = self.stderr_path.stat().st_size if self.stderr_path.exists() else 0
+        self._entries_before = len(self.logs()) if self.stderr_path.exists() else 0
         with open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "run", "-c", str(self.config_path)],
@@ -74,7 +76,7 @@ class DaemonProcess:
                 env=env,
             )
         await self.wait_notification("READY=1", timeout)
-        for entry in self.logs():
+        for entry in self.logs()[self._entries_before :]:
             if entry.get("event") == "http.listening":
                 self.port = int(entry["port"])
         assert self.port, "daemon did not log http.listening"
