@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -291,3 +292,25 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     bare_server(args.port)
+
+
+async def paced_sms(
+    fakes: Sequence[Any], rate: float, seconds: float, tag: str
+) -> dict[str, float]:
+    """Deliver `rate` SMS a second for `seconds`, round robin over simulated modems.
+
+    Returns text -> the wall time it was handed to its modem (which emits +CMTI at once).
+    """
+    from gateway.sources.modem.pdu import encode_deliver
+
+    sent: dict[str, float] = {}
+    start = time.perf_counter()
+    for k in range(int(rate * seconds)):
+        delay = start + k / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        text = f"{tag} {k} code {k:06d}"
+        pdu = encode_deliver("Bench", text)
+        sent[text] = time.time()
+        fakes[k % len(fakes)].deliver(pdu)
+    return sent

@@ -25,8 +25,15 @@ from typing import Any
 
 from aiohttp import web
 
-from bench.common import Daemon, free_port, percentile, stop_process, verdict, write_config
-from gateway.sources.modem.pdu import encode_deliver
+from bench.common import (
+    Daemon,
+    free_port,
+    paced_sms,
+    percentile,
+    stop_process,
+    verdict,
+    write_config,
+)
 from gateway.sources.modem.simulator import FakeModem
 from gateway.standin import StandIn
 
@@ -37,17 +44,8 @@ HOOK = '#!/bin/sh\nexec curl -s -o /dev/null --data-binary "$SMS_1_TEXT" "{url}"
 
 async def offer(fake: FakeModem, tag: str, got: dict[str, float]) -> list[float]:
     """Deliver RATE SMS/s for SECONDS; latencies in ms (inf for one never received)."""
-    sent: dict[str, float] = {}
-    n = int(RATE * SECONDS)
-    start = time.perf_counter()
-    for k in range(n):
-        delay = start + k / RATE - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        text = f"{tag} {k} code {k:06d}"
-        pdu = encode_deliver("Bench", text)
-        sent[text] = time.time()
-        fake.deliver(pdu)
+    sent = await paced_sms([fake], RATE, SECONDS, tag)
+    n = len(sent)
     deadline = time.monotonic() + 10
     # The receivers are filled by other code paths (one polls a deque): plain polling.
     while len(set(sent) & set(got)) < n and time.monotonic() < deadline:  # noqa: ASYNC110

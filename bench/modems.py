@@ -28,11 +28,11 @@ from bench.common import (
     Daemon,
     StandInProcess,
     cpu_seconds,
+    paced_sms,
     percentile,
     verdict,
     write_config,
 )
-from gateway.sources.modem.pdu import encode_deliver
 from gateway.sources.modem.simulator import FakeModem
 
 MODEMS = 256
@@ -113,17 +113,8 @@ async def run() -> dict[str, Any]:
                 idle_pct = (cpu_seconds(daemon.pid) - d0) / wall * 100
                 bench_pct = (cpu_seconds(os.getpid()) - me0) / wall * 100
 
-                sent: dict[str, float] = {}
-                n = int(RATE * LOAD_SECONDS)
-                start = time.perf_counter()
-                for k in range(n):
-                    delay = start + k / RATE - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    text = f"bank {k} code {k:06d}"
-                    pdu = encode_deliver("Bench", text)
-                    sent[text] = time.time()
-                    bank[k % MODEMS].deliver(pdu)
+                sent = await paced_sms(bank, RATE, LOAD_SECONDS, "bank")
+                n = len(sent)
                 deadline = time.monotonic() + 15
                 seen = committed(store, "bank ")
                 while len(seen) < n and time.monotonic() < deadline:
