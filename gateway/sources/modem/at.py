@@ -10,8 +10,8 @@ Three parts, each usable alone:
 * :class:`AtChannel`: owns one :class:`~gateway.sources.modem.serial_link.SerialLink`, a reader
   task that feeds the two above, and ``command()`` with exactly one command in flight.
 
-Plus small pure parsers for the answers the modem start-up needs (``parse_*``); each raises
-:class:`AtDecodeError` on garbage and nothing else.
+The parsers of the answers themselves (``parse_*``) live in
+:mod:`gateway.sources.modem.answers`.
 """
 
 from __future__ import annotations
@@ -27,24 +27,6 @@ import structlog
 from gateway.errors import GatewayError
 from gateway.sources.modem.answers import (
     HEX_LINE,
-    AtDecodeError,
-    parse_cgmi,
-    parse_cgmm,
-    parse_cgsn,
-    parse_cimi,
-    parse_cmgl,
-    parse_cmgr,
-    parse_cmgs,
-    parse_cmti,
-    parse_cnum,
-    parse_cops,
-    parse_cpin,
-    parse_cpms,
-    parse_creg,
-    parse_creg_urc,
-    parse_csq,
-    parse_iccid,
-    rssi_to_dbm,
     split_result,
 )
 from gateway.sources.modem.serial_link import LinkClosed, LinkError, SerialLink
@@ -54,7 +36,6 @@ __all__ = [
     "AtChannel",
     "AtClassifier",
     "AtCommandError",
-    "AtDecodeError",
     "AtError",
     "AtResponse",
     "AtTimeout",
@@ -70,25 +51,7 @@ __all__ = [
     "Stray",
     "Urc",
     "command_prefix",
-    "parse_cgmi",
-    "parse_cgmm",
-    "parse_cgsn",
-    "parse_cimi",
-    "parse_cmgl",
-    "parse_cmgr",
-    "parse_cmgs",
-    "parse_cmti",
-    "parse_cnum",
-    "parse_cops",
-    "parse_cpin",
-    "parse_cpms",
-    "parse_creg",
-    "parse_creg_urc",
-    "parse_csq",
-    "parse_iccid",
     "redact_command",
-    "rssi_to_dbm",
-    "split_result",
 ]
 
 log = structlog.get_logger(__name__)

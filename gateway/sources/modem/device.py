@@ -21,14 +21,16 @@ from gateway.config import ModemConfig, ModemsConfig, SimConfig
 from gateway.errors import DecodeError, StoreUnavailable
 from gateway.intake import Intake
 from gateway.metrics import Metrics
+from gateway.sources.modem.answers import (
+    parse_cmti,
+    parse_creg_urc,
+)
 from gateway.sources.modem.at import (
     AtChannel,
     AtError,
     AtTimeout,
     LinkClosed,
     Urc,
-    parse_cmti,
-    parse_creg_urc,
 )
 from gateway.sources.modem.keys import sim_identity
 from gateway.sources.modem.phones import modem_source, resolve_phone

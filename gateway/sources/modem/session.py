@@ -15,12 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from gateway.errors import DecodeError, GatewayError
-from gateway.sources.modem.at import (
-    AtChannel,
-    AtCommandError,
-    AtError,
-    AtResponse,
-    AtTimeout,
+from gateway.sources.modem.answers import (
     parse_cgmi,
     parse_cgmm,
     parse_cgsn,
@@ -36,6 +31,13 @@ from gateway.sources.modem.at import (
     parse_iccid,
     rssi_to_dbm,
     split_result,
+)
+from gateway.sources.modem.at import (
+    AtChannel,
+    AtCommandError,
+    AtError,
+    AtResponse,
+    AtTimeout,
 )
 
 __all__ = [

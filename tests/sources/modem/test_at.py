@@ -12,25 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import DecodeError, GatewayError
-from gateway.sources.modem.at import (
-    AtChannel,
-    AtClassifier,
+from gateway.sources.modem.answers import (
     AtDecodeError,
-    AtError,
-    AtResponse,
-    AtTimeout,
-    Echo,
-    Event,
-    Final,
-    Garbage,
-    Info,
-    Line,
-    LineFramer,
-    LinkClosed,
-    Prompt,
-    Stray,
-    Urc,
-    command_prefix,
     parse_cgmi,
     parse_cgmm,
     parse_cgsn,
@@ -49,6 +32,25 @@ from gateway.sources.modem.at import (
     parse_iccid,
     rssi_to_dbm,
     split_result,
+)
+from gateway.sources.modem.at import (
+    AtChannel,
+    AtClassifier,
+    AtError,
+    AtResponse,
+    AtTimeout,
+    Echo,
+    Event,
+    Final,
+    Garbage,
+    Info,
+    Line,
+    LineFramer,
+    LinkClosed,
+    Prompt,
+    Stray,
+    Urc,
+    command_prefix,
 )
 
 PDU = "07911326040000F0040B911346610089F60000208062917314080CC8F71D14969741F977FD07"

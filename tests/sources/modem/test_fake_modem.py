@@ -13,12 +13,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.sources.modem.at import (
-    AtChannel,
-    AtError,
-    AtTimeout,
-    LinkClosed,
-    Urc,
+from gateway.sources.modem.answers import (
     parse_cgmi,
     parse_cgmm,
     parse_cgsn,
@@ -34,6 +29,13 @@ from gateway.sources.modem.at import (
     parse_creg,
     parse_csq,
     parse_iccid,
+)
+from gateway.sources.modem.at import (
+    AtChannel,
+    AtError,
+    AtTimeout,
+    LinkClosed,
+    Urc,
 )
 from gateway.sources.modem.serial_link import LinkOpenError, open_serial_link
 from tests.fakes.modem import PROFILES, FakeModem
