@@ -267,9 +267,17 @@ def _phone(t: _Table, key: str, *, required: bool) -> str:
         if required:
             raise ConfigError(f"{t.where(key)}: missing; the number as digits, e.g. 79001234567")
         return ""
+    digits = _phone_digits(value)
+    if digits is None:
+        raise ConfigError(f"{t.where(key)}: {value!r} is not a phone number (3 to 20 digits)")
+    return digits
+
+
+def _phone_digits(value: str) -> str | None:
+    """'+7 (900) 123-45-67' -> '79001234567'; None when it is not 3 to 20 digits."""
     digits = "".join(c for c in value if c not in "+ -()")
     if not (digits.isascii() and digits.isdigit() and 3 <= len(digits) <= 20):
-        raise ConfigError(f"{t.where(key)}: {value!r} is not a phone number (3 to 20 digits)")
+        return None
     return digits
 
 
@@ -315,8 +323,8 @@ def _parse_hook(t: _Table) -> HookConfig:
     raw: dict[str, str] = t.check("phones", {}, _string_map)
     phones = {}
     for key, value in raw.items():
-        digits = "".join(c for c in value if c not in "+ -()")
-        if not (digits.isascii() and digits.isdigit() and 3 <= len(digits) <= 20):
+        digits = _phone_digits(value)
+        if digits is None:
             raise ConfigError(f"{t.where('phones')}.{key}: {value!r} is not a phone number")
         phones[key] = digits
     t.finish()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import functools
 import os
 import signal
 import time
@@ -17,7 +16,7 @@ from gateway import __version__, config
 from gateway.config import Config
 from gateway.delivery import DeliveryWorker
 from gateway.errors import ConfigError, GatewayError, StoreError
-from gateway.health import Check, Health
+from gateway.health import Health
 from gateway.http import HttpServer
 from gateway.intake import Intake
 from gateway.metrics import Metrics
@@ -91,8 +90,8 @@ class Daemon:
         peers = PeerSources(cfg, intake, metrics)
         if cfg.modem:
             health.add_check("modems", modems.health_check)
-        for name in peers.health_checks():
-            health.add_check(name, functools.partial(_peer_check, peers, name))
+        for name, check in peers.check_functions().items():
+            health.add_check(name, check)
         http = HttpServer(
             host=cfg.http.host,
             port=cfg.http.port,
@@ -216,10 +215,6 @@ class Daemon:
             return f"store unreadable: {e}"
         up = parts.worker.status()
         return f"{queued} queued, upstream circuit {up.pacer.circuit.value}"
-
-
-def _peer_check(peers: PeerSources, name: str) -> Check:
-    return peers.health_checks()[name]
 
 
 __all__ = ["Daemon", "StoreError", "StoreLocked"]

@@ -471,11 +471,10 @@ class Outbox:
         ) as cur:
             async for state, n in cur:
                 counts[State(state)] = int(n)
-        oldest = await self._one("SELECT MIN(received_at) FROM messages WHERE state = 'queued'")
         last = await self._one("SELECT MAX(finished_at) FROM messages WHERE state = 'delivered'")
         return StoreSummary(
             counts=counts,
-            oldest_queued_received_at=_float_or_none(oldest),
+            oldest_queued_received_at=await self.oldest_queued_received_at(),
             last_delivered_at=_float_or_none(last),
         )
 
