@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
+import json.encoder
 import sqlite3
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiohttp
 import structlog
 
 from gateway import __version__
 from gateway.config import UpstreamConfig
+from gateway.delivery.client import UpstreamClient, UpstreamError
 from gateway.delivery.pacing import Circuit, Pacer, PacerSnapshot
 from gateway.delivery.policy import Policy, Verdict
 from gateway.errors import StoreError
@@ -25,12 +25,64 @@ from gateway.outbox import Attempt, AttemptRecord, Message, Outbox, Outcome
 from gateway.outbox.store import BODY_LIMIT
 
 log = structlog.get_logger(__name__)
+_str = json.encoder.encode_basestring  # a JSON string literal, non-ASCII kept as it is
 USER_AGENT = f"partner-sms-gateway/{__version__}"
 IDLE_POLL = 1.0  # seconds; picks up messages other processes (sms-gateway ingest) committed
 MAINTENANCE_EVERY = 30.0
 LEASE_MARGIN = 5.0
 STORE_RETRY = 1.0
 MIN_SLEEP = 0.001
+PREFETCH_WINDOWS = 4  # claimed ahead in steady flow, in windows of `concurrency`
+
+
+class _Bell:
+    """What the loop sleeps on: rung by anything that may let it do more; rings are not lost.
+
+    asyncio.wait_for(event.wait(), t) would do, but costs a task per sleep, and the loop sleeps
+    once per answer at full speed.
+    """
+
+    def __init__(self) -> None:
+        self._rung = False
+        self._sleeper: asyncio.Future[bool] | None = None
+
+    def ring(self) -> None:
+        self._rung = True
+        if self._sleeper is not None and not self._sleeper.done():
+            self._sleeper.set_result(True)
+
+    async def wait(self, timeout: float) -> bool:
+        """True when rung (since the last wait returned), False when `timeout` ran out."""
+        if not self._rung:
+            loop = asyncio.get_running_loop()
+            self._sleeper = sleeper = loop.create_future()
+            timer = loop.call_later(timeout, _settle, sleeper, False)
+            try:
+                await sleeper
+            finally:
+                timer.cancel()
+                self._sleeper = None
+        else:
+            await asyncio.sleep(0)  # yield to the loop all the same
+        rung, self._rung = self._rung, False
+        return rung
+
+
+def _settle(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    """One answered attempt, waiting for its record to commit."""
+
+    message: Message
+    verdict: Verdict
+    attempt: Attempt
+    next_due: float | None
+    ended: float
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -46,16 +98,17 @@ class UpstreamStatus:
 
 
 def push_body(message: Message, cfg: UpstreamConfig) -> bytes:
-    """The exact PUSH_SMS body: these keys, raw UTF-8, smsId an integer; same bytes on a retry."""
-    body = {
-        "smsId": message.sms_id,
-        "phoneFrom": message.phone_from,
-        "phone": int(message.phone) if cfg.phone_type == "integer" else message.phone,
-        "text": message.text,
-        "action": "PUSH_SMS",
-        "key": cfg.api_key,
-    }
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """The exact PUSH_SMS body: these keys, raw UTF-8, smsId an integer; same bytes on a retry.
+
+    Byte for byte what json.dumps(..., ensure_ascii=False, separators=(",", ":")) gives (a test
+    holds it to that), written out directly because it runs once per attempt.
+    """
+    phone = str(int(message.phone)) if cfg.phone_type == "integer" else _str(message.phone)
+    return (
+        f'{{"smsId":{int(message.sms_id)},"phoneFrom":{_str(message.phone_from)},'
+        f'"phone":{phone},"text":{_str(message.text)},"action":"PUSH_SMS",'
+        f'"key":{_str(cfg.api_key)}}}'
+    ).encode()
 
 
 class DeliveryWorker:
@@ -67,26 +120,34 @@ class DeliveryWorker:
         *,
         keep_finished: float,
         clock: Callable[[], float] = time.time,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._outbox = outbox
         self._cfg = cfg
         self._metrics = metrics
         self._keep_finished = keep_finished
         self._clock = clock
+        self._ssl_context = ssl_context  # None: the system's trust store
         self._policy = Policy(cfg.drop_on)
         self._pacer = Pacer(
             concurrency=cfg.concurrency,
             circuit_after=cfg.circuit_after,
             retry_interval=cfg.retry_interval,
         )
-        # Long enough for a prefetched message to wait one timeout and then be sent.
-        self._lease = 2 * cfg.timeout + LEASE_MARGIN
-        self._wake = asyncio.Event()
+        # Long enough for a prefetched message to wait behind every window claimed before it
+        # (each lasts at most one timeout) and then be sent.
+        self._lease = (PREFETCH_WINDOWS + 2) * cfg.timeout + LEASE_MARGIN
+        self._wake = _Bell()
         self._stopping = False
         self._in_flight: dict[int, asyncio.Task[None]] = {}  # HTTP requests out now
-        self._tasks: set[asyncio.Task[None]] = set()  # pushes not yet recorded
+        self._results: list[_Result] = []  # answers not yet recorded
+        self._recorder: asyncio.Task[None] | None = None
+        self._attempt_counters = {o: metrics.attempts.labels(o.value) for o in Outcome}
+        metrics.in_flight.set_function(lambda: len(self._in_flight))
         self._buffer: collections.deque[Message] = collections.deque()  # claimed, not yet sent
-        self._session: aiohttp.ClientSession | None = None
+        self._refilling: asyncio.Task[None] | None = None
+        self._dry = False  # the last claim found all that was due
+        self._client: UpstreamClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self._headers = {
@@ -99,7 +160,7 @@ class DeliveryWorker:
         self._last_failure: str | None = None
         self._consecutive_failures = 0
         self._key_error: str | None = None
-        outbox.on_accepted(self._wake.set)
+        outbox.on_accepted(self._due_changed)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -107,11 +168,12 @@ class DeliveryWorker:
         released = await self._outbox.release_stale_leases()
         if released:
             log.info("delivery.leases_released", count=released)
-        connector = aiohttp.TCPConnector(
-            limit=self._cfg.concurrency, ssl=ssl.create_default_context(), keepalive_timeout=60
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=self._cfg.timeout)
+        self._client = UpstreamClient(
+            self._cfg.url,
+            self._headers,
+            timeout=self._cfg.timeout,
+            body_limit=BODY_LIMIT,
+            ssl_context=self._ssl_context,
         )
         self._task = asyncio.create_task(self._run(), name="delivery-worker")
         self._maintenance = asyncio.create_task(self._maintain(), name="delivery-maintenance")
@@ -119,12 +181,15 @@ class DeliveryWorker:
     async def stop(self, grace: float) -> None:
         """Stop claiming; let pushes in flight finish within `grace`, abandon the rest."""
         self._stopping = True
-        self._wake.set()
+        self._wake.ring()
         for task in (self._task, self._maintenance):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self._refilling is not None:  # a claim in progress hands its leases back itself
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._refilling), grace)
         unsent = [m.sms_id for m in self._buffer]
         self._buffer.clear()
         pending = list(self._in_flight.values())
@@ -137,12 +202,13 @@ class DeliveryWorker:
             if abandoned:
                 log.warning("delivery.pushes_abandoned", sms_ids=abandoned)
         # Answers already received are written before the store closes.
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._recorder is not None:
+            await asyncio.gather(self._recorder, return_exceptions=True)
         if abandoned or unsent:
             with contextlib.suppress(Exception):
                 await self._outbox.release(abandoned + unsent)
-        if self._session is not None:
-            await self._session.close()
+        if self._client is not None:
+            await self._client.close()
 
     @property
     def alive(self) -> bool:
@@ -164,58 +230,67 @@ class DeliveryWorker:
 
     async def _run(self) -> None:
         while not self._stopping:
-            self._wake.clear()
             now = self._clock()
             free = self._pacer.allowed(now, len(self._in_flight))
-            if free > 0 and len(self._buffer) < free:
-                try:
-                    await self._refill(now, free)
-                except StoreError as e:
-                    # Health shows the store failing; keep trying, without spinning.
-                    log.error("delivery.claim_failed", error=str(e))
-                    await asyncio.sleep(STORE_RETRY)
-                    continue
-                now = self._clock()
-                free = self._pacer.allowed(now, len(self._in_flight))
+            steady = self._pacer.circuit is Circuit.CLOSED and self._pacer.rate_cap(now) is None
+            # Claiming runs beside sending: a claim waits for the writer (an fsync), and the
+            # window must not stand still meanwhile. Steady flow keeps windows claimed ahead,
+            # so a freed slot is refilled at once.
+            ahead = self._cfg.concurrency if steady else 0
+            if self._refilling is None and not self._dry and len(self._buffer) < free + ahead:
+                self._refilling = asyncio.create_task(self._refill(steady), name="delivery-claim")
             sent = 0
             while sent < free and self._buffer:
                 message = self._buffer.popleft()
                 self._pacer.sent(now)
                 task = asyncio.create_task(self._push(message), name=f"push-{message.sms_id}")
                 self._in_flight[message.sms_id] = task
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
                 sent += 1
-            self._metrics.in_flight.set(len(self._in_flight))
             if sent and sent == free:
                 continue  # the window may have room again: loop until it is full
             await self._sleep(free - sent)
 
-    async def _refill(self, now: float, free: int) -> None:
-        """Claim what is due, plus (when all is well) a window's worth ahead of need.
+    async def _refill(self, steady: bool) -> None:
+        """Claim what is due, plus (when all is well) a few windows' worth ahead of need.
 
-        Claiming ahead means a freed slot is refilled at once instead of waiting for a
-        store round trip; prefetched leases are handed back when the flow is not steady.
+        Prefetched leases are handed back when the flow is not steady, so a probe or a
+        rate-capped trickle sends what is oldest due at that moment.
         """
-        steady = self._pacer.circuit is Circuit.CLOSED and self._pacer.rate_cap(now) is None
-        if not steady and self._buffer:
-            await self._outbox.release([m.sms_id for m in self._buffer])
-            self._buffer.clear()
-        want = free + (self._cfg.concurrency if steady else 0) - len(self._buffer)
-        if want <= 0:
-            return
-        claimed = await self._outbox.claim_due(
-            limit=want, lease=self._lease, max_age=self._cfg.max_age
-        )
-        self._buffer.extend(claimed)
+        try:
+            if not steady and self._buffer:
+                unsent = [m.sms_id for m in self._buffer]
+                self._buffer.clear()
+                await self._outbox.release(unsent)
+                self._dry = False
+            now = self._clock()
+            free = self._pacer.allowed(now, len(self._in_flight))
+            ahead = PREFETCH_WINDOWS * self._cfg.concurrency if steady else 0
+            want = free + ahead - len(self._buffer)
+            if want > 0:
+                claimed = await self._outbox.claim_due(
+                    limit=want, lease=self._lease, max_age=self._cfg.max_age
+                )
+                # Fewer than asked: nothing more is due; claim again when that may change.
+                self._dry = len(claimed) < want
+                if self._stopping:
+                    await self._outbox.release([m.sms_id for m in claimed])
+                else:
+                    self._buffer.extend(claimed)
+        except StoreError as e:
+            # Health shows the store failing; keep trying, without spinning.
+            log.error("delivery.claim_failed", error=str(e))
+            await asyncio.sleep(STORE_RETRY)
+        finally:
+            self._refilling = None
+            self._wake.ring()
 
     async def _sleep(self, free: int) -> None:
         now = self._clock()
-        timeout = IDLE_POLL
+        timeout = IDLE_POLL  # also picks up what other processes (`sms-gateway ingest`) commit
         hint = self._pacer.wait_hint(now, len(self._in_flight))
         if hint is not None:
             timeout = min(timeout, hint)
-        if free > 0:
+        if free > 0 and self._dry and self._refilling is None:
             try:
                 due = await self._outbox.next_due_at(self._cfg.max_age)
             except sqlite3.Error as e:
@@ -224,32 +299,29 @@ class DeliveryWorker:
             if due is not None:
                 timeout = min(timeout, max(0.0, due - now))
         # Always yield to the loop, even when something is due right now.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), max(timeout, MIN_SLEEP))
+        if not await self._wake.wait(max(timeout, MIN_SLEEP)):
+            self._dry = False  # something may be due by now
+
+    def _due_changed(self) -> None:
+        """Messages may have become due (accepted, released, rescheduled): claim again."""
+        self._dry = False
+        self._wake.ring()
 
     async def _push(self, message: Message) -> None:
-        log_ = log.bind(sms_id=message.sms_id)
         started = self._clock()
         t0 = time.monotonic()
         status: int | None = None
         body = ""
         error: str | None = None
+        reason = ""  # what the OS or TLS said about `error`, for the log line
         retry_after: str | None = None
-        assert self._session is not None
+        assert self._client is not None
         try:
-            async with self._session.post(
-                self._cfg.url, data=push_body(message, self._cfg), headers=self._headers
-            ) as resp:
-                status = resp.status
-                retry_after = resp.headers.get("Retry-After")
-                raw = await resp.content.read(BODY_LIMIT + 1)
-                body = raw.decode("utf-8", "replace")
-        except TimeoutError:
-            error = "Timeout"
-        except aiohttp.ClientError as e:
-            error = e.__class__.__name__
-        except OSError as e:
-            error = e.__class__.__name__
+            reply = await self._client.post(push_body(message, self._cfg))
+            status, retry_after = reply.status, reply.retry_after
+            body = reply.body.decode("utf-8", "replace")
+        except UpstreamError as e:
+            error, reason = e.kind, e.detail
         duration = time.monotonic() - t0
         ended = self._clock()
         self._metrics.push_seconds.observe(duration)
@@ -259,31 +331,14 @@ class DeliveryWorker:
             verdict = self._policy.classify(status, body, retry_after)
         # The HTTP slot is free now; the lease keeps the message ours until the record commits.
         self._in_flight.pop(message.sms_id, None)
-        self._metrics.in_flight.set(len(self._in_flight))
-        self._metrics.attempts.labels(verdict.outcome.value).inc()
+        self._attempt_counters[verdict.outcome].inc()
         self._track_upstream(verdict, ended, status, error)
         changed = self._pacer.finished(verdict, ended)
         if changed is not None:
             self._metrics.circuit_open.set(1 if changed is Circuit.OPEN else 0)
             log.warning(f"upstream.circuit_{changed.value}", failures=self._pacer.consecutive_down)
-        self._wake.set()
-        await self._settle(message, verdict, started, duration, ended, status, body, error, log_)
-
-    async def _settle(
-        self,
-        message: Message,
-        verdict: Verdict,
-        started: float,
-        duration: float,
-        ended: float,
-        status: int | None,
-        body: str,
-        error: str | None,
-        log_: structlog.typing.FilteringBoundLogger,
-    ) -> None:
-        outcome = verdict.outcome
         next_due: float | None = None
-        if outcome in (Outcome.RETRY, Outcome.ERROR, Outcome.RATE_LIMITED):
+        if verdict.outcome in (Outcome.RETRY, Outcome.ERROR, Outcome.RATE_LIMITED):
             wait = self._cfg.retry_interval
             if verdict.retry_after is not None:
                 wait = max(wait, verdict.retry_after)
@@ -292,45 +347,68 @@ class DeliveryWorker:
             sms_id=message.sms_id,
             started_at=started,
             duration=duration,
-            outcome=outcome,
+            outcome=verdict.outcome,
             http_status=status,
             code=verdict.code,
             error=error,
             body=body or None,
         )
+        self._results.append(_Result(message, verdict, attempt, next_due, ended, reason))
+        if self._recorder is None:
+            self._recorder = asyncio.create_task(self._record(), name="delivery-record")
+        self._wake.ring()
+
+    async def _record(self) -> None:
+        """Write the results that came back, many per transaction, then say what happened."""
         try:
-            await self._outbox.record([AttemptRecord(attempt, next_due)])
-        except Exception as e:
-            # The lease runs out and the message is simply due again, same smsId.
-            log_.error("push.record_failed", error=str(e), outcome=outcome.value)
+            while self._results:
+                batch, self._results = self._results, []
+                try:
+                    await self._outbox.record([AttemptRecord(r.attempt, r.next_due) for r in batch])
+                except Exception as e:
+                    # The leases run out and the messages are simply due again, same smsIds.
+                    log.error(
+                        "push.record_failed",
+                        sms_ids=[r.message.sms_id for r in batch],
+                        error=str(e),
+                    )
+                    continue
+                for r in batch:
+                    self._tell(r)
+                if any(r.next_due is not None for r in batch):
+                    self._dry = False  # a retry was scheduled: maybe soon (short intervals)
+        finally:
+            self._recorder = None
+            self._wake.ring()
+
+    def _tell(self, r: _Result) -> None:
+        """The log line (and delivery-time metric) of one recorded attempt."""
+        attempt, outcome = r.attempt, r.attempt.outcome
         fields = {
-            "http_status": status,
-            "duration": round(duration, 4),
-            "attempt": message.attempts + 1,
+            "sms_id": attempt.sms_id,
+            "http_status": attempt.http_status,
+            "duration": round(attempt.duration, 4),
+            "attempt": r.message.attempts + 1,
         }
+        next_in = r.next_due and round(r.next_due - r.ended, 3)
         match outcome:
             case Outcome.DELIVERED:
-                self._metrics.delivery_seconds.observe(max(0.0, ended - message.received_at))
-                log_.info("push.delivered", **fields)
+                self._metrics.delivery_seconds.observe(max(0.0, r.ended - r.message.received_at))
+                log.info("push.delivered", **fields)
             case Outcome.DROPPED:
-                log_.warning("push.dropped", code=verdict.code, **fields)
+                log.warning("push.dropped", code=attempt.code, **fields)
             case Outcome.RATE_LIMITED:
-                log_.warning("push.rate_limited", retry_after=verdict.retry_after, **fields)
+                log.warning("push.rate_limited", retry_after=r.verdict.retry_after, **fields)
             case Outcome.RETRY:
-                log_.info(
-                    "push.retry_scheduled",
-                    code=verdict.code,
-                    next_in=next_due and round(next_due - ended, 3),
-                    **fields,
-                )
+                log.info("push.retry_scheduled", code=attempt.code, next_in=next_in, **fields)
             case Outcome.ERROR:
-                log_.info(
+                log.info(
                     "push.failed",
-                    error=error,
-                    next_in=next_due and round(next_due - ended, 3),
+                    error=attempt.error,
+                    reason=r.reason or None,
+                    next_in=next_in,
                     **fields,
                 )
-        self._wake.set()
 
     def _track_upstream(
         self, verdict: Verdict, now: float, status: int | None, error: str | None

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -232,3 +234,25 @@ async def test_a_backlog_drains_with_at_most_concurrency_requests_in_flight(
     assert standin.max_in_flight == 4  # the window was used, and never exceeded
     # One keep-alive session: connections are reused, not one per request.
     assert len(standin.peers) <= 4
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def test_an_idle_daemon_neither_spins_nor_misses_new_work(
+    daemon: DaemonProcess, standin: StandIn
+) -> None:
+    """After the queue runs dry the worker stops claiming (no busy loop of write transactions),
+    and still picks up the next message at once."""
+    _, first = await daemon.post_sms({"phone": "79001234567", "phoneFrom": "S", "text": "a"})
+    await standin.wait_for(lambda s: first["smsId"] in s.delivered_ids(), timeout=10)
+    assert daemon.proc is not None
+    before = cpu_seconds(daemon.proc.pid)
+    await asyncio.sleep(2.0)
+    assert cpu_seconds(daemon.proc.pid) - before < 0.2  # a spinning claim loop burns ~2 s
+    t0 = time.monotonic()
+    _, second = await daemon.post_sms({"phone": "79001234567", "phoneFrom": "S", "text": "b"})
+    await standin.wait_for(lambda s: second["smsId"] in s.delivered_ids(), timeout=10)
+    assert time.monotonic() - t0 < 0.5  # woken by the commit, not by the 1 s poll
