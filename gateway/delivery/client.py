@@ -49,6 +49,7 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[Reply] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._got_bytes = False  # anything at all came back for the request out now
         self._reset()
         self.closed = False
         self.idle_since = time.monotonic()
@@ -57,7 +58,6 @@ class _Connection(asyncio.Protocol):
         self._status = 0
         self._body = bytearray()
         self._retry_after: str | None = None
-        self._got_bytes = False
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -66,12 +66,17 @@ class _Connection(asyncio.Protocol):
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self._waiter is None:
+            # Bytes nobody asked for: the parser's state can no longer be trusted.
+            self.close()
+            return
         self._got_bytes = True
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as e:
             self._status = 0  # nothing usable came
-            self._fail(UpstreamError("BadResponse", str(e) or e.__class__.__name__))
+            reason = e.__context__ if isinstance(e, httptools.HttpParserCallbackError) else e
+            self._fail(UpstreamError("BadResponse", str(reason) or e.__class__.__name__))
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -90,7 +95,10 @@ class _Connection(asyncio.Protocol):
             self._retry_after = value.decode("latin-1").strip()
 
     def on_headers_complete(self) -> None:
-        self._status = self._parser.get_status_code()
+        status = self._parser.get_status_code()
+        if status < 100:
+            raise ValueError(f"status {status:03d} is not an HTTP status")
+        self._status = status
 
     def on_body(self, body: bytes) -> None:
         room = self._limit - len(self._body)
@@ -113,7 +121,9 @@ class _Connection(asyncio.Protocol):
         self._waiter = None
         self._stop_timer()
         self._reset()
-        if waiter is not None and not waiter.done():
+        if waiter is None:
+            self.close()  # an answer nobody asked for: the connection is out of step
+        elif not waiter.done():
             waiter.set_result(reply)
 
     def _fail(self, error: UpstreamError) -> None:
@@ -136,6 +146,7 @@ class _Connection(asyncio.Protocol):
             raise UpstreamError("Disconnected")
         loop = asyncio.get_running_loop()
         self._waiter = loop.create_future()
+        self._got_bytes = False
         self._timer = loop.call_at(deadline, self._timed_out)
         self._transport.write(request)
         return await self._waiter
@@ -173,7 +184,7 @@ class UpstreamClient:
         if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {parts.scheme}://{parts.hostname}")
         self._host = parts.hostname
-        self._port = parts.port or DEFAULT_PORTS[parts.scheme]
+        self._port = parts.port if parts.port is not None else DEFAULT_PORTS[parts.scheme]
         self._ssl: ssl.SSLContext | None = None
         if parts.scheme == "https":
             self._ssl = ssl_context or ssl.create_default_context()
@@ -187,6 +198,7 @@ class UpstreamClient:
         self._idle_timeout = idle_timeout
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
+        self._closed = False
 
     async def post(self, body: bytes) -> Reply:
         """One attempt. Raises UpstreamError when there is no HTTP answer to record."""
@@ -198,7 +210,7 @@ class UpstreamClient:
             try:
                 return await conn.exchange(request, deadline)
             except UpstreamError as e:
-                if not (reused and e.kind == "Disconnected"):
+                if not (reused and e.kind == "Disconnected") or self._closed:
                     raise
             # The server had closed a kept-alive connection before answering anything on it:
             # once more on a new one (a resend of the same smsId is allowed).
@@ -212,6 +224,7 @@ class UpstreamClient:
                 self._release(conn)
 
     async def close(self) -> None:
+        self._closed = True
         for conn in list(self._all):
             conn.close()
         self._all.clear()
@@ -241,6 +254,8 @@ class UpstreamClient:
         self._all.discard(conn)
 
     async def _connect(self, deadline: float) -> _Connection:
+        if self._closed:
+            raise UpstreamError("Disconnected", "the client is closed")
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout_at(deadline):
@@ -263,5 +278,8 @@ class UpstreamClient:
             raise UpstreamError("ConnectionRefused") from None
         except OSError as e:
             raise UpstreamError("ConnectError", e.strerror or str(e)) from None
+        if self._closed:  # closed while connecting
+            conn.close()
+            raise UpstreamError("Disconnected", "the client is closed")
         self._all.add(conn)
         return conn
