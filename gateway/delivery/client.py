@@ -20,7 +20,11 @@ from dataclasses import dataclass
 
 import httptools
 
-IDLE_TIMEOUT = 30.0  # seconds a kept-alive connection may sit unused before it is not reused
+# Seconds a kept-alive connection may sit unused and still be reused: below the keep-alive
+# timeouts of common servers (Apache 5 s, nginx 75 s), so the server seldom closes it just as
+# a request goes out. If it does, that attempt fails and is retried after retry_interval like
+# any other: an immediate resend could break the retry spacing (the server may have read it).
+IDLE_TIMEOUT = 4.0
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -206,17 +210,7 @@ class UpstreamClient:
         deadline = asyncio.get_running_loop().time() + self._timeout
         conn: _Connection | None = None
         try:
-            conn, reused = await self._acquire(deadline)
-            try:
-                return await conn.exchange(request, deadline)
-            except UpstreamError as e:
-                if not (reused and e.kind == "Disconnected") or self._closed:
-                    raise
-            # The server had closed a kept-alive connection before answering anything on it:
-            # once more on a new one (a resend of the same smsId is allowed).
-            self._drop(conn)
-            conn = None
-            conn = await self._connect(deadline)
+            conn = await self._acquire(deadline)
             return await conn.exchange(request, deadline)
         finally:
             # Anything but a clean answer (timeout, cancel, error) leaves the connection closed.
@@ -233,14 +227,14 @@ class UpstreamClient:
 
     # -- the pool ---------------------------------------------------------------------------
 
-    async def _acquire(self, deadline: float) -> tuple[_Connection, bool]:
+    async def _acquire(self, deadline: float) -> _Connection:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
             if not conn.closed and now - conn.idle_since < self._idle_timeout:
-                return conn, True
+                return conn
             self._drop(conn)
-        return await self._connect(deadline), False
+        return await self._connect(deadline)
 
     def _release(self, conn: _Connection) -> None:
         if conn.closed or conn.busy:
