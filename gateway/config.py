@@ -426,6 +426,11 @@ class _Secrets:
             raise ConfigError(f"{where}: missing; set {key} or {key}_file")
         if any(c.isspace() for c in inline):
             raise ConfigError(f"{where}: contains whitespace; check the value (not shown)")
+        if not (inline.isascii() and inline.isprintable()):
+            # It goes into an HTTP header (Authorization: Bearer ...), which takes neither.
+            raise ConfigError(
+                f"{where}: contains control or non-ASCII characters; check the value (not shown)"
+            )
         return inline
 
     def _from_file(self, where: str, file_name: str) -> str:
@@ -443,6 +448,11 @@ class _Secrets:
 def _upstream_url(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError("expected a string such as https://host/v1/PUSH_SMS")
+    if not (value.isascii() and value.isprintable()) or " " in value:
+        raise ValueError(
+            "contains spaces, control or non-ASCII characters; percent-encode them"
+            " (and write an IDN host in its xn-- form)"
+        )
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{value!r} is not an http(s) URL; expected e.g. https://host/v1/PUSH_SMS")

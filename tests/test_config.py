@@ -324,6 +324,23 @@ def test_a_key_with_inner_whitespace_is_refused_without_showing_it(tmp_path: Pat
     assert "abc" not in message
 
 
+@pytest.mark.parametrize("key", ["abc\x00def", "ключ123", "abc\x7fdef"])
+def test_a_key_that_cannot_go_in_a_header_is_refused_without_showing_it(key: str) -> None:
+    message = config_error({"upstream": {"url": URL, "api_key": key}})
+    assert message == (
+        "upstream.api_key: contains control or non-ASCII characters; check the value (not shown)"
+    )
+    assert key[:3] not in message
+
+
+@pytest.mark.parametrize(
+    "url", ["https://h/v1/PUSH SMS", "https://хост.рф/v1/PUSH_SMS", "https://h/v1/\x00PUSH_SMS"]
+)
+def test_an_upstream_url_that_cannot_go_in_a_request_line_is_refused(url: str) -> None:
+    message = config_error({"upstream": {"url": url, "api_key": KEY}})
+    assert message.startswith("upstream.url: contains spaces, control or non-ASCII characters")
+
+
 # -- loading files ---------------------------------------------------------------------------
 
 
