@@ -29,7 +29,7 @@ BENCHMARKS: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
     "latency": latency.run,
     "backlog": backlog.run,
     "modems": modems.run,
-    "gammu": gammu.run,  # the optional sixth: skipped (printed "not run") without gammu-smsd
+    "gammu": gammu.run,  # the sixth: skipped (printed "not run") without gammu-smsd, jq or curl
 }
 
 

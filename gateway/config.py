@@ -427,7 +427,7 @@ class _Secrets:
         if any(c.isspace() for c in inline):
             raise ConfigError(f"{where}: contains whitespace; check the value (not shown)")
         if not (inline.isascii() and inline.isprintable()):
-            # It goes into an HTTP header (Authorization: Bearer ...), which takes neither.
+            # Secrets go verbatim into HTTP headers and protocol lines, which take neither.
             raise ConfigError(
                 f"{where}: contains control or non-ASCII characters; check the value (not shown)"
             )

@@ -2,7 +2,8 @@
 
 Behaves as the reference describes: 200 for a good push; 404 NO_OPERATION for a phone not
 marked active; BAD_SERVICE for a listed sender; 429 TOO_MANY_ATTEMPTS when driven faster than
-its rate; 401 ERROR_WRONG_KEY for a wrong key. Tests can also script answers one by one.
+its rate; 401 ERROR_WRONG_KEY for a wrong key. Tests can also script answers one by one, and
+benchmarks can make it flaky: `fail_ratio` of the requests (drawn at random) get `failure`, a 500.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -62,7 +64,11 @@ class StandIn:
         rate_limit: float = 0.0,
         path: str = "/v1/PUSH_SMS",
         keep: int | None = None,
+        fail_ratio: float = 0.0,
+        rng: random.Random | None = None,
     ) -> None:
+        if not 0.0 <= fail_ratio <= 1.0:
+            raise ValueError(f"fail_ratio must be within 0..1, not {fail_ratio}")
         self.key = key
         self.active_phones = set(active_phones)
         self.bad_senders = {s.lower() for s in bad_senders}
@@ -70,6 +76,11 @@ class StandIn:
         self.path = path
         self.script: collections.deque[Answer] = collections.deque()
         self.default: Answer | None = None  # when set, every unscripted request gets it
+        # A flaky upstream: this share of unscripted requests (drawn from `rng`, so a seeded one
+        # repeats) gets `failure` instead of the normal answer. May be changed while running.
+        self.fail_ratio = fail_ratio
+        self.failure = Answer(500, '{"response": "INTERNAL_ERROR"}')
+        self._rng = rng or random.Random()
         # Every push, or only the last `keep` (a long-running stand-in must not grow forever).
         self.pushes: collections.deque[Push] = collections.deque(maxlen=keep)
         self.received = 0
@@ -178,6 +189,8 @@ class StandIn:
             return Answer(400, '{"response": "ERROR_BAD_JSON"}'), None
         if self.script:
             return self.script.popleft(), body
+        if self.fail_ratio > 0 and self._rng.random() < self.fail_ratio:
+            return self.failure, body
         if self.default is not None:
             return self.default, body
         if sorted(body) != sorted(PUSH_KEYS) or body.get("action") != "PUSH_SMS":
