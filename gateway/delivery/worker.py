@@ -237,7 +237,10 @@ class DeliveryWorker:
             # window must not stand still meanwhile. Steady flow keeps windows claimed ahead,
             # so a freed slot is refilled at once.
             ahead = self._cfg.concurrency if steady else 0
-            if self._refilling is None and not self._dry and len(self._buffer) < free + ahead:
+            if self._refilling is None and (
+                (not steady and self._buffer)  # hand prefetched leases back
+                or (not self._dry and len(self._buffer) < free + ahead)
+            ):
                 self._refilling = asyncio.create_task(self._refill(steady), name="delivery-claim")
             sent = 0
             while sent < free and self._buffer:

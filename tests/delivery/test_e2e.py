@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -256,3 +257,27 @@ async def test_an_idle_daemon_neither_spins_nor_misses_new_work(
     _, second = await daemon.post_sms({"phone": "79001234567", "phoneFrom": "S", "text": "b"})
     await standin.wait_for(lambda s: second["smsId"] in s.delivered_ids(), timeout=10)
     assert time.monotonic() - t0 < 0.5  # woken by the commit, not by the 1 s poll
+
+
+async def test_messages_claimed_ahead_are_handed_back_when_the_circuit_opens(
+    daemon_factory: Callable[..., Any], standin: StandIn
+) -> None:
+    """Steady flow claims windows ahead; once the upstream is down only the probe may hold a
+    lease, so nothing sits leased (and unsent) in memory while the circuit is open."""
+    daemon = await daemon_factory(
+        upstream={"concurrency": 4, "circuit_after": 2, "retry_interval": 5.0}
+    )
+    standin.default = Answer(status=500, delay=0.2)
+    status, _ = await daemon.post_sms(
+        [{"phone": "79001234567", "phoneFrom": "S", "text": f"m{i}"} for i in range(60)]
+    )
+    assert status == 201
+    deadline = time.monotonic() + 10
+    while "upstream.circuit_open" not in daemon.log_text():
+        assert time.monotonic() < deadline, "the circuit never opened"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # the in-flight answers come back, the buffer is handed back
+    with sqlite3.connect(daemon.dir / "outbox.sqlite3") as db:
+        (leased,) = db.execute("SELECT count(*) FROM messages WHERE leased = 1").fetchone()
+    assert leased <= 1  # at most the probe
+    assert len(standin.pushes) <= 8  # about a window before it opened; no probe yet
