@@ -147,6 +147,7 @@ class DeliveryWorker:
         self._buffer: collections.deque[Message] = collections.deque()  # claimed, not yet sent
         self._refilling: asyncio.Task[None] | None = None
         self._dry = False  # the last claim found all that was due
+        self._due_changes = 0
         self._client: UpstreamClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._maintenance: asyncio.Task[None] | None = None
@@ -270,11 +271,13 @@ class DeliveryWorker:
             ahead = PREFETCH_WINDOWS * self._cfg.concurrency if steady else 0
             want = free + ahead - len(self._buffer)
             if want > 0:
+                changes = self._due_changes
                 claimed = await self._outbox.claim_due(
                     limit=want, lease=self._lease, max_age=self._cfg.max_age
                 )
-                # Fewer than asked: nothing more is due; claim again when that may change.
-                self._dry = len(claimed) < want
+                # Fewer than asked: nothing more is due; claim again when that may change
+                # (unless it already did while this claim ran).
+                self._dry = len(claimed) < want and changes == self._due_changes
                 if self._stopping:
                     await self._outbox.release([m.sms_id for m in claimed])
                 else:
@@ -308,6 +311,7 @@ class DeliveryWorker:
     def _due_changed(self) -> None:
         """Messages may have become due (accepted, released, rescheduled): claim again."""
         self._dry = False
+        self._due_changes += 1
         self._wake.ring()
 
     async def _push(self, message: Message) -> None:
@@ -379,7 +383,7 @@ class DeliveryWorker:
                 for r in batch:
                     self._tell(r)
                 if any(r.next_due is not None for r in batch):
-                    self._dry = False  # a retry was scheduled: maybe soon (short intervals)
+                    self._due_changed()  # a retry was scheduled: maybe soon (short intervals)
         finally:
             self._recorder = None
             self._wake.ring()
