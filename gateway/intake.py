@@ -18,21 +18,57 @@ class Intake:
         self._metrics = metrics
 
     async def accept(self, items: Sequence[Incoming]) -> list[Accepted]:
-        """Commit `items` (raises StoreUnavailable when nothing could be taken)."""
+        """Commit `items` (raises StoreUnavailable when nothing could be taken).
+
+        One message makes one log line; a list makes one line per outcome and source naming
+        every smsId (`sms_ids`), because a line per message costs more than committing it.
+        """
         accepted = await self._outbox.accept(items)
+        if len(accepted) == 1:
+            self._log_one(items[0], accepted[0])
+        else:
+            self._log_many(items, accepted)
+        return accepted
+
+    def _log_one(self, item: Incoming, a: Accepted) -> None:
+        if a.duplicate:
+            log.info(
+                "sms.duplicate_ignored",
+                sms_id=a.sms_id,
+                source=item.source,
+                source_ref=item.source_ref,
+            )
+            if self._metrics:
+                self._metrics.count_duplicates(item.source)
+        else:
+            self._log_accepted(a.sms_id, item)
+
+    def _log_many(self, items: Sequence[Incoming], accepted: list[Accepted]) -> None:
+        fresh: dict[str, list[int]] = {}
+        dupes: dict[str, tuple[list[int], list[str | None]]] = {}
         for item, a in zip(items, accepted, strict=True):
             if a.duplicate:
-                log.info(
-                    "sms.duplicate_ignored",
-                    sms_id=a.sms_id,
-                    source=item.source,
-                    source_ref=item.source_ref,
-                )
-                if self._metrics:
-                    self._metrics.duplicates.labels(item.source).inc()
+                ids, refs = dupes.setdefault(item.source, ([], []))
+                ids.append(a.sms_id)
+                refs.append(item.source_ref)
+            elif item.hold is not None or item.partial:
+                self._log_accepted(a.sms_id, item)  # worth a line of its own
             else:
-                self._log_accepted(a.sms_id, item)
-        return accepted
+                fresh.setdefault(item.source, []).append(a.sms_id)
+        for source, ids in fresh.items():
+            log.info("sms.accepted", sms_ids=ids, count=len(ids), source=source)
+            if self._metrics:
+                self._metrics.count_received(source, len(ids))
+        for source, (ids, refs) in dupes.items():
+            log.info(
+                "sms.duplicate_ignored",
+                sms_ids=ids,
+                count=len(ids),
+                source=source,
+                source_refs=refs,
+            )
+            if self._metrics:
+                self._metrics.count_duplicates(source, len(ids))
 
     def _log_accepted(self, sms_id: int, item: Incoming) -> None:
         if item.hold is not None:
@@ -54,7 +90,7 @@ class Intake:
                 partial=item.partial or None,
             )
         if self._metrics:
-            self._metrics.received.labels(item.source).inc()
+            self._metrics.count_received(item.source)
 
     async def accept_part(self, part: Part) -> PartResult:
         """Commit one part of a concatenated SMS; joins the message when the last one is in."""
@@ -69,7 +105,7 @@ class Intake:
                 sms_id=result.joined.sms_id if result.joined else None,
             )
             if self._metrics:
-                self._metrics.duplicates.labels(part.source).inc()
+                self._metrics.count_duplicates(part.source)
         else:
             log.info(
                 "sms.part_accepted",

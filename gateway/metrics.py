@@ -65,8 +65,26 @@ class Metrics:
             "sms_gateway_modem_signal", "Modem signal in dBm (AT+CSQ).", ["modem"], registry=r
         )
 
+        # `.labels(...)` looks its child up under a lock on every call; ingest counts per
+        # request, so the children are kept here.
+        self._received: dict[str, Counter] = {}
+        self._duplicates: dict[str, Counter] = {}
+
+    def count_received(self, source: str, n: int = 1) -> None:
+        _child(self.received, self._received, source).inc(n)
+
+    def count_duplicates(self, source: str, n: int = 1) -> None:
+        _child(self.duplicates, self._duplicates, source).inc(n)
+
     def observe_store(self, summary: StoreSummary, now: float) -> None:
         for state in State:
             self.messages.labels(state.value).set(summary.counts.get(state, 0))
         oldest = summary.oldest_queued_received_at
         self.oldest_queued.set(max(0.0, now - oldest) if oldest is not None else 0)
+
+
+def _child(metric: Counter, cache: dict[str, Counter], label: str) -> Counter:
+    child = cache.get(label)
+    if child is None:
+        child = cache[label] = metric.labels(label)
+    return child

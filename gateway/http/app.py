@@ -17,16 +17,17 @@ from gateway.health import Health, Level
 from gateway.http.ingest import IngestError, parse_body
 from gateway.intake import Intake
 from gateway.metrics import Metrics
-from gateway.outbox import Outbox
+from gateway.outbox import Accepted, Outbox
 
 log = structlog.get_logger(__name__)
 MAX_BODY = 1024 * 1024
 INGEST_SOURCE = "http"
+_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps with options builds one per call
 
 
 def json_response(data: Any, status: int = 200, **kw: Any) -> web.Response:
     return web.Response(
-        body=json.dumps(data, ensure_ascii=False).encode("utf-8"),
+        body=_JSON.encode(data).encode("utf-8"),
         status=status,
         content_type="application/json",
         charset="utf-8",
@@ -34,11 +35,13 @@ def json_response(data: Any, status: int = 200, **kw: Any) -> web.Response:
     )
 
 
-def token_matches(given: str | None, expected: str) -> bool:
+def token_matches(given: str | None, expected: str | bytes) -> bool:
     """Constant-time comparison so the token cannot be guessed byte by byte."""
     if not expected or given is None:
         return False
-    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
+    if isinstance(expected, str):
+        expected = expected.encode("utf-8")
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected)
 
 
 def bearer(request: web.Request) -> str | None:
@@ -86,7 +89,7 @@ class HttpServer:
         self._intake = intake
         self._health = health
         self._metrics = metrics
-        self._token = ingest_token
+        self._token = ingest_token.encode("utf-8")
         self._clock = clock
         self.app = web.Application(client_max_size=MAX_BODY)
         self.app.router.add_get("/health", self._get_health)
@@ -155,12 +158,11 @@ class HttpServer:
                 status=503,
                 headers={"Retry-After": "10"},
             )
-        fresh = sum(1 for a in accepted if not a.duplicate)
-        status = 201 if fresh else 200
-
-        def one(a: Any) -> dict[str, Any]:
-            return {"smsId": a.sms_id, "duplicate": True} if a.duplicate else {"smsId": a.sms_id}
-
+        status = 200 if all(a.duplicate for a in accepted) else 201
         if parsed.is_list:
-            return json_response([one(a) for a in accepted], status=status)
-        return json_response(one(accepted[0]), status=status)
+            return json_response([_answer(a) for a in accepted], status=status)
+        return json_response(_answer(accepted[0]), status=status)
+
+
+def _answer(a: Accepted) -> dict[str, Any]:
+    return {"smsId": a.sms_id, "duplicate": True} if a.duplicate else {"smsId": a.sms_id}

@@ -10,14 +10,14 @@ A part is kept (with the smsId of its joined message) after the join, so a part 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import sqlite3
+from collections.abc import Callable
 from typing import Any
-
-import aiosqlite
 
 from gateway.outbox.models import Accepted, Hold, Incoming, Part, PartResult
 
-Insert = Callable[[aiosqlite.Connection, list[Incoming]], Awaitable[list[Accepted]]]
+# Everything here runs on the store's thread, inside the writer's transaction.
+Insert = Callable[[sqlite3.Connection, list[Incoming]], list[Accepted]]
 _PART_COLUMNS = "id, source, group_key, seq, total, text, phone, phone_from, received_at"
 
 
@@ -25,18 +25,15 @@ def gap_marker(seq: int, total: int) -> str:
     return f"[part {seq}/{total} missing]"
 
 
-async def add_part(
-    conn: aiosqlite.Connection, part: Part, now: float, insert: Insert
-) -> PartResult:
-    async with conn.execute(
+def add_part(conn: sqlite3.Connection, part: Part, now: float, insert: Insert) -> PartResult:
+    row = conn.execute(
         "SELECT sms_id FROM parts WHERE source = ? AND source_ref = ?",
         (part.source, part.source_ref),
-    ) as cur:
-        row = await cur.fetchone()
+    ).fetchone()
     if row is not None:
         joined = Accepted(int(row[0]), duplicate=True) if row[0] is not None else None
         return PartResult(duplicate=True, joined=joined)
-    await conn.execute(
+    conn.execute(
         "INSERT INTO parts (source, group_key, source_ref, seq, total, text, phone, phone_from,"
         " received_at, accepted_at, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         (part.source, part.group_key, part.source_ref, part.seq, part.total, part.text,
@@ -44,22 +41,22 @@ async def add_part(
     )  # fmt: skip
     if part.total == 0:
         return PartResult(duplicate=False, joined=None)  # open-ended: the source closes it
-    rows = await _waiting(conn, part.source, part.group_key)
+    rows = _waiting(conn, part.source, part.group_key)
     chosen = _one_per_seq(rows)
     if set(chosen) != set(range(1, part.total + 1)):
         return PartResult(duplicate=False, joined=None)
-    return PartResult(duplicate=False, joined=await _join(conn, chosen, part.total, insert))
+    return PartResult(duplicate=False, joined=_join(conn, chosen, part.total, insert))
 
 
-async def close_group(
-    conn: aiosqlite.Connection, source: str, group_key: str, insert: Insert
+def close_group(
+    conn: sqlite3.Connection, source: str, group_key: str, insert: Insert
 ) -> Accepted | None:
     """Join an open-ended group now, with the parts that arrived; None if nothing waits."""
-    rows = await _waiting(conn, source, group_key)
+    rows = _waiting(conn, source, group_key)
     if not rows:
         return None
     chosen = _one_per_seq(rows)
-    return await _join(conn, chosen, _expected(rows), insert)
+    return _join(conn, chosen, _expected(rows), insert)
 
 
 def _expected(rows: list[Any]) -> int:
@@ -68,28 +65,26 @@ def _expected(rows: list[Any]) -> int:
     return max(totals) if all(totals) else max(int(r[3]) for r in rows)
 
 
-async def flush_stale(conn: aiosqlite.Connection, cutoff: float, insert: Insert) -> list[Accepted]:
+def flush_stale(conn: sqlite3.Connection, cutoff: float, insert: Insert) -> list[Accepted]:
     """Join every group waiting since before `cutoff` with what arrived, gaps marked."""
-    async with conn.execute(
+    groups = conn.execute(
         "SELECT source, group_key FROM parts WHERE sms_id IS NULL"
         " GROUP BY source, group_key HAVING MIN(accepted_at) < ?",
         (cutoff,),
-    ) as cur:
-        groups = await cur.fetchall()
+    ).fetchall()
     joined = []
     for source, group_key in groups:
-        rows = await _waiting(conn, source, group_key)
-        joined.append(await _join(conn, _one_per_seq(rows), _expected(rows), insert))
+        rows = _waiting(conn, source, group_key)
+        joined.append(_join(conn, _one_per_seq(rows), _expected(rows), insert))
     return joined
 
 
-async def _waiting(conn: aiosqlite.Connection, source: str, group_key: str) -> list[Any]:
-    async with conn.execute(
+def _waiting(conn: sqlite3.Connection, source: str, group_key: str) -> list[Any]:
+    return conn.execute(
         f"SELECT {_PART_COLUMNS} FROM parts WHERE source = ? AND group_key = ?"  # noqa: S608
         " AND sms_id IS NULL ORDER BY seq, id",
         (source, group_key),
-    ) as cur:
-        return list(await cur.fetchall())
+    ).fetchall()
 
 
 def _one_per_seq(rows: list[Any]) -> dict[int, Any]:
@@ -100,9 +95,7 @@ def _one_per_seq(rows: list[Any]) -> dict[int, Any]:
     return chosen
 
 
-async def _join(
-    conn: aiosqlite.Connection, chosen: dict[int, Any], total: int, insert: Insert
-) -> Accepted:
+def _join(conn: sqlite3.Connection, chosen: dict[int, Any], total: int, insert: Insert) -> Accepted:
     first = chosen[min(chosen)]
     pieces = [chosen[s][5] if s in chosen else gap_marker(s, total) for s in range(1, total + 1)]
     phone = next((r[6] for r in chosen.values() if r[6]), "")
@@ -116,8 +109,8 @@ async def _join(
         hold=None if phone else Hold.NO_PHONE,
         partial=len(chosen) < total,
     )
-    (accepted,) = await insert(conn, [message])
-    await conn.executemany(
+    (accepted,) = insert(conn, [message])
+    conn.executemany(
         "UPDATE parts SET sms_id = ? WHERE id = ?",
         [(accepted.sms_id, r[0]) for r in chosen.values()],
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sqlite3
 import time
@@ -30,7 +31,7 @@ from gateway.outbox.models import (
     State,
     StoreSummary,
 )
-from gateway.outbox.writer import Coalescer, GroupWriter
+from gateway.outbox.writer import GroupWriter
 
 log = structlog.get_logger(__name__)
 Clock = Callable[[], float]
@@ -40,6 +41,12 @@ _MESSAGE_COLUMNS = (
     "state, due_at, attempts, finished_at, final_code, hold_reason, raw, partial"
 )
 _CHUNK = 400  # pairs per dedup lookup, well below SQLite's variable limit
+_INSERT_COLUMNS = (
+    "sms_id, source, source_ref, phone, phone_from, text, received_at, expiry_base,"
+    " accepted_at, state, due_at, hold_reason, raw, partial"
+)
+_COLUMNS = 14
+_INSERT_ROWS = 64  # rows per INSERT at most (64 * 14 variables); chunks of 64, 32, ..., 1
 
 
 async def _connect(path: str, *, busy_timeout_ms: int) -> aiosqlite.Connection:
@@ -72,8 +79,6 @@ class Outbox:
         self._clock = clock
         self._writer = GroupWriter(writer_conn)
         self._accepted_listeners: list[Callable[[], None]] = []
-        self._accepts = Coalescer(self._writer, self._insert, "outbox-accept")
-        self._records = Coalescer(self._writer, self._write_records, "outbox-record")
 
     @classmethod
     async def open(
@@ -142,7 +147,7 @@ class Outbox:
         """
         if not items:
             return []
-        result = await self._accepts.submit(items)
+        result = await self._writer.submit_items(self._insert, items)
         if any(not a.duplicate for a in result):
             self._notify()
         return result
@@ -155,8 +160,8 @@ class Outbox:
         """Commit one part of a concatenated SMS; the joined message comes with the last part."""
         now = self._clock()
 
-        async def op(conn: aiosqlite.Connection) -> PartResult:
-            return await parts.add_part(conn, part, now, self._insert)
+        def op(conn: sqlite3.Connection) -> PartResult:
+            return parts.add_part(conn, part, now, self._insert)
 
         result = await self._writer.submit(op)
         if result.joined is not None and not result.joined.duplicate:
@@ -166,8 +171,8 @@ class Outbox:
     async def close_group(self, source: str, group_key: str) -> Accepted | None:
         """Join an open-ended group (parts with total 0) with what arrived, now."""
 
-        async def op(conn: aiosqlite.Connection) -> Accepted | None:
-            return await parts.close_group(conn, source, group_key, self._insert)
+        def op(conn: sqlite3.Connection) -> Accepted | None:
+            return parts.close_group(conn, source, group_key, self._insert)
 
         joined = await self._writer.submit(op)
         if joined is not None and not joined.duplicate:
@@ -178,8 +183,8 @@ class Outbox:
         """Join multi-part messages still incomplete after `older_than` seconds, gaps marked."""
         cutoff = self._clock() - older_than
 
-        async def op(conn: aiosqlite.Connection) -> list[Accepted]:
-            return await parts.flush_stale(conn, cutoff, self._insert)
+        def op(conn: sqlite3.Connection) -> list[Accepted]:
+            return parts.flush_stale(conn, cutoff, self._insert)
 
         joined = await self._writer.submit(op)
         if joined:
@@ -190,24 +195,32 @@ class Outbox:
         """Held-for-no-phone messages of `source` get `phone` and join the queue."""
         now = self._clock()
 
-        async def op(conn: aiosqlite.Connection) -> list[int]:
-            async with conn.execute(
+        def op(conn: sqlite3.Connection) -> list[int]:
+            rows = conn.execute(
                 "UPDATE messages SET state = 'queued', phone = ?, hold_reason = NULL, due_at = ?,"
                 " expiry_base = MAX(expiry_base, ?)"
                 " WHERE state = 'held' AND source = ? AND hold_reason = 'no_phone'"
                 " RETURNING sms_id",
                 (phone, now, now, source),
-            ) as cur:
-                return sorted(int(r[0]) for r in await cur.fetchall())
+            ).fetchall()
+            return sorted(int(r[0]) for r in rows)
 
         released = await self._writer.submit(op)
         if released:
             self._notify()
         return released
 
-    async def _insert(self, conn: aiosqlite.Connection, items: list[Incoming]) -> list[Accepted]:
+    def _insert(self, conn: sqlite3.Connection, items: list[Incoming]) -> list[Accepted]:
+        """Runs on the store's thread, inside the transaction (see GroupWriter)."""
         now = self._clock()
-        known = await self._existing_refs(conn, items)
+        if any(item.source_ref is not None for item in items):
+            return self._insert_deduplicated(conn, items, now)
+        return [Accepted(sms_id, False) for sms_id in self._insert_fresh(conn, items, now)]
+
+    def _insert_deduplicated(
+        self, conn: sqlite3.Connection, items: list[Incoming], now: float
+    ) -> list[Accepted]:
+        known = _existing_refs(conn, items)
         result: list[Accepted] = []
         fresh: list[Incoming] = []
         for item in items:
@@ -221,38 +234,7 @@ class Outbox:
             fresh.append(item)
         if not fresh:
             return result
-        async with conn.execute(
-            "UPDATE id_sequence SET last_seq = last_seq + ? WHERE only_row = 1 RETURNING last_seq",
-            (len(fresh),),
-        ) as cur:
-            row = await cur.fetchone()
-        assert row is not None
-        first_seq = int(row[0]) - len(fresh) + 1
-        ids = [(first_seq + i) * self._nodes + self._node for i in range(len(fresh))]
-        await conn.executemany(
-            "INSERT INTO messages (sms_id, source, source_ref, phone, phone_from, text,"
-            " received_at, expiry_base, accepted_at, state, due_at, hold_reason, raw, partial)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    sid,
-                    m.source,
-                    m.source_ref,
-                    m.phone,
-                    m.phone_from,
-                    m.text,
-                    m.received_at,
-                    m.received_at,
-                    now,
-                    (State.HELD if m.hold else State.QUEUED).value,
-                    now,
-                    m.hold.value if m.hold else None,
-                    m.raw,
-                    int(m.partial),
-                )
-                for sid, m in zip(ids, fresh, strict=True)
-            ],
-        )
+        ids = self._insert_fresh(conn, fresh, now)
         # Resolve placeholders: fresh ones and in-batch duplicates pointing at them.
         by_placeholder = {-i - 1: sid for i, sid in enumerate(ids)}
         return [
@@ -260,23 +242,47 @@ class Outbox:
             for a in result
         ]
 
-    async def _existing_refs(
-        self, conn: aiosqlite.Connection, items: Sequence[Incoming]
-    ) -> dict[tuple[str, str | None], int]:
-        pairs = list({(i.source, i.source_ref) for i in items if i.source_ref is not None})
-        known: dict[tuple[str, str | None], int] = {}
-        for start in range(0, len(pairs), _CHUNK):
-            chunk = pairs[start : start + _CHUNK]
-            values = ",".join("(?,?)" for _ in chunk)
-            params = [v for pair in chunk for v in pair]
-            async with conn.execute(
-                f"SELECT source, source_ref, sms_id FROM messages"  # noqa: S608 - placeholders only
-                f" WHERE source_ref IS NOT NULL AND (source, source_ref) IN (VALUES {values})",
-                params,
-            ) as cur:
-                async for source, ref, sms_id in cur:
-                    known[(source, ref)] = int(sms_id)
-        return known
+    def _insert_fresh(
+        self, conn: sqlite3.Connection, items: list[Incoming], now: float
+    ) -> list[int]:
+        """Allocate smsIds for `items` and insert them; returns the ids, in order."""
+        row = conn.execute(
+            "UPDATE id_sequence SET last_seq = last_seq + ? WHERE only_row = 1 RETURNING last_seq",
+            (len(items),),
+        ).fetchone()
+        assert row is not None
+        first_seq = int(row[0]) - len(items) + 1
+        nodes, node = self._nodes, self._node
+        ids = [(first_seq + i) * nodes + node for i in range(len(items))]
+        queued = State.QUEUED.value
+        params: list[Any] = []
+        for sid, m in zip(ids, items, strict=True):
+            params += (
+                sid,
+                m.source,
+                m.source_ref,
+                m.phone,
+                m.phone_from,
+                m.text,
+                m.received_at,
+                m.received_at,
+                now,
+                queued if m.hold is None else State.HELD.value,
+                now,
+                None if m.hold is None else m.hold.value,
+                m.raw,
+                int(m.partial),
+            )
+        # Multi-row INSERTs rather than executemany: one statement step per chunk instead of
+        # one per row, and each step lets go of (and must win back) the GIL.
+        done = 0
+        while done < len(items):
+            rows = _INSERT_ROWS
+            while rows > len(items) - done:
+                rows //= 2
+            conn.execute(_insert_sql(rows), params[done * _COLUMNS : (done + rows) * _COLUMNS])
+            done += rows
+        return ids
 
     # -- delivering ----------------------------------------------------------------------
 
@@ -285,16 +291,15 @@ class Outbox:
         now = self._clock()
         cutoff = now - max_age if max_age > 0 else float("-inf")
 
-        async def op(conn: aiosqlite.Connection) -> list[Message]:
-            async with conn.execute(
+        def op(conn: sqlite3.Connection) -> list[Message]:
+            rows = conn.execute(
                 f"UPDATE messages SET leased = 1, due_at = ? WHERE sms_id IN ("  # noqa: S608
                 " SELECT sms_id FROM messages INDEXED BY messages_due"
                 " WHERE state = 'queued' AND due_at <= ?"
                 " AND expiry_base >= ? ORDER BY due_at, sms_id LIMIT ?)"
                 f" RETURNING {_MESSAGE_COLUMNS}",
                 (now + lease, now, cutoff, limit),
-            ) as cur:
-                rows = await cur.fetchall()
+            ).fetchall()
             return [_message(r) for r in rows]
 
         claimed = await self._writer.submit(op)
@@ -304,18 +309,16 @@ class Outbox:
     async def record(self, records: Sequence[AttemptRecord]) -> None:
         """Write attempts and the decisions they led to; concurrent callers share a statement."""
         if records:
-            await self._records.submit(records)
+            await self._writer.submit_items(self._write_records, records)
 
-    async def _write_records(
-        self, conn: aiosqlite.Connection, records: list[AttemptRecord]
-    ) -> list[None]:
+    def _write_records(self, conn: sqlite3.Connection, records: list[AttemptRecord]) -> list[None]:
         now = self._clock()
-        await conn.executemany(
+        conn.executemany(
             "INSERT INTO attempts (sms_id, started_at, duration, outcome, http_status, code,"
             " error, body) VALUES (?,?,?,?,?,?,?,?)",
             [_attempt_row(r.attempt) for r in records],
         )
-        await conn.executemany(
+        conn.executemany(
             "UPDATE messages SET state = ?, due_at = ?, leased = 0, attempts = attempts + 1,"
             " finished_at = ?, final_code = ? WHERE sms_id = ? AND state = 'queued'",
             [
@@ -336,8 +339,8 @@ class Outbox:
         ids = list(sms_ids)
         now = self._clock()
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.executemany(
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany(
                 "UPDATE messages SET leased = 0, due_at = ? WHERE sms_id = ? AND leased = 1",
                 [(now, i) for i in ids],
             )
@@ -360,15 +363,15 @@ class Outbox:
             return []
         now = self._clock()
 
-        async def op(conn: aiosqlite.Connection) -> list[int]:
-            async with conn.execute(
+        def op(conn: sqlite3.Connection) -> list[int]:
+            rows = conn.execute(
                 # A lease that ran out (its attempt was never recorded) does not protect.
                 "UPDATE messages SET state = 'expired', finished_at = ?, leased = 0,"
                 " final_code = 'MAX_AGE' WHERE state = 'queued' AND expiry_base < ?"
                 " AND (leased = 0 OR due_at < ?) RETURNING sms_id",
                 (now, now - max_age, now),
-            ) as cur:
-                return [int(r[0]) for r in await cur.fetchall()]
+            ).fetchall()
+            return [int(r[0]) for r in rows]
 
         return await self._writer.submit(op)
 
@@ -415,15 +418,15 @@ class Outbox:
             where += " AND finished_at >= ?"
             params.append(now - since)
 
-        async def op(conn: aiosqlite.Connection) -> list[int]:
+        def op(conn: sqlite3.Connection) -> list[int]:
             # max_age counts from now, so it does not expire again at once; received_at stays.
-            async with conn.execute(
+            rows = conn.execute(
                 "UPDATE messages SET state = 'queued', due_at = ?, finished_at = NULL,"  # noqa: S608
                 f" final_code = NULL, leased = 0, expiry_base = ? WHERE {where}"
                 " RETURNING sms_id",
                 [now, now, *params],
-            ) as cur:
-                return sorted(int(r[0]) for r in await cur.fetchall())
+            ).fetchall()
+            return sorted(int(r[0]) for r in rows)
 
         ids = await self._writer.submit(op)
         if ids:
@@ -433,8 +436,8 @@ class Outbox:
     async def check_writable(self, timeout: float = 2.0) -> str | None:
         """None when a write transaction commits within `timeout`, else why not."""
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute("UPDATE id_sequence SET last_seq = last_seq WHERE only_row = 1")
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE id_sequence SET last_seq = last_seq WHERE only_row = 1")
 
         try:
             await asyncio.wait_for(self._writer.submit(op), timeout)
@@ -445,9 +448,8 @@ class Outbox:
         return None
 
     async def _write_rowcount(self, sql: str, params: Sequence[Any]) -> int:
-        async def op(conn: aiosqlite.Connection) -> int:
-            async with conn.execute(sql, params) as cur:
-                return int(cur.rowcount)
+        def op(conn: sqlite3.Connection) -> int:
+            return int(conn.execute(sql, params).rowcount)
 
         return await self._writer.submit(op)
 
@@ -531,8 +533,32 @@ class Outbox:
         return [Attempt(int(r[0]), r[1], r[2], Outcome(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
 
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        async with self._reader.execute(sql, params) as cur:
-            return await cur.fetchone()
+        rows = list(await self._reader.execute_fetchall(sql, params))  # one thread round trip
+        return rows[0] if rows else None
+
+
+@functools.cache
+def _insert_sql(rows: int) -> str:
+    values = ",".join(["(" + ",".join("?" * _COLUMNS) + ")"] * rows)
+    return f"INSERT INTO messages ({_INSERT_COLUMNS}) VALUES {values}"  # noqa: S608
+
+
+def _existing_refs(
+    conn: sqlite3.Connection, items: Sequence[Incoming]
+) -> dict[tuple[str, str | None], int]:
+    pairs = list({(i.source, i.source_ref) for i in items if i.source_ref is not None})
+    known: dict[tuple[str, str | None], int] = {}
+    for start in range(0, len(pairs), _CHUNK):
+        chunk = pairs[start : start + _CHUNK]
+        values = ",".join("(?,?)" for _ in chunk)
+        params = [v for pair in chunk for v in pair]
+        for source, ref, sms_id in conn.execute(
+            f"SELECT source, source_ref, sms_id FROM messages"  # noqa: S608 - placeholders only
+            f" WHERE source_ref IS NOT NULL AND (source, source_ref) IN (VALUES {values})",
+            params,
+        ):
+            known[(source, ref)] = int(sms_id)
+    return known
 
 
 def _message(r: Any) -> Message:
