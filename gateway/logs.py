@@ -77,7 +77,12 @@ def configure(
     fmt: str = "json",
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
+    *,
+    once: bool = False,
 ) -> None:
+    """Set up logging. `once=True` (the daemon, configured before anything logs): each
+    module's logger is built on first use and kept, instead of rebuilt for every line; only
+    right for a process that never configures again (tests do, so it is off by default)."""
     renderer: Any = (
         structlog.processors.JSONRenderer(serializer=_dumps)
         if fmt == "json"
@@ -85,7 +90,6 @@ def configure(
     )
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             _UtcStamp(),
             structlog.processors.format_exc_info,
@@ -96,7 +100,7 @@ def configure(
         # One write per line (print() makes two, message and newline: two syscalls when
         # stderr is unbuffered, as under systemd).
         logger_factory=structlog.WriteLoggerFactory(file=stream or sys.stderr),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=once,
     )
     # Libraries that use stdlib logging (aiohttp, asyncio) go to the same stream, in the same
     # format (one JSON object a line), warnings and up.

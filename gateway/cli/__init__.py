@@ -157,7 +157,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(render.toml(config.masked(cfg)), end="")
         return EXIT_OK
     if cmd == "run":
-        logs.configure(cfg.log.level, cfg.log.format, secrets)
+        logs.configure(cfg.log.level, cfg.log.format, secrets, once=True)
         from gateway.daemon import Daemon
 
         return asyncio.run(Daemon(cfg).run())
