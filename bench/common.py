@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -15,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,44 @@ def closed_url() -> str:
     return f"http://127.0.0.1:{free_port()}/v1/PUSH_SMS"
 
 
+def cores() -> tuple[int, int] | None:
+    """(load core, server core): where the load side and the side under test run, if pinned.
+
+    The throughput benchmarks pin the process that makes the load (the bench itself, or the
+    daemon draining its queue) to one core and the one that serves it to the other, the same
+    for the gateway and its baseline. Unpinned, the scheduler's placement moved the baselines
+    by a quarter from one run to the next (the bare server gave 14k/s or 17k/s), so a ratio
+    said more about placement than about the gateway. None: fewer than two cores to use.
+    """
+    allowed = sorted(os.sched_getaffinity(0))
+    return (allowed[0], allowed[1]) if len(allowed) >= 2 else None
+
+
+def pin(pid: int, core: int | None) -> None:
+    """Keep process `pid` (every thread it has now or starts later) on `core`."""
+    if core is None:
+        return
+    with contextlib.suppress(OSError):  # it may have exited already
+        for task in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(task), {core})
+
+
+@contextlib.contextmanager
+def pinned_here(core: int | None) -> Iterator[None]:
+    """This (the bench) process on `core` for the block, as it was afterwards."""
+    before = os.sched_getaffinity(0)
+    if core is not None:
+        os.sched_setaffinity(0, {core})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 class StandInProcess:
     """`python -m gateway stand-in` in its own process; GET /stats and /received."""
 
-    def __init__(self) -> None:
+    def __init__(self, core: int | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.url = f"{self.base}/v1/PUSH_SMS"
@@ -55,6 +90,7 @@ class StandInProcess:
              "--rate", "0", "--quiet"],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
+        pin(self.proc.pid, core)
 
     async def stats(self, session: aiohttp.ClientSession) -> dict[str, Any]:
         async with session.get(f"{self.base}/stats") as r:
@@ -103,12 +139,13 @@ def stop_process(
 class BareServer:
     """The ingest baseline (this module's `bare-server`) in its own process."""
 
-    def __init__(self) -> None:
+    def __init__(self, core: int | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.common", "bare-server", "--port", str(self.port)]
         )
+        pin(self.proc.pid, core)
 
     async def ready(self) -> None:
         await wait_http(f"{self.base}/ping", self.proc)
@@ -164,7 +201,7 @@ def write_config(
 class Daemon:
     """`python -m gateway run -c CONFIG` with stderr (JSON log lines) to a file."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, core: int | None = None) -> None:
         self.config = config
         self.log_path = config.parent / "daemon.log"
         self.port = 0
@@ -177,6 +214,7 @@ class Daemon:
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             env.pop("NOTIFY_SOCKET", None)
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
+        pin(self.proc.pid, core)
 
     @property
     def pid(self) -> int:

@@ -4,7 +4,8 @@ The stand-in runs in its own process. The baseline POSTs the same bodies at the 
 concurrency with no storage at all; the gateway figure is the daemon (a subprocess) draining a
 store that already holds N queued messages, timed from its first delivery (start-up excluded)
 to the N-th. Three runs of each, in turns; ratio = median gateway rate / median baseline rate;
-target >= 0.7.
+target >= 0.7. The load side (bare client, or the daemon) runs on one core and the stand-in on
+the other (bench.common.cores).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from bench.common import (
     CONCURRENCY,
     Daemon,
     StandInProcess,
+    cores,
     drain_window,
     fill_store,
     fmt_rate,
+    pinned_here,
     push_body,
     verdict,
     write_config,
@@ -55,14 +58,15 @@ async def baseline(url: str, n: int) -> float:
 
 
 async def gateway_drain(
-    standin: StandInProcess, n: int, directory: Path, log_level: str
+    standin: StandInProcess, n: int, directory: Path, log_level: str, core: int | None = None
 ) -> tuple[float, int, float]:
     """Daemon draining n queued messages: (messages/s, peak RSS KiB, seconds to fill)."""
     store = str(directory / "outbox.sqlite3")
     t0 = time.perf_counter()
     await fill_store(store, n)
     fill = time.perf_counter() - t0
-    daemon = Daemon(write_config(directory, standin.url, log_level=log_level, store=store))
+    config = write_config(directory, standin.url, log_level=log_level, store=store)
+    daemon = Daemon(config, core=core)
     try:
         rate, peak = await drain_window(standin, daemon, n, poll=0.05)
     finally:
@@ -71,7 +75,8 @@ async def gateway_drain(
 
 
 async def run(n: int = DEFAULT_N, log_level: str = "info") -> dict[str, Any]:
-    standin = StandInProcess()
+    load, server = cores() or (None, None)
+    standin = StandInProcess(core=server)
     base_runs: list[float] = []
     gateway_runs: list[tuple[float, int, float]] = []
     try:
@@ -79,9 +84,12 @@ async def run(n: int = DEFAULT_N, log_level: str = "info") -> dict[str, Any]:
         # Baseline and gateway in turns, ROUNDS each, medians compared: one pair of runs moves
         # with how the two cores happen to be shared (the baseline varied 12.6-16k/s).
         for _ in range(ROUNDS):
-            base_runs.append(await baseline(standin.url, n))
+            with pinned_here(load):  # the bare client makes the load here; then the daemon
+                base_runs.append(await baseline(standin.url, n))
             with tempfile.TemporaryDirectory() as tmp:
-                gateway_runs.append(await gateway_drain(standin, n, Path(tmp), log_level))
+                gateway_runs.append(
+                    await gateway_drain(standin, n, Path(tmp), log_level, core=load)
+                )
     finally:
         standin.stop()
     base = statistics.median(base_runs)
@@ -93,6 +101,7 @@ async def run(n: int = DEFAULT_N, log_level: str = "info") -> dict[str, Any]:
         "messages": n,
         "concurrency": CONCURRENCY,
         "rounds": ROUNDS,
+        "cores_load_server": list(cores() or []),
         "baseline_runs_per_s": [round(x, 1) for x in base_runs],
         "gateway_runs_per_s": [round(g[0], 1) for g in gateway_runs],
         "baseline_per_s": round(base, 1),

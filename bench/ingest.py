@@ -2,7 +2,8 @@
 
 Single: one message per request from 32 concurrent clients, against a bare aiohttp server (own
 process) answering 201 without storage, in turns, three runs of each; the medians are compared;
-target >= 0.6x. Lists: lists of 100 from 8 concurrent
+target >= 0.6x. The clients (this process) run on one core, the server under test on the
+other (bench.common.cores), alike for both. Lists: lists of 100 from 8 concurrent
 clients, against sqlite `executemany` of 100 rows per transaction into the gateway's own
 schema (migrations/*.sql, all its indexes; WAL, synchronous=FULL, one connection, one list
 after the other); target >= 0.5x.
@@ -29,7 +30,9 @@ from bench.common import (
     BareServer,
     Daemon,
     closed_url,
+    cores,
     fmt_rate,
+    pinned_here,
     verdict,
     write_config,
 )
@@ -107,27 +110,33 @@ def sqlite_baseline(path: str) -> float:
     return rate
 
 
+async def measure(bare: BareServer, daemon: Daemon) -> tuple[list[float], list[float], float]:
+    """(baseline single runs, gateway single runs, gateway lists rate), messages/s.
+
+    Single: baseline and gateway in turns, ROUNDS each, so both see the same moments of the
+    machine; the medians are compared.
+    """
+    url = f"{daemon.base}/v1/sms"
+    base_runs: list[float] = []
+    single_runs: list[float] = []
+    for r in range(ROUNDS):
+        bodies = single_bodies(r * SINGLE_N)
+        base_runs.append(await post_all(f"{bare.base}/v1/sms", bodies, SINGLE_CONCURRENCY, 1))
+        single_runs.append(await post_all(url, bodies, SINGLE_CONCURRENCY, 1))
+    lists = await post_all(url, list_bodies(ROUNDS * SINGLE_N), LIST_CONCURRENCY, LIST_SIZE)
+    return base_runs, single_runs, lists
+
+
 async def run() -> dict[str, Any]:
+    load, server = cores() or (None, None)
     with tempfile.TemporaryDirectory() as tmp:
-        bare = BareServer()
-        daemon = Daemon(write_config(Path(tmp), closed_url(), token=TOKEN))
+        bare = BareServer(core=server)
+        daemon = Daemon(write_config(Path(tmp), closed_url(), token=TOKEN), core=server)
         try:
             await bare.ready()
             await daemon.listening()
-            url = f"{daemon.base}/v1/sms"
-            # Single: baseline and gateway in turns, ROUNDS each, medians compared. One pair
-            # of runs moves with how the two cores happen to be shared (the bare server's rate
-            # varied 13-17k/s between runs); turns and medians keep the ratio steady.
-            base_runs: list[float] = []
-            single_runs: list[float] = []
-            for r in range(ROUNDS):
-                base_runs.append(
-                    await post_all(f"{bare.base}/v1/sms", single_bodies(0), SINGLE_CONCURRENCY, 1)
-                )
-                single_runs.append(
-                    await post_all(url, single_bodies(r * SINGLE_N), SINGLE_CONCURRENCY, 1)
-                )
-            lists = await post_all(url, list_bodies(ROUNDS * SINGLE_N), LIST_CONCURRENCY, LIST_SIZE)
+            with pinned_here(load):
+                base_runs, single_runs, lists = await measure(bare, daemon)
         finally:
             daemon.stop()
             bare.stop()
@@ -152,6 +161,7 @@ async def run() -> dict[str, Any]:
         "single": {
             "messages": SINGLE_N,
             "rounds": ROUNDS,
+            "cores_load_server": list(cores() or []),
             "baseline_runs_per_s": [round(x, 1) for x in base_runs],
             "gateway_runs_per_s": [round(x, 1) for x in single_runs],
             "concurrency": SINGLE_CONCURRENCY,
