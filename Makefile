@@ -20,7 +20,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict gateway
+	$(BIN)/mypy --strict gateway bench
 
 unit: $(STAMP)
 	$(BIN)/pytest -q

@@ -14,7 +14,7 @@ import platform
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from bench import backlog, drain, gammu, ingest, latency, modems
 from bench.common import verdict
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
-BENCHMARKS: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
+BENCHMARKS: dict[str, Callable[[], Coroutine[Any, Any, dict[str, Any]]]] = {
     "drain": drain.run,
     "ingest": ingest.run,
     "latency": latency.run,
@@ -67,7 +67,7 @@ def main() -> int:
     for name in wanted:
         t0 = time.perf_counter()
         try:
-            result = asyncio.run(BENCHMARKS[name]())
+            result: dict[str, Any] = asyncio.run(BENCHMARKS[name]())
         except Exception as e:
             traceback.print_exc()
             print(f"{name}: could not run: {e}", flush=True)

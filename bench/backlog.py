@@ -77,14 +77,14 @@ async def run() -> dict[str, Any]:
         standin.stop()
     rates = {q: statistics.median(r for r, _ in results) for q, results in runs.items()}
     peaks = {q: max(p for _, p in results) for q, results in runs.items()}
-    small = {
+    small: dict[str, Any] = {
         "queued": SMALL,
         "per_s": round(rates[SMALL], 1),
         "runs_per_s": [round(r) for r, _ in runs[SMALL]],
         "peak_rss_mib": round(peaks[SMALL] / 1024, 1),
         "fill_seconds": round(fills[SMALL], 1),
     }
-    large = {
+    large: dict[str, Any] = {
         "queued": LARGE,
         "per_s": round(rates[LARGE], 1),
         "runs_per_s": [round(r) for r, _ in runs[LARGE]],
