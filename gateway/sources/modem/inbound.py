@@ -65,18 +65,8 @@ def to_item(pdu: str, where: Received) -> Incoming | Part:
         )
     ref = dedup_key(where.sim, sms, pdu, slot=where.slot, occurrence=where.occurrence)
     received_at = plausible_time(sms, where.read_at)
-    if sms.kind is not PduKind.DELIVER:
-        return Incoming(
-            source=where.source,
-            phone=phone,
-            phone_from=sms.sender,
-            text=sms.text,
-            received_at=received_at,
-            source_ref=ref,
-            hold=Hold.NOT_TEXT,
-            raw=pdu,
-        )
-    if sms.concat is not None and sms.concat.total > 1:
+    text_sms = sms.kind is PduKind.DELIVER  # status reports and the like are held, not sent
+    if text_sms and sms.concat is not None and sms.concat.total > 1:
         return Part(
             source=where.source,
             group_key=group_key(where.sim, sms),
@@ -89,6 +79,7 @@ def to_item(pdu: str, where: Received) -> Incoming | Part:
             source_ref=ref,
             raw=pdu,
         )
+    hold = Hold.NOT_TEXT if not text_sms else (None if where.phone else Hold.NO_PHONE)
     return Incoming(
         source=where.source,
         phone=phone,
@@ -96,6 +87,6 @@ def to_item(pdu: str, where: Received) -> Incoming | Part:
         text=sms.text,
         received_at=received_at,
         source_ref=ref,
-        hold=None if where.phone else Hold.NO_PHONE,
+        hold=hold,
         raw=pdu,
     )
