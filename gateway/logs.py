@@ -111,7 +111,7 @@ def configure(
             foreign_pre_chain=[
                 structlog.stdlib.add_logger_name,
                 structlog.processors.add_log_level,
-                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                _UtcStamp(),  # its own: lines may come from other threads
                 structlog.processors.format_exc_info,
                 _Scrub(secrets),
             ],
