@@ -237,10 +237,10 @@ class DeliveryWorker:
             # Claiming runs beside sending: a claim waits for the writer (an fsync), and the
             # window must not stand still meanwhile. Steady flow keeps windows claimed ahead,
             # so a freed slot is refilled at once.
-            ahead = self._cfg.concurrency if steady else 0
+            low_water = free + (self._cfg.concurrency if steady else 0)
             if self._refilling is None and (
                 (not steady and self._buffer)  # hand prefetched leases back
-                or (not self._dry and len(self._buffer) < free + ahead)
+                or (not self._dry and len(self._buffer) < low_water)
             ):
                 self._refilling = asyncio.create_task(self._refill(steady), name="delivery-claim")
             sent = 0
@@ -292,7 +292,7 @@ class DeliveryWorker:
 
     async def _sleep(self, free: int) -> None:
         now = self._clock()
-        timeout = IDLE_POLL  # also picks up what other processes (`sms-gateway ingest`) commit
+        timeout = IDLE_POLL
         hint = self._pacer.wait_hint(now, len(self._in_flight))
         if hint is not None:
             timeout = min(timeout, hint)
