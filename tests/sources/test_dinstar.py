@@ -16,7 +16,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,6 +28,7 @@ from gateway.outbox import Outbox, State
 from gateway.outbox.models import Hold
 from gateway.sources.dinstar import SUCCESS, parse_push
 from gateway.sources.peers import PeerSources
+from tests.fakes.peers import serving
 
 NOW = 1_700_000_000.0
 SOURCE = "dinstar:box-1"
@@ -203,15 +203,8 @@ async def box(tmp_path: Path) -> AsyncIterator[Box]:
     outbox = await Outbox.open(cfg.store.path)
     metrics = Metrics()
     peers = PeerSources(cfg, Intake(outbox, metrics), metrics)
-    app = web.Application()
-    app.add_routes(peers.routes())
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield Box(f"http://127.0.0.1:{port}/v1/inbound/dinstar/box-1", outbox, peers)
-    await runner.cleanup()
+    async with serving(peers) as base:
+        yield Box(f"{base}/v1/inbound/dinstar/box-1", outbox, peers)
     await outbox.close()
 
 
@@ -249,19 +242,14 @@ async def test_address_outside_allow_is_401(tmp_path: Path) -> None:
     outbox = await Outbox.open(cfg.store.path)
     try:
         peers = PeerSources(cfg, Intake(outbox), Metrics())
-        app = web.Application()
-        app.add_routes(peers.routes())
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/inbound/dinstar/box-1"
         async with (
+            serving(peers) as base,
             aiohttp.ClientSession() as s,
-            s.post(url, params={"token": TOKEN}, json=DOC_PUSH) as resp,
+            s.post(
+                f"{base}/v1/inbound/dinstar/box-1", params={"token": TOKEN}, json=DOC_PUSH
+            ) as resp,
         ):
             assert resp.status == 401
-        await runner.cleanup()
         assert await outbox.list_messages() == []
     finally:
         await outbox.close()

@@ -16,7 +16,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,6 +28,7 @@ from gateway.outbox import Outbox
 from gateway.outbox.models import Hold
 from gateway.sources.ejoin import SUCCESS, decode_content, parse_push
 from gateway.sources.peers import PeerSources
+from tests.fakes.peers import serving
 
 NOW = 1_762_700_300.0
 SOURCE = "ejoin:sky-1"
@@ -145,13 +145,8 @@ async def route(tmp_path: Path) -> AsyncIterator[tuple[str, Outbox]]:
     )
     outbox = await Outbox.open(cfg.store.path)
     metrics = Metrics()
-    app = web.Application()
-    app.add_routes(PeerSources(cfg, Intake(outbox, metrics), metrics).routes())
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1/inbound/ejoin/sky-1", outbox
-    await runner.cleanup()
+    async with serving(PeerSources(cfg, Intake(outbox, metrics), metrics)) as base:
+        yield f"{base}/v1/inbound/ejoin/sky-1", outbox
     await outbox.close()
 
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from prometheus_client import generate_latest
 
 from gateway import config
@@ -23,6 +22,7 @@ from gateway.outbox import Incoming, Outbox, State
 from gateway.outbox.models import Hold
 from gateway.sources.peers import PeerSources
 from gateway.sources.sims import device_time, phone_for
+from tests.fakes.peers import serving
 from tests.fakes.yeastar import FakeYeastar
 
 SIMS = (
@@ -136,20 +136,12 @@ async def test_a_push_through_the_app_counts_in_metrics(tmp_path: Path, outbox: 
     cfg = make_config(tmp_path, dinstar=[{"name": "box-1", "token": "tok-dinstar-1"}])
     metrics = Metrics()
     peers = PeerSources(cfg, Intake(outbox, metrics), metrics)
-    app = web.Application()
-    app.add_routes(peers.routes())
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/inbound/dinstar/box-1"
     body = {"sn": "s", "sms": [{"incoming_sms_id": 3, "port": 0, "number": "1", "text": "x"}]}
-    try:
-        async with aiohttp.ClientSession() as s:
-            for token in ("tok-dinstar-1", "bad"):
-                async with s.post(url, params={"token": token}, json=body):
-                    pass
-    finally:
-        await runner.cleanup()
+    async with serving(peers) as base, aiohttp.ClientSession() as s:
+        for token in ("tok-dinstar-1", "bad"):
+            url = f"{base}/v1/inbound/dinstar/box-1"
+            async with s.post(url, params={"token": token}, json=body):
+                pass
     exposition = generate_latest(metrics.registry).decode()
     assert 'sms_gateway_messages_received_total{source="dinstar:box-1"} 1.0' in exposition
     assert 'sms_gateway_source_rejected_total{source="dinstar:box-1"} 1.0' in exposition
