@@ -339,7 +339,7 @@ async def paced_sms(
 
     Returns text -> the wall time it was handed to its modem (which emits +CMTI at once).
     """
-    from gateway.sources.modem.pdu import encode_deliver
+    from gateway.play.pdu import encode_deliver
 
     sent: dict[str, float] = {}
     start = time.perf_counter()

@@ -76,8 +76,8 @@ from bench.common import (
     verdict,
     write_config,
 )
-from gateway.sources.modem.simulator import FakeModem
-from gateway.standin import StandIn
+from gateway.play.modem import FakeModem
+from gateway.play.standin import StandIn
 
 RATE = 2
 SECONDS = 10.0

@@ -33,7 +33,7 @@ from bench.common import (
     verdict,
     write_config,
 )
-from gateway.sources.modem.simulator import FakeModem
+from gateway.play.modem import FakeModem
 
 MODEMS = 256
 IDLE_SECONDS = 10.0

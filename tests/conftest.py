@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.standin import StandIn
+from gateway.play.standin import StandIn
 from tests.fakes.daemon import DaemonProcess, write_config
 
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from gateway.standin import Answer, StandIn
+from gateway.play.standin import Answer, StandIn
 
 
 def body(i: int) -> bytes:

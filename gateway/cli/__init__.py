@@ -137,7 +137,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(stand_in(args))
     if cmd == "demo":
         logs.configure("warning", "console")
-        from gateway.demo import run_demo
+        from gateway.play.demo import run_demo
 
         return asyncio.run(run_demo(port=args.port, directory=args.dir))
     if cmd == "modems":

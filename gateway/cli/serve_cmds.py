@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import signal
 
-from gateway.standin import StandIn
+from gateway.play.standin import StandIn
 
 
 async def stand_in(args: argparse.Namespace) -> int:

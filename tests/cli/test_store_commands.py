@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.standin import Answer, StandIn
+from gateway.play.standin import Answer, StandIn
 from tests.fakes.daemon import API_KEY, INGEST_TOKEN, DaemonProcess, write_config
 
 

@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.delivery.client import Reply, UpstreamClient, UpstreamError
-from gateway.standin import Answer, StandIn
+from gateway.play.standin import Answer, StandIn
 
 HEADERS = {
     "Content-Type": "application/json; charset=utf-8",

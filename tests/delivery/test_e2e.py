@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from gateway import __version__
-from gateway.standin import Answer, StandIn
+from gateway.play.standin import Answer, StandIn
 from tests.fakes.daemon import API_KEY, DaemonProcess
 
 TEXTS = [

@@ -1,5 +1,5 @@
 """The simulated modem lives in the package (the demo uses it too); tests import it from here."""
 
-from gateway.sources.modem.simulator import PROFILES, FakeModem, Profile
+from gateway.play.modem import PROFILES, FakeModem, Profile
 
 __all__ = ["PROFILES", "FakeModem", "Profile"]

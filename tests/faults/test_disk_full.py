@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gateway.outbox import Outbox
-from gateway.standin import StandIn
+from gateway.play.standin import StandIn
 from tests.fakes.daemon import DaemonProcess
 
 PRLIMIT = shutil.which("prlimit")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.standin import StandIn
+from gateway.play.standin import StandIn
 from tests.fakes.daemon import DaemonProcess
 
 RETRY_INTERVAL = 0.5

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.standin import StandIn
+from gateway.play.standin import StandIn
 from tests.fakes.daemon import INGEST_TOKEN, DaemonProcess
 from tests.sources.modem.test_device import FakeFactory, fakes, sms
 from tests.sources.modem.test_modem_e2e import modem_config, pushes_for

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.standin import Answer, StandIn
+from gateway.play.standin import Answer, StandIn
 from tests.fakes.daemon import INGEST_TOKEN, DaemonProcess
 
 KILLS = 20

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.outbox import Outbox
-from gateway.standin import Answer, StandIn
+from gateway.play.standin import Answer, StandIn
 from tests.fakes.daemon import DaemonProcess
 
 SNAPSHOTS = 6

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.standin import Answer, StandIn
+from gateway.play.standin import Answer, StandIn
 from tests.fakes.daemon import INGEST_TOKEN, DaemonProcess
 
 GOOD = {"phone": "79001234567", "phoneFrom": "Instagram", "text": "code 1234"}

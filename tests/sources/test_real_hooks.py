@@ -20,7 +20,7 @@ import pytest
 
 from gateway.errors import StoreError
 from gateway.outbox import Message, Outbox
-from gateway.sources.modem import pdu
+from gateway.play import pdu
 from tests.fakes.modem import FakeModem
 
 ROOT = Path(__file__).resolve().parents[2]

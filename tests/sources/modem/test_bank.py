@@ -16,9 +16,9 @@ from gateway.intake import Intake
 from gateway.metrics import Metrics
 from gateway.outbox import Incoming, State
 from gateway.outbox.models import Hold
+from gateway.play.modem import FakeModem
+from gateway.play.pdu import split_deliver
 from gateway.sources.modem.bank import NO_PHONE_PROBLEM, ModemBank, flush_interval
-from gateway.sources.modem.pdu import split_deliver
-from gateway.sources.modem.simulator import FakeModem
 from tests.sources.modem.test_device import (
     FAST,
     PHONE,

@@ -22,11 +22,11 @@ from gateway.intake import Intake
 from gateway.metrics import Metrics
 from gateway.outbox import Message, Outbox, State
 from gateway.outbox.models import Hold
+from gateway.play.modem import PROFILES, FakeModem
+from gateway.play.pdu import encode_deliver, encode_status_report, split_deliver
 from gateway.sources.modem.at import AtChannel, AtTimeout
 from gateway.sources.modem.device import Modem
-from gateway.sources.modem.pdu import encode_deliver, encode_status_report, split_deliver
 from gateway.sources.modem.session import Session, SimNotReady, Storage
-from gateway.sources.modem.simulator import PROFILES, FakeModem
 
 T = TypeVar("T")
 WAIT = 5.0

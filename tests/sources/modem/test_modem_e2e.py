@@ -10,8 +10,8 @@ from typing import Any
 
 import aiohttp
 
-from gateway.sources.modem.simulator import FakeModem
-from gateway.standin import StandIn
+from gateway.play.modem import FakeModem
+from gateway.play.standin import StandIn
 from tests.fakes.daemon import DaemonProcess, write_config
 from tests.sources.modem.test_device import PHONE, FakeFactory, fakes, sms
 

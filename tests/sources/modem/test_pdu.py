@@ -14,6 +14,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import DecodeError
+from gateway.play.pdu import encode_deliver, encode_status_report, split_deliver
 from gateway.sources.modem.pdu import (
     GSM7_CHARACTERS,
     Concat,
@@ -22,13 +23,10 @@ from gateway.sources.modem.pdu import (
     Report,
     Sms,
     decode_pdu,
-    encode_deliver,
-    encode_status_report,
     gsm7_decode,
     gsm7_encode,
     join_parts,
     pack_septets,
-    split_deliver,
     unpack_septets,
 )
 from tests.sources.modem import fixtures_pdu as fx

@@ -10,14 +10,10 @@ from hypothesis import strategies as st
 
 from gateway.config import ModemConfig, SimConfig
 from gateway.outbox.models import Hold, Incoming, Part
+from gateway.play.pdu import encode_deliver, encode_status_report, split_deliver
 from gateway.sources.modem.inbound import MAX_CLOCK_SKEW, Received, to_item
 from gateway.sources.modem.keys import dedup_key, group_key, sim_identity
-from gateway.sources.modem.pdu import (
-    decode_pdu,
-    encode_deliver,
-    encode_status_report,
-    split_deliver,
-)
+from gateway.sources.modem.pdu import decode_pdu
 from gateway.sources.modem.phones import normalise_iccid, resolve_phone
 
 ICCID = "8970199123456789012"

@@ -13,9 +13,9 @@ import aiohttp
 
 from gateway import config
 from gateway.daemon import Daemon
-from gateway.sources.modem.pdu import split_deliver
-from gateway.sources.modem.simulator import FakeModem
-from gateway.standin import StandIn
+from gateway.play.modem import FakeModem
+from gateway.play.pdu import split_deliver
+from gateway.play.standin import StandIn
 
 DEMO_TOKEN = "demo-ingest-token"  # noqa: S105 - a demo on loopback, printed on purpose
 DEMO_KEY = "demo-api-key"
