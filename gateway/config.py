@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import tomllib
@@ -51,6 +52,11 @@ class IdsConfig:
 class HttpConfig:
     listen: str = "127.0.0.1:8080"
     ingest_token: str = field(default="", repr=False)
+    status_token: str = field(default="", repr=False)  # SIM identities on /health need it
+    allow: tuple[str, ...] = ()  # client addresses or networks allowed; empty: any
+    request_timeout: float = 10.0  # to receive a request's head and body
+    keepalive_timeout: float = 15.0  # an idle kept-alive connection is closed after this
+    max_connections: int = 256  # open connections on http.listen at most
 
     @property
     def host(self) -> str:
@@ -119,6 +125,7 @@ class GoipConfig:
     id: str
     password: str = field(default="", repr=False)
     listen: str = "127.0.0.1:44444"
+    allow: tuple[str, ...] = ()  # source addresses or networks allowed; empty: any
     quiet_period: float = 3.0  # seconds of silence that end a long SMS sent as several packets
 
 
@@ -207,6 +214,15 @@ def parse(
     http = HttpConfig(
         listen=http_t.check("listen", HttpConfig.listen, _listen_address),
         ingest_token=secrets.get(http_t, "ingest_token", required=False),
+        status_token=secrets.get(http_t, "status_token", required=False),
+        allow=http_t.check("allow", (), _networks),
+        request_timeout=http_t.number("request_timeout", HttpConfig.request_timeout, minimum=0.01),
+        keepalive_timeout=http_t.number(
+            "keepalive_timeout", HttpConfig.keepalive_timeout, minimum=0.01
+        ),
+        max_connections=http_t.integer(
+            "max_connections", HttpConfig.max_connections, minimum=1, maximum=65535
+        ),
     )
     log_t = t.table("log")
     log = LogConfig(
@@ -341,7 +357,7 @@ def _parse_http_peer(t: _Table, secrets: _Secrets) -> HttpPeerConfig:
     cfg = HttpPeerConfig(
         name=_name(t),
         token=secrets.get(t, "token", required=True),
-        allow=t.string_list("allow", ()),
+        allow=t.check("allow", (), _networks),
     )
     t.finish()
     return cfg
@@ -353,6 +369,7 @@ def _parse_goip(t: _Table, secrets: _Secrets) -> GoipConfig:
         id=t.string("id", "", nonempty=True) or _missing(t, "id", "the GoIP's SMS-server id"),
         password=secrets.get(t, "password", required=True),
         listen=t.check("listen", GoipConfig.listen, _listen_address),
+        allow=t.check("allow", (), _networks),
         quiet_period=t.number("quiet_period", GoipConfig.quiet_period, minimum=0.1),
     )
     t.finish()
@@ -457,6 +474,19 @@ def _upstream_url(value: object) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{value!r} is not an http(s) URL; expected e.g. https://host/v1/PUSH_SMS")
     return value
+
+
+def _networks(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("expected a list of non-empty strings")
+    for entry in value:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{entry!r} is not an IP address or network, e.g. 192.0.2.10 or 10.1.0.0/16"
+            ) from None
+    return tuple(value)
 
 
 def _listen_address(value: object) -> str:
@@ -606,7 +636,11 @@ def masked(cfg: Config) -> dict[str, Any]:
     """The effective configuration as plain data, every secret replaced by a mask."""
     data = dataclasses.asdict(cfg)
     data.pop("source_path", None)
-    for section, key in (("upstream", "api_key"), ("http", "ingest_token")):
+    for section, key in (
+        ("upstream", "api_key"),
+        ("http", "ingest_token"),
+        ("http", "status_token"),
+    ):
         if data[section][key]:
             data[section][key] = MASK
     for kind, key in (
@@ -621,5 +655,9 @@ def masked(cfg: Config) -> dict[str, Any]:
                 table[key] = MASK
         data[kind] = list(data[kind])
     data["upstream"]["drop_on"] = list(data["upstream"]["drop_on"])
+    data["http"]["allow"] = list(data["http"]["allow"])
+    for kind in ("dinstar", "ejoin", "goip"):
+        for table in data[kind]:
+            table["allow"] = list(table["allow"])
     data["sim"] = list(data["sim"])
     return data

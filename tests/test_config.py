@@ -546,3 +546,89 @@ def test_any_file_content_gives_a_config_or_a_config_error(
 def test_a_toml_datetime_where_a_number_belongs_is_named() -> None:
     doc = minimal(timeout=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     assert config_error(doc) == "upstream.timeout: expected a number of seconds, got datetime"
+
+
+# -- who may connect, and how long they may take --------------------------------------------
+
+
+def test_http_connection_limits_and_status_token_have_defaults() -> None:
+    http = config.parse(minimal()).http
+    assert (http.allow, http.status_token) == ((), "")
+    assert (http.request_timeout, http.keepalive_timeout, http.max_connections) == (
+        10.0,
+        15.0,
+        256,
+    )
+
+
+def test_http_connection_limits_and_status_token_can_be_set(tmp_path: Path) -> None:
+    (tmp_path / "status").write_text("status-SECRET-1\n", encoding="utf-8")
+    doc = with_table(
+        "http",
+        allow=["127.0.0.1", "10.1.0.0/16", "::1", "10.2.3.4/8"],
+        status_token_file="status",
+        request_timeout=2,
+        keepalive_timeout=0.5,
+        max_connections=65535,
+    )
+    http = config.parse(doc, base_dir=tmp_path).http
+    assert http.allow == ("127.0.0.1", "10.1.0.0/16", "::1", "10.2.3.4/8")  # host bits allowed
+    assert http.status_token == "status-SECRET-1"
+    assert (http.request_timeout, http.keepalive_timeout, http.max_connections) == (
+        2.0,
+        0.5,
+        65535,
+    )
+    assert type(http.request_timeout) is float
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("allow", "127.0.0.1"),
+        ("allow", [""]),
+        ("allow", [1]),
+        ("allow", ["localhost"]),
+        ("allow", ["10.0.0.0/33"]),
+        ("allow", ["300.1.2.3"]),
+        ("status_token", "two words"),
+        ("status_token", 5),
+        ("request_timeout", 0),
+        ("request_timeout", -1),
+        ("request_timeout", "10"),
+        ("keepalive_timeout", 0),
+        ("keepalive_timeout", float("inf")),
+        ("max_connections", 0),
+        ("max_connections", 65536),
+        ("max_connections", 1.5),
+    ],
+)
+def test_a_wrong_http_connection_setting_names_its_key(key: str, value: Any) -> None:
+    assert config_error(with_table("http", **{key: value})).startswith(f"http.{key}: ")
+
+
+@pytest.mark.parametrize(
+    ("kind", "entry"),
+    [
+        ("dinstar", {"name": "d1", "token": TOKEN}),
+        ("ejoin", {"name": "e1", "token": TOKEN}),
+        ("goip", {"name": "g1", "id": "goip01", "password": TOKEN}),
+    ],
+)
+def test_a_peer_allow_list_takes_addresses_and_networks_and_names_a_bad_entry(
+    kind: str, entry: dict[str, Any]
+) -> None:
+    ok = config.parse({**minimal(), kind: [{**entry, "allow": ["192.0.2.10", "10.1.0.0/16"]}]})
+    assert getattr(ok, kind)[0].allow == ("192.0.2.10", "10.1.0.0/16")
+    assert getattr(config.parse({**minimal(), kind: [entry]}), kind)[0].allow == ()
+    message = config_error({**minimal(), kind: [{**entry, "allow": ["192.0.2.10", "gw.lan"]}]})
+    assert message == (
+        f"{kind}[0].allow: 'gw.lan' is not an IP address or network, e.g. 192.0.2.10 or 10.1.0.0/16"
+    )
+
+
+def test_the_status_token_is_masked_and_hidden_from_repr() -> None:
+    cfg = config.parse(with_table("http", status_token=TOKEN))
+    assert config.masked(cfg)["http"]["status_token"] == MASK
+    assert TOKEN not in repr(cfg)
+    assert config.masked(config.parse(minimal()))["http"]["status_token"] == ""
