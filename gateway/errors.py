@@ -9,6 +9,10 @@ class ConfigError(GatewayError):
     """The configuration is wrong; the message names the key and what is expected (exit 2)."""
 
 
+class UsageError(GatewayError):
+    """Bad command-line arguments; the message names the flag (exit 2)."""
+
+
 class StoreError(GatewayError):
     """The outbox could not do what was asked."""
 

@@ -9,13 +9,9 @@ from collections.abc import Sequence
 
 from gateway import __version__, config, logs
 from gateway.cli import render, store_cmds
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError, UsageError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(GatewayError):
-    """Bad arguments (exit 2)."""
 
 
 def build_parser() -> argparse.ArgumentParser:

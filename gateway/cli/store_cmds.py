@@ -12,7 +12,7 @@ from typing import Any
 
 from gateway.cli import render
 from gateway.config import Config
-from gateway.errors import DecodeError, GatewayError, StoreUnavailable
+from gateway.errors import DecodeError, GatewayError, StoreUnavailable, UsageError
 from gateway.http.ingest import IngestError, parse_body
 from gateway.intake import Intake
 from gateway.outbox import Incoming, Message, Outbox, State
@@ -176,8 +176,6 @@ async def messages(outbox: Outbox, args: argparse.Namespace) -> int:
 
 async def ingest(outbox: Outbox, args: argparse.Namespace, cfg: Config) -> int:
     """Exit 0 only once committed: hooks (gammu, smstools) keep the message on anything else."""
-    from gateway.cli import UsageError
-
     now = time.time()
     try:
         if args.gammu:
@@ -209,8 +207,6 @@ async def ingest(outbox: Outbox, args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _plain_item(args: argparse.Namespace, now: float) -> Incoming:
-    from gateway.cli import UsageError
-
     text = args.text if args.text is not None else sys.stdin.read()
     payload: dict[str, Any] = {"phone": args.phone, "phoneFrom": args.phone_from, "text": text}
     if args.source_ref:
