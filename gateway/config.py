@@ -471,9 +471,39 @@ def _upstream_url(value: object) -> str:
             " (and write an IDN host in its xn-- form)"
         )
     parts = urlsplit(value)
+    if "@" in parts.netloc or (not parts.netloc and "@" in value.split("/", 1)[0]):
+        # Not shown: the part before @ is a password. The client would drop it silently.
+        raise ValueError(
+            "has a user name or password (user:pass@host); remove it: the api_key authenticates"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{value!r} is not an http(s) URL; expected e.g. https://host/v1/PUSH_SMS")
+    _check_host(parts.hostname)
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked
+    except ValueError:
+        raise ValueError(f"{value!r} has a port that is not 0-65535") from None
     return value
+
+
+def _check_host(host: str) -> None:
+    """Refuse a name DNS cannot carry: it would fail only on connect (as UnicodeError)."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    name = host.removesuffix(".")
+    try:
+        host.encode("idna")
+        usable = len(name) <= 253
+    except UnicodeError:
+        usable = False
+    if not usable:
+        raise ValueError(
+            f"{host!r} is not a valid host name (labels of 1-63 characters between dots,"
+            " 253 characters at most)"
+        )
 
 
 def _networks(value: object) -> tuple[str, ...]:

@@ -341,6 +341,72 @@ def test_an_upstream_url_that_cannot_go_in_a_request_line_is_refused(url: str) -
     assert message.startswith("upstream.url: contains spaces, control or non-ASCII characters")
 
 
+LONG_LABEL = "a" * 64
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        f"{LONG_LABEL}.example",  # a label over 63 characters
+        "partner..example",  # an empty label
+        ".partner.example",
+        "x." * 126 + "com",  # 255 characters, over DNS's 253
+    ],
+)
+def test_an_upstream_host_dns_cannot_resolve_is_refused_naming_the_url(host: str) -> None:
+    message = config_error({"upstream": {"url": f"https://{host}/v1/PUSH_SMS", "api_key": KEY}})
+    assert message.startswith("upstream.url: ")
+    assert "not a valid host name" in message
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "a" * 63 + ".example",
+        "x." * 125 + "com",  # 253 characters
+        "x." * 125 + "com.",  # the root's dot does not count
+        "partner-host.example.",
+        "xn--80ak6aa92e.com",
+        "192.0.2.10",
+        "[2001:db8::1]",
+        "partner-host.example:8443",
+    ],
+)
+def test_an_upstream_host_dns_can_resolve_is_accepted(host: str) -> None:
+    url = f"https://{host}/v1/PUSH_SMS"
+    assert config.parse({"upstream": {"url": url, "api_key": KEY}}).upstream.url == url
+
+
+@pytest.mark.parametrize("port", ["99999", "x", "-1"])
+def test_an_upstream_url_with_an_impossible_port_is_refused(port: str) -> None:
+    url = f"https://partner-host.example:{port}/v1/PUSH_SMS"
+    message = config_error({"upstream": {"url": url, "api_key": KEY}})
+    assert message.startswith("upstream.url: ")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:pa55-SECRET@partner-host.example/v1/PUSH_SMS",
+        "https://pa55-SECRET@partner-host.example/v1/PUSH_SMS",
+        "https://user:pa55-SECRET@/v1/PUSH_SMS",
+        "ftp://user:pa55-SECRET@partner-host.example/x",
+        "user:pa55-SECRET@partner-host.example/v1/PUSH_SMS",
+        "https://:pa55-SECRET@partner-host.example/v1/PUSH_SMS",
+    ],
+)
+def test_userinfo_in_the_upstream_url_is_refused_without_showing_it(url: str) -> None:
+    message = config_error({"upstream": {"url": url, "api_key": KEY}})
+    assert message.startswith("upstream.url: ")
+    assert "pa55-SECRET" not in message
+    assert "user" in message  # says what is wrong
+
+
+def test_an_at_sign_in_the_upstream_path_or_query_is_not_userinfo() -> None:
+    url = "https://partner-host.example/v1/PUSH_SMS?from=a@b"
+    assert config.parse({"upstream": {"url": url, "api_key": KEY}}).upstream.url == url
+
+
 # -- loading files ---------------------------------------------------------------------------
 
 

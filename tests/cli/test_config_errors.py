@@ -118,3 +118,23 @@ def test_a_directory_given_as_config_exits_2_without_traceback(tmp_path: Path) -
     assert "Traceback" not in result.stderr
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:pa55-SECRET@partner-host.example/v1/PUSH_SMS",
+        "https://" + "a" * 64 + ".example/v1/PUSH_SMS",
+    ],
+    ids=["userinfo", "label-over-63"],
+)
+def test_an_upstream_url_that_would_fail_on_connect_exits_2_naming_the_key(
+    tmp_path: Path, url: str
+) -> None:
+    result = check_config(write(tmp_path, f'[upstream]\nurl = "{url}"\napi_key = "{KEY}"\n'))
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("sms-gateway: upstream.url: ")
+    assert len(result.stderr.splitlines()) == 1
+    assert "pa55-SECRET" not in result.stderr
+    assert "Traceback" not in result.stderr
