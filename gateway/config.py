@@ -6,6 +6,7 @@ import dataclasses
 import ipaddress
 import math
 import os
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -156,6 +157,9 @@ class Config:
     goip: tuple[GoipConfig, ...] = ()
     yeastar: tuple[YeastarConfig, ...] = ()
     source_path: str = ""
+    # Not errors, but worth the operator's eye (a secret file others can read). Config is
+    # read before logging is set up, so the caller shows them: the CLI on stderr.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
 def default_path() -> str:
@@ -274,6 +278,7 @@ def parse(
         goip=goip,
         yeastar=yeastar,
         source_path=source_path,
+        warnings=tuple(secrets.warnings),
     )
 
 
@@ -428,6 +433,7 @@ class _Secrets:
     def __init__(self, base_dir: Path, read: bool) -> None:
         self._base_dir = base_dir
         self._read = read
+        self.warnings: list[str] = []
 
     def get(self, t: _Table, key: str, *, required: bool) -> str:
         inline = t.string(key, "")
@@ -459,6 +465,15 @@ class _Secrets:
             raise ConfigError(f"{where}_file: cannot read {path}: {reason}") from None
         if not value:
             raise ConfigError(f"{where}_file: {path} is empty")
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            mode = 0
+        if mode & stat.S_IROTH:
+            self.warnings.append(
+                f"{where}_file: {path} is readable by every user on this host"
+                f" (mode {stat.S_IMODE(mode):04o}); make it 0600 or 0640: chmod o-r {path}"
+            )
         return value
 
 
@@ -666,6 +681,7 @@ def masked(cfg: Config) -> dict[str, Any]:
     """The effective configuration as plain data, every secret replaced by a mask."""
     data = dataclasses.asdict(cfg)
     data.pop("source_path", None)
+    data.pop("warnings", None)
     for section, key in (
         ("upstream", "api_key"),
         ("http", "ingest_token"),

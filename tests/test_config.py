@@ -698,3 +698,61 @@ def test_the_status_token_is_masked_and_hidden_from_repr() -> None:
     assert config.masked(cfg)["http"]["status_token"] == MASK
     assert TOKEN not in repr(cfg)
     assert config.masked(config.parse(minimal()))["http"]["status_token"] == ""
+
+
+# -- secret files others can read -------------------------------------------------------------
+
+
+def secret_file(tmp_path: Path, name: str, mode: int) -> Path:
+    path = tmp_path / name
+    path.write_text("file-SECRET-value\n", encoding="utf-8")
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "entry"),
+    [
+        ("upstream", "api_key", None),
+        ("http", "ingest_token", None),
+        ("http", "status_token", None),
+        ("dinstar", "token", {"name": "d1"}),
+        ("goip", "password", {"name": "g1", "id": "goip01"}),
+        ("yeastar", "password", {"name": "t1", "host": "192.0.2.1", "username": "api"}),
+        ("modem", "pin", {"port": "/dev/ttyUSB0"}),
+    ],
+)
+def test_a_secret_file_others_can_read_gives_a_warning_naming_file_and_key(
+    tmp_path: Path, table: str, key: str, entry: dict[str, Any] | None
+) -> None:
+    path = secret_file(tmp_path, "secret", 0o644)
+    doc = minimal()
+    if entry is None:
+        doc.setdefault(table, {}).pop(key, None)
+        doc[table][f"{key}_file"] = str(path)
+        where = f"{table}.{key}_file"
+    else:
+        doc[table] = [{**entry, f"{key}_file": str(path)}]
+        where = f"{table}[0].{key}_file"
+
+    cfg = config.parse(doc)
+
+    assert len(cfg.warnings) == 1
+    assert cfg.warnings[0].startswith(f"{where}: {path} is readable by every user")
+    assert "0644" in cfg.warnings[0]
+    assert "file-SECRET-value" not in repr(cfg.warnings)
+    assert "warnings" not in config.masked(cfg)
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o400, 0o660])
+def test_a_secret_file_closed_to_others_gives_no_warning(tmp_path: Path, mode: int) -> None:
+    path = secret_file(tmp_path, "api_key", mode)
+    doc = {"upstream": {"url": URL, "api_key_file": str(path)}}
+    assert config.parse(doc).warnings == ()
+
+
+def test_secret_files_not_read_give_no_warning(tmp_path: Path) -> None:
+    path = secret_file(tmp_path, "api_key", 0o644)
+    doc = {"upstream": {"url": URL, "api_key_file": str(path)}}
+    assert config.parse(doc, read_secrets=False).warnings == ()
+    assert config.parse(minimal()).warnings == ()  # inline secrets: nothing to warn about

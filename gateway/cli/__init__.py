@@ -121,7 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load(args: argparse.Namespace, *, read_secrets: bool = True) -> config.Config:
-    return config.load(args.config or config.default_path(), read_secrets=read_secrets)
+    cfg = config.load(args.config or config.default_path(), read_secrets=read_secrets)
+    for warning in cfg.warnings:  # before logging is set up; stderr reaches journald too
+        print(f"sms-gateway: warning: {warning}", file=sys.stderr)
+    return cfg
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -138,3 +138,22 @@ def test_an_upstream_url_that_would_fail_on_connect_exits_2_naming_the_key(
     assert len(result.stderr.splitlines()) == 1
     assert "pa55-SECRET" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_secret_file_others_can_read_is_warned_about_on_stderr(tmp_path: Path) -> None:
+    key = tmp_path / "api_key"
+    key.write_text(KEY + "\n", encoding="utf-8")
+    key.chmod(0o644)
+    path = write(tmp_path, f'[upstream]\nurl = "{URL}"\napi_key_file = "api_key"\n')
+
+    result = check_config(path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        f"sms-gateway: warning: upstream.api_key_file: {key} is readable by every user on this"
+        f" host (mode 0644); make it 0600 or 0640: chmod o-r {key}\n"
+    )
+    assert KEY not in result.stdout + result.stderr
+
+    key.chmod(0o600)
+    assert check_config(path).stderr == ""
