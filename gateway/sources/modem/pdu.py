@@ -307,8 +307,11 @@ def _decode_deliver(r: _Reader, first: int, smsc: str, raw: str) -> Sms:
     limit, needed = (MAX_SEPTETS, (udl * 7 + 7) // 8) if gsm7 else (MAX_OCTETS, udl)
     if udl > limit:
         raise DecodeError(f"TP-UDL {udl} exceeds {limit}")
-    if len(ud) != needed:
+    if len(ud) < needed:
         raise DecodeError(f"TP-UDL {udl} needs {needed} octets of user data, got {len(ud)}")
+    # 23.040 9.2.3.16: octets past what TP-UDL covers are ignored (a SIM slot's stale tail,
+    # modem padding); they never reach the text or the data.
+    ud = ud[:needed]
     concat, ports, start = None, None, 0
     if first & 0x40:  # TP-UDHI
         start = ud[0] + 1 if ud else 1

@@ -430,7 +430,6 @@ DREAM = fx.DREAMFABRIC
         (DREAM[:36], "truncated in TP-DCS"),
         (DREAM[:40], "truncated in TP-SCTS at octet 19"),
         (DREAM[:-2], "needs 9 octets of user data, got 8"),
-        (DREAM + "00", "needs 9 octets of user data, got 10"),
         (_variant(DREAM, "800A", "80A1"), "TP-UDL 161 exceeds 160"),
         (ucs2_pdu("00" * 141, udhi=False), "TP-UDL 141 exceeds 140"),
         (ucs2_pdu("050003"), "header of 6 octets exceeds TP-UDL 3"),
@@ -476,6 +475,36 @@ def test_every_truncation_of_a_deliver_raises_decode_error() -> None:
         for end in range(0, len(pdu), 2):
             with pytest.raises(DecodeError):
                 decode_pdu(pdu[:end])
+
+
+# A SIM slot that held GSMMODEM_EASY, overwritten by the shorter DREAMFABRIC: modems that print
+# the whole slot show the old message's tail after the new user data (3GPP TS 23.040 9.2.3.16:
+# what follows the TP-UDL octets is ignored).
+STALE_SLOT = fx.DREAMFABRIC + fx.GSMMODEM_EASY[len(fx.DREAMFABRIC) :]
+
+
+def test_octets_past_tp_udl_are_ignored() -> None:
+    sms = decode_pdu(STALE_SLOT)
+    assert (sms.kind, sms.text, sms.sender) == (PduKind.DELIVER, "hellohello", "27838890001")
+    assert sms.data == decode_pdu(fx.DREAMFABRIC).data
+    assert sms.raw == STALE_SLOT  # kept whole, as the modem printed it
+    ucs2 = decode_pdu(fx.NOKIA_FORUM_UCS2 + "0041FFFF")
+    assert ucs2.text == decode_pdu(fx.NOKIA_FORUM_UCS2).text
+
+
+DELIVERS = [p for p in VALID_PDUS if decode_pdu(p).kind is PduKind.DELIVER]
+
+
+@given(st.sampled_from(DELIVERS), st.binary(min_size=1, max_size=60))
+def test_appending_octets_never_changes_the_decoded_message(pdu: str, extra: bytes) -> None:
+    before, after = decode_pdu(pdu), decode_pdu(pdu + extra.hex())
+    assert (after.text, after.concat, after.ports, after.data, after.kind) == (
+        before.text,
+        before.concat,
+        before.ports,
+        before.data,
+        before.kind,
+    )
 
 
 def check_decodes_or_decode_error(text: str, with_smsc: bool = True) -> None:
