@@ -1,11 +1,14 @@
-"""The one accept path every source uses: commit to the outbox, then count and log what came in."""
+"""The one accept path every source uses: check each message against the field rules, commit
+it to the outbox, then count and log what came in."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import structlog
 
+from gateway.fields import FieldError, checked_incoming, checked_part
 from gateway.metrics import Metrics
 from gateway.outbox import Accepted, Incoming, Outbox, Part, PartResult
 
@@ -13,22 +16,69 @@ log = structlog.get_logger(__name__)
 
 
 class Intake:
-    def __init__(self, outbox: Outbox, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        metrics: Metrics | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._outbox = outbox
         self._metrics = metrics
+        self._clock = clock
 
     async def accept(self, items: Sequence[Incoming]) -> list[Accepted]:
         """Commit `items` (raises StoreUnavailable when nothing could be taken).
 
+        Every item is checked against `gateway.fields` first: one that breaks a rule raises
+        FieldError (naming `[i].field` in a list) and nothing of the call is committed, so a bad
+        value never reaches a commit it shares with other callers. A receipt time out of the
+        window (a device's wrong clock) is replaced by the receive time and logged.
+
         One message makes one log line; a list makes one line per outcome and source naming
         every smsId (`sms_ids`), because a line per message costs more than committing it.
         """
-        accepted = await self._outbox.accept(items)
+        checked = self._checked(items)
+        accepted = await self._outbox.accept(checked)
+        if checked is not items:
+            self._log_replaced_times(items, checked, accepted)
+        items = checked
         if len(accepted) == 1:
             self._log_one(items[0], accepted[0])
         else:
             self._log_many(items, accepted)
         return accepted
+
+    def _checked(self, items: Sequence[Incoming]) -> Sequence[Incoming]:
+        """`items` itself when all pass as they are; a new list when a time was replaced."""
+        now = self._clock()
+        out: list[Incoming] | None = None
+        for i, item in enumerate(items):
+            try:
+                good = checked_incoming(item, now)
+            except FieldError as e:
+                if len(items) == 1:
+                    raise
+                raise FieldError(f"[{i}].{e.field}", e.problem) from None
+            if good is not item and out is None:
+                out = list(items[:i])
+            if out is not None:
+                out.append(good)
+        return items if out is None else out
+
+    @staticmethod
+    def _log_replaced_times(
+        items: Sequence[Incoming], checked: Sequence[Incoming], accepted: list[Accepted]
+    ) -> None:
+        for item, good, a in zip(items, checked, accepted, strict=True):
+            if good is not item and not a.duplicate:
+                log.warning(
+                    "sms.device_time_replaced",
+                    sms_id=a.sms_id,
+                    source=item.source,
+                    device_time=item.received_at,
+                    received_at=good.received_at,
+                )
 
     def _log_one(self, item: Incoming, a: Accepted) -> None:
         if a.duplicate:
@@ -93,7 +143,21 @@ class Intake:
             self._metrics.count_received(item.source)
 
     async def accept_part(self, part: Part) -> PartResult:
-        """Commit one part of a concatenated SMS; joins the message when the last one is in."""
+        """Commit one part of a concatenated SMS; joins the message when the last one is in.
+
+        Checked like `accept` (FieldError names the field); a receipt time out of the window is
+        replaced by the receive time."""
+        good = checked_part(part, self._clock())
+        if good is not part:
+            log.warning(
+                "sms.device_time_replaced",
+                source=part.source,
+                group=part.group_key,
+                seq=part.seq,
+                device_time=part.received_at,
+                received_at=good.received_at,
+            )
+            part = good
         result = await self._outbox.accept_part(part)
         if result.duplicate:
             log.info(

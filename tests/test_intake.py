@@ -38,7 +38,7 @@ def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
 async def test_one_message_is_one_line_naming_its_sms_id(outbox: Outbox) -> None:
     metrics = Metrics()
     with capture_logs() as logs:
-        (accepted,) = await Intake(outbox, metrics).accept([sms("code 1")])
+        (accepted,) = await Intake(outbox, metrics, clock=lambda: T0).accept([sms("code 1")])
     (line,) = events(logs, "sms.accepted")
     assert line["sms_id"] == accepted.sms_id
     assert (line["source"], line["phone"], line["phone_from"], line["chars"]) == (
@@ -53,7 +53,9 @@ async def test_one_message_is_one_line_naming_its_sms_id(outbox: Outbox) -> None
 async def test_a_list_is_one_line_naming_every_sms_id(outbox: Outbox) -> None:
     metrics = Metrics()
     with capture_logs() as logs:
-        accepted = await Intake(outbox, metrics).accept([sms(f"m{i}") for i in range(100)])
+        accepted = await Intake(outbox, metrics, clock=lambda: T0).accept(
+            [sms(f"m{i}") for i in range(100)]
+        )
     (line,) = logs
     assert line["event"] == "sms.accepted"
     assert line["sms_ids"] == [a.sms_id for a in accepted]
@@ -63,7 +65,7 @@ async def test_a_list_is_one_line_naming_every_sms_id(outbox: Outbox) -> None:
 
 async def test_duplicates_in_a_list_are_one_line_with_their_ids_and_refs(outbox: Outbox) -> None:
     metrics = Metrics()
-    intake = Intake(outbox, metrics)
+    intake = Intake(outbox, metrics, clock=lambda: T0)
     first = await intake.accept([sms("a", ref="r1"), sms("b", ref="r2")])
     with capture_logs() as logs:
         again = await intake.accept([sms("a", ref="r1"), sms("c"), sms("b", ref="r2")])
@@ -79,7 +81,7 @@ async def test_duplicates_in_a_list_are_one_line_with_their_ids_and_refs(outbox:
 async def test_a_list_from_several_sources_is_a_line_per_source(outbox: Outbox) -> None:
     metrics = Metrics()
     with capture_logs() as logs:
-        accepted = await Intake(outbox, metrics).accept(
+        accepted = await Intake(outbox, metrics, clock=lambda: T0).accept(
             [sms("a", source="dinstar-1"), sms("b", source="ejoin-1"), sms("c", source="dinstar-1")]
         )
     by_source = {e["source"]: e["sms_ids"] for e in events(logs, "sms.accepted")}
@@ -93,7 +95,7 @@ async def test_a_list_from_several_sources_is_a_line_per_source(outbox: Outbox) 
 async def test_a_held_message_in_a_list_gets_its_own_warning(outbox: Outbox) -> None:
     held = Incoming("modem", "", "Bank", "no phone yet", T0, hold=Hold.NO_PHONE)
     with capture_logs() as logs:
-        accepted = await Intake(outbox).accept([sms("a"), held])
+        accepted = await Intake(outbox, clock=lambda: T0).accept([sms("a"), held])
     (warning,) = events(logs, "sms.held")
     assert (warning["sms_id"], warning["reason"]) == (accepted[1].sms_id, "no_phone")
     assert events(logs, "sms.accepted")[0]["sms_ids"] == [accepted[0].sms_id]

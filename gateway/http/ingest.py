@@ -1,44 +1,33 @@
-"""Validate the body of POST /v1/sms into Incoming messages; every error names its field."""
+"""Read the body of POST /v1/sms (and `sms-gateway ingest`) into Incoming messages by the field
+rules of `gateway.fields`; every error names its field (`[3].phone` in a list)."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from gateway.errors import GatewayError
+from gateway.fields import (
+    MAX_FIELD,
+    MAX_ITEMS,
+    MAX_TEXT,
+    FieldError,
+    check_string,
+    normalize_phone,
+    parse_received_at,
+)
 from gateway.outbox import Incoming
 
-MAX_ITEMS = 1000
-MAX_TEXT = 100_000  # characters; 255 concatenated parts are under 40,000
-MAX_FIELD = 256
-_PHONE_JUNK = re.compile(r"[+\s\-().]")
 FIELDS = ("phone", "phoneFrom", "text", "receivedAt", "id")
 _KNOWN = frozenset(FIELDS)
 _EXPECTED = ", ".join(FIELDS)
 
-
-class IngestError(GatewayError):
-    """Bad input; `field` says where (e.g. `[3].phone`)."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
+IngestError = FieldError  # the name the HTTP layer and the CLI knew it by
 
 
 @dataclass(frozen=True)
 class ParsedBody:
     items: list[Incoming]
     is_list: bool
-
-
-def normalize_phone(value: str) -> str | None:
-    """Digits only: '+7 (900) 123-45-67' -> '79001234567'; None when it is not a number."""
-    digits = value if value.isdigit() else _PHONE_JUNK.sub("", value)
-    if not digits.isascii() or not digits.isdigit() or not 3 <= len(digits) <= 20:
-        return None
-    return digits
 
 
 def parse_body(payload: Any, *, source: str, now: float) -> ParsedBody:
@@ -66,7 +55,8 @@ def _item(obj: Any, index: int | None, source: str, now: float) -> Incoming:
     phone = normalize_phone(phone_raw)
     if phone is None:
         raise IngestError(
-            _field(index, "phone"), "expected 3 to 20 digits (+, spaces, dashes allowed)"
+            _field(index, "phone"),
+            "expected 3 to 20 digits (+, spaces, dashes, dots, parentheses allowed)",
         )
     phone_from = _string(obj, "phoneFrom", index, required=True)
     if not phone_from or phone_from.isspace():
@@ -79,7 +69,7 @@ def _item(obj: Any, index: int | None, source: str, now: float) -> Incoming:
         phone,
         phone_from,
         text,
-        _timestamp(received, _field(index, "receivedAt")) if received else now,
+        parse_received_at(_field(index, "receivedAt"), received, now) if received else now,
         ref or None,
     )
 
@@ -101,20 +91,4 @@ def _string(
         return ""
     if not isinstance(value, str):
         raise IngestError(_field(index, key), f"expected a string, got {type(value).__name__}")
-    if len(value) > limit:
-        raise IngestError(_field(index, key), f"longer than {limit} characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise IngestError(_field(index, key), "contains an unpaired UTF-16 surrogate") from None
-    return value
-
-
-def _timestamp(value: str, field: str) -> float:
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise IngestError(field, "expected ISO-8601, e.g. 2026-11-27T15:04:05+03:00") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)  # documented: a time without offset is UTC
-    return when.timestamp()
+    return check_string(_field(index, key), value, limit=limit)

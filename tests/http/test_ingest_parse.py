@@ -137,7 +137,7 @@ def test_a_bad_received_at_in_a_list_names_its_index() -> None:
         (
             sms(phone="not a number"),
             "phone",
-            "phone: expected 3 to 20 digits (+, spaces, dashes allowed)",
+            "phone: expected 3 to 20 digits (+, spaces, dashes, dots, parentheses allowed)",
         ),
         (
             sms(extra=1),
