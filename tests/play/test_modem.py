@@ -30,7 +30,7 @@ from gateway.sources.modem.answers import (
     parse_csq,
     parse_iccid,
 )
-from gateway.sources.modem.at import (
+from gateway.sources.modem.channel import (
     AtChannel,
     AtError,
     AtTimeout,

@@ -25,7 +25,7 @@ from gateway.sources.modem.answers import (
     parse_cmti,
     parse_creg_urc,
 )
-from gateway.sources.modem.at import (
+from gateway.sources.modem.channel import (
     AtChannel,
     AtError,
     AtTimeout,

@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.sources.modem.at import AtChannel, AtCommandError, LinkClosed, Urc
+from gateway.sources.modem.channel import AtChannel, AtCommandError, LinkClosed, Urc
 from gateway.sources.modem.serial_link import LinkOpenError, open_serial_link
 from gateway.sources.modem.session import Identity, Network, Session, SimNotReady, Storage
 

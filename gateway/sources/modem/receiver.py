@@ -13,7 +13,7 @@ from typing import Any
 from gateway.errors import DecodeError, StoreUnavailable
 from gateway.intake import Intake
 from gateway.outbox.models import Incoming, Part
-from gateway.sources.modem.at import AtError
+from gateway.sources.modem.channel import AtError
 from gateway.sources.modem.inbound import Received, to_item
 from gateway.sources.modem.keys import pdu_digest
 from gateway.sources.modem.session import Session

@@ -1,8 +1,8 @@
 """The AT conversation with one modem: wake it, unlock the SIM, set up SMS, say who it is, and
 the SMS storage commands. Shared by the modem source (``device.py``) and ``modems probe``.
 
-Every command runs under one timeout; :class:`~gateway.sources.modem.at.AtTimeout` and
-:class:`~gateway.sources.modem.at.LinkClosed` pass through (the caller reopens the port), while
+Every command runs under one timeout; :class:`~gateway.sources.modem.channel.AtTimeout` and
+:class:`~gateway.sources.modem.serial_link.LinkClosed` pass through (the caller reopens the port), while
 an ``ERROR`` to an optional command only means this modem does not know it.
 """
 
@@ -32,7 +32,7 @@ from gateway.sources.modem.answers import (
     rssi_to_dbm,
     split_result,
 )
-from gateway.sources.modem.at import (
+from gateway.sources.modem.channel import (
     AtChannel,
     AtCommandError,
     AtError,

@@ -24,7 +24,7 @@ from gateway.outbox import Message, Outbox, State
 from gateway.outbox.models import Hold
 from gateway.play.modem import PROFILES, FakeModem
 from gateway.play.pdu import encode_deliver, encode_status_report, split_deliver
-from gateway.sources.modem.at import AtChannel, AtTimeout
+from gateway.sources.modem.channel import AtChannel, AtTimeout
 from gateway.sources.modem.device import Modem
 from gateway.sources.modem.session import Session, SimNotReady, Storage
 

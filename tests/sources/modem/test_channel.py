@@ -1,0 +1,152 @@
+"""AtChannel over a memory link: one command in flight, typed errors, URCs handed apart."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from gateway.errors import GatewayError
+from gateway.sources.modem.answers import parse_cmgs
+from gateway.sources.modem.channel import AtChannel, AtError, AtResponse, AtTimeout
+from gateway.sources.modem.lines import Urc
+from gateway.sources.modem.serial_link import LinkClosed
+
+
+class MemoryLink:
+    """A scripted modem: ``respond(written_command) -> bytes`` answers each written line."""
+
+    def __init__(self, respond: Callable[[bytes], bytes] | None = None) -> None:
+        self.name = "memory"
+        self.written: list[bytes] = []
+        self.closed = False
+        self._respond = respond
+        self._incoming: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def push(self, data: bytes) -> None:
+        self._incoming.put_nowait(data)
+
+    async def read(self) -> bytes:
+        return await self._incoming.get()
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            raise LinkClosed("memory: closed")
+        self.written.append(data)
+        if self._respond is not None:
+            answer = self._respond(data)
+            if answer:
+                self.push(answer)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def open_memory(
+    respond: Callable[[bytes], bytes] | None = None,
+) -> tuple[AtChannel, MemoryLink, list[Urc]]:
+    link = MemoryLink(respond)
+    urcs: list[Urc] = []
+    channel = AtChannel(link, on_urc=urcs.append)
+    channel.start()
+    return channel, link, urcs
+
+
+async def test_channel_ok_and_info_lines() -> None:
+    channel, link, _ = await open_memory(lambda _: b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n")
+    response = await channel.command("AT+CSQ")
+    assert response == AtResponse("AT+CSQ", ("+CSQ: 20,99",), "OK")
+    assert response.first("+CSQ") == "20,99"
+    assert response.first() == "+CSQ: 20,99"
+    assert link.written == [b"AT+CSQ\r"]
+    await channel.close()
+    assert link.closed
+
+
+@pytest.mark.parametrize(
+    ("final", "kind", "code", "text"),
+    [
+        (b"ERROR", "ERROR", None, ""),
+        (b"+CME ERROR: 16", "+CME ERROR", 16, "16"),
+        (b"+CMS ERROR: 321", "+CMS ERROR", 321, "321"),
+        (b"+CME ERROR: SIM not inserted", "+CME ERROR", None, "SIM not inserted"),
+        (b"COMMAND NOT SUPPORT", "COMMAND NOT SUPPORT", None, ""),
+    ],
+)
+async def test_channel_errors_are_typed(
+    final: bytes, kind: str, code: int | None, text: str
+) -> None:
+    channel, _, _ = await open_memory(lambda _: b"\r\n" + final + b"\r\n")
+    with pytest.raises(AtError) as info:
+        await channel.command('AT+CPIN="0000"')
+    assert (info.value.kind, info.value.code, info.value.text) == (kind, code, text)
+    assert info.value.command == 'AT+CPIN="0000"'
+    assert isinstance(info.value, GatewayError)
+    await channel.close()
+
+
+async def test_channel_writes_the_pdu_after_the_prompt() -> None:
+    def respond(data: bytes) -> bytes:
+        if data.startswith(b"AT+CMGS"):
+            return b"\r\n> "
+        if data.endswith(b"\x1a"):
+            return b"\r\n+CMGS: 7\r\n\r\nOK\r\n"
+        return b""
+
+    channel, link, _ = await open_memory(respond)
+    response = await channel.command("AT+CMGS=10", expect_pdu_prompt=b"0011AA")
+    assert parse_cmgs(response.lines) == 7
+    assert link.written == [b"AT+CMGS=10\r", b"0011AA\x1a"]
+    await channel.close()
+
+
+async def test_channel_prompt_timeout_cancels_input_with_esc() -> None:
+    channel, link, _ = await open_memory()
+    with pytest.raises(AtTimeout):
+        await channel.command("AT+CMGS=10", timeout=0.05, expect_pdu_prompt=b"00")
+    assert link.written == [b"AT+CMGS=10\r", b"\x1b"]
+    await channel.close()
+
+
+async def test_channel_eof_fails_the_command_and_later_ones() -> None:
+    channel, link, _ = await open_memory()
+    task = asyncio.create_task(channel.command("AT", timeout=5))
+    await asyncio.sleep(0)
+    link.push(b"")
+    with pytest.raises(LinkClosed):
+        await asyncio.wait_for(task, 1)
+    assert isinstance(await asyncio.wait_for(channel.wait_closed(), 1), LinkClosed)
+    with pytest.raises(LinkClosed):
+        await channel.command("AT")
+    await channel.close()
+
+
+async def test_channel_survives_a_failing_urc_callback() -> None:
+    link = MemoryLink(lambda _: b"\r\nOK\r\n")
+    seen: list[Urc] = []
+
+    def on_urc(urc: Urc) -> None:
+        seen.append(urc)
+        raise RuntimeError("boom")
+
+    async with AtChannel(link, on_urc=on_urc) as channel:
+        link.push(b"\r\nRING\r\n")
+        assert (await channel.command("AT")).lines == ()
+        assert seen == [Urc("RING")]
+
+
+async def test_channel_serialises_concurrent_commands() -> None:
+    answers = {b"AT+CGMI\r": b"\r\nX\r\n\r\nOK\r\n", b"AT+CGMM\r": b"\r\nY\r\n\r\nOK\r\n"}
+    channel, _, _ = await open_memory(lambda data: answers[data])
+    first, second = await asyncio.gather(channel.command("AT+CGMI"), channel.command("AT+CGMM"))
+    assert (first.lines, second.lines) == (("X",), ("Y",))
+    await channel.close()
+
+
+async def test_channel_rejects_bad_commands() -> None:
+    channel, _, _ = await open_memory()
+    for bad in ["CSQ", "AT\r+CSQ", "AT+CMGS=1\x1a"]:
+        with pytest.raises(ValueError, match="not a single AT command"):
+            await channel.command(bad)
+    await channel.close()
