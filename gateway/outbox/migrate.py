@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import aiosqlite
 import structlog
 
 from gateway.errors import StoreError, StoreTooNew
@@ -45,16 +45,18 @@ def available() -> list[Migration]:
     return found
 
 
-async def applied_version(conn: aiosqlite.Connection) -> int:
-    async with conn.execute("PRAGMA user_version") as cur:
-        row = await cur.fetchone()
+# These run on the store's thread (StoreConnection.call), with the plain connection.
+
+
+def applied_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
     return int(row[0]) if row else 0
 
 
-async def require_current(conn: aiosqlite.Connection) -> None:
+def require_current(conn: sqlite3.Connection) -> None:
     """For readers that must not migrate: the schema must be exactly the one we know."""
     known = len(available())
-    current = await applied_version(conn)
+    current = applied_version(conn)
     if current > known:
         raise StoreTooNew(
             f"the store is at schema version {current} but this gateway knows only {known}; "
@@ -67,10 +69,10 @@ async def require_current(conn: aiosqlite.Connection) -> None:
         )
 
 
-async def apply_pending(conn: aiosqlite.Connection) -> list[str]:
+def apply_pending(conn: sqlite3.Connection) -> list[str]:
     """Bring the schema up to date; refuse a database written by a newer version."""
     todo = available()
-    current = await applied_version(conn)
+    current = applied_version(conn)
     if current > len(todo):
         raise StoreTooNew(
             f"the store is at schema version {current} but this gateway knows only "
@@ -88,10 +90,10 @@ async def apply_pending(conn: aiosqlite.Connection) -> list[str]:
             "COMMIT;"
         )
         try:
-            await conn.executescript(script)
+            conn.executescript(script)
         except Exception:
             if conn.in_transaction:
-                await conn.rollback()
+                conn.rollback()
             raise
         log.info("store.migration_applied", version=m.version, name=m.name)
         done.append(m.name)

@@ -11,12 +11,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import structlog
 
 from gateway.errors import StoreError, StoreUnavailable
 from gateway.outbox import migrate as migrations
 from gateway.outbox import parts
+from gateway.outbox.connection import StoreConnection
+from gateway.outbox.idmark import BLOCK, IdMark
 from gateway.outbox.models import (
     Accepted,
     Attempt,
@@ -49,13 +50,53 @@ _COLUMNS = 14
 _INSERT_ROWS = 64  # rows per INSERT at most (64 * 14 variables); chunks of 64, 32, ..., 1
 
 
-async def _connect(path: str, *, busy_timeout_ms: int) -> aiosqlite.Connection:
-    conn = await aiosqlite.connect(path, isolation_level=None)
-    await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    await conn.execute("PRAGMA journal_mode = WAL")
-    await conn.execute("PRAGMA synchronous = FULL")
-    await conn.execute("PRAGMA foreign_keys = ON")
-    return conn
+def _prepare(conn: sqlite3.Connection, busy_timeout_ms: int, *, readonly: bool) -> None:
+    """Connection settings and an integrity check; on the store's thread."""
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+
+
+def _quick_check(conn: sqlite3.Connection, path: str) -> None:
+    row = conn.execute("PRAGMA quick_check").fetchone()
+    if not row or row[0] != "ok":
+        raise StoreError(f"{path}: integrity check failed: {row[0] if row else '?'}")
+
+
+def _file_size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return None
+
+
+def _create_private(path: str) -> None:
+    """Create the store file 0600 whatever the umask; SQLite gives its -wal and -shm the mode
+    of the database file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _set_aside_lost(path: str) -> None:
+    """Before a new store replaces a lost (missing or empty) one: an empty file goes, and a WAL
+    left from the old store is renamed aside (never replayed onto the new one) for a person."""
+    if _file_size(path) == 0:
+        os.unlink(path)
+    for suffix in ("-wal", "-shm"):
+        old = f"{path}{suffix}"
+        if _file_size(old) is None:
+            continue
+        if suffix == "-wal" and _file_size(old):
+            aside = f"{old}.lost-{int(time.time())}"
+            os.replace(old, aside)
+            log.warning("store.wal_set_aside", path=old, kept_as=aside)
+        else:
+            os.unlink(old)
 
 
 class Outbox:
@@ -64,12 +105,13 @@ class Outbox:
     def __init__(
         self,
         path: str,
-        writer_conn: aiosqlite.Connection,
-        reader_conn: aiosqlite.Connection,
+        writer_conn: StoreConnection | None,
+        reader_conn: StoreConnection,
         *,
         node: int,
         nodes: int,
         clock: Clock,
+        mark: IdMark,
     ) -> None:
         self.path = path
         self._conn = writer_conn
@@ -77,7 +119,8 @@ class Outbox:
         self._node = node
         self._nodes = nodes
         self._clock = clock
-        self._writer = GroupWriter(writer_conn)
+        self._mark = mark
+        self._writer = GroupWriter(writer_conn) if writer_conn is not None else None
         self._accepted_listeners: list[Callable[[], None]] = []
 
     @classmethod
@@ -90,49 +133,115 @@ class Outbox:
         clock: Clock = time.time,
         create: bool = True,
         migrate: bool = True,
+        readonly: bool = False,
+        new_store: bool = False,
         busy_timeout_ms: int = 5000,
     ) -> Outbox:
         """Open (and migrate) the store; `create=False` refuses a path that does not exist.
 
-        `migrate=False` only checks the schema is the one this code knows.
+        `migrate=False` only checks the schema is the one this code knows; `readonly` opens
+        for reading alone (no write connection, nothing created, the file opened read-only).
+        A store that is missing or empty while its smsId mark file exists was lost: refused,
+        unless `new_store` (`migrate --new-store`) asks for a new one above the mark's ids.
         """
-        if not create and not os.path.exists(path):
-            raise StoreError(f"{path}: no store there (has the daemon or `migrate` run?)")
         parent = Path(path).parent
         if not parent.is_dir():
             raise StoreError(f"{parent}: directory does not exist; create it or fix store.path")
+        mark = IdMark.beside(path)
+        size = _file_size(path)
+        lost = mark.exists and not size
+        if lost and not new_store:
+            state = "missing" if size is None else "empty (0 bytes)"
+            raise StoreError(
+                f"{path}: the store is {state}, but {mark.path} shows one existed (smsIds up to"
+                f" {mark.max_id} may have been handed out). Restore the store file (a backup),"
+                " or start an empty store whose smsIds continue above those with"
+                " `sms-gateway migrate --new-store`"
+            )
+        if new_store and not lost:
+            raise StoreError(
+                f"{path}: --new-store replaces only a lost store (missing or empty, with its"
+                f" {mark.path} beside it); "
+                + ("a store is there, left alone" if size else "there is none: run `migrate`")
+            )
+        if size is None and (not create or readonly):
+            raise StoreError(f"{path}: no store there (has the daemon or `migrate` run?)")
+        creating = not size
         try:
-            conn = await _connect(path, busy_timeout_ms=busy_timeout_ms)
+            if new_store:
+                _set_aside_lost(path)
+            if size is None or new_store:
+                _create_private(path)
+        except OSError as e:
+            raise StoreError(f"{path}: cannot create the store: {e.strerror}") from e
+
+        def setup(conn: sqlite3.Connection) -> list[str]:
+            _prepare(conn, busy_timeout_ms, readonly=readonly)
+            _quick_check(conn, path)
+            if not migrate or readonly:
+                migrations.require_current(conn)
+                return []
+            applied = migrations.apply_pending(conn)
+            first_id.append(_continue_ids(conn, mark, node, nodes, creating=creating))
+            return applied
+
+        applied: list[str] = []
+        first_id: list[int] = []
+
+        def setup_and_keep(conn: sqlite3.Connection) -> None:
+            applied.extend(setup(conn))
+
+        writer: StoreConnection | None = None
+        try:
             try:
-                async with conn.execute("PRAGMA quick_check") as cur:
-                    row = await cur.fetchone()
-                if not row or row[0] != "ok":
-                    raise StoreError(f"{path}: integrity check failed: {row[0] if row else '?'}")
-                if migrate:
-                    applied = await migrations.apply_pending(conn)
+                if readonly:
+                    reader = await StoreConnection.open(
+                        path, name="outbox-reader", readonly=True, setup=setup_and_keep
+                    )
                 else:
-                    await migrations.require_current(conn)
-                    applied = []
-                reader = await _connect(path, busy_timeout_ms=busy_timeout_ms)
+                    writer = await StoreConnection.open(
+                        path, name="outbox-writer", setup=setup_and_keep
+                    )
+                    reader = await StoreConnection.open(
+                        path,
+                        name="outbox-reader",
+                        setup=lambda c: _prepare(c, busy_timeout_ms, readonly=False),
+                    )
             except BaseException:
-                await conn.close()
+                if writer is not None:
+                    await writer.close()
                 raise
         except sqlite3.Error as e:
-            raise StoreError(f"{path}: cannot open the store: {e}") from e
+            raise StoreError(f"{path}: cannot open the store: {e}{_hint(e, readonly)}") from e
+        except OSError as e:
+            raise StoreError(f"{path}: cannot keep the smsId mark: {e}") from e
         if applied:
             log.info("store.migrated", path=path, applied=applied)
-        outbox = cls(path, conn, reader, node=node, nodes=nodes, clock=clock)
-        outbox._writer.start()
+        if creating and not readonly:
+            # Loud on purpose: a store created where one was expected means messages are
+            # elsewhere (a wrong store.path, an unmounted volume).
+            log.warning("store.created", path=path, first_sms_id=first_id[0], mark_file=mark.path)
+        outbox = cls(path, writer, reader, node=node, nodes=nodes, clock=clock, mark=mark)
+        if outbox._writer is not None:
+            outbox._writer.start()
         return outbox
 
     async def close(self) -> None:
-        await self._writer.stop()
+        if self._writer is not None:
+            await self._writer.stop()
         await self._reader.close()
-        await self._conn.close()
+        if self._conn is not None:
+            await self._conn.close()
+
+    @property
+    def _write(self) -> GroupWriter:
+        if self._writer is None:
+            raise StoreUnavailable("the store is open read-only")
+        return self._writer
 
     @property
     def last_write_error(self) -> str | None:
-        return self._writer.last_error
+        return self._writer.last_error if self._writer is not None else None
 
     def on_accepted(self, listener: Callable[[], None]) -> None:
         """Call `listener` after new messages are committed (the delivery worker wakes on it)."""
@@ -147,7 +256,7 @@ class Outbox:
         """
         if not items:
             return []
-        result = await self._writer.submit_items(self._insert, items)
+        result = await self._write.submit_items(self._insert, items)
         if any(not a.duplicate for a in result):
             self._notify()
         return result
@@ -163,7 +272,7 @@ class Outbox:
         def op(conn: sqlite3.Connection) -> PartResult:
             return parts.add_part(conn, part, now, self._insert)
 
-        result = await self._writer.submit(op)
+        result = await self._write.submit(op)
         if result.joined is not None and not result.joined.duplicate:
             self._notify()
         return result
@@ -174,7 +283,7 @@ class Outbox:
         def op(conn: sqlite3.Connection) -> Accepted | None:
             return parts.close_group(conn, source, group_key, self._insert)
 
-        joined = await self._writer.submit(op)
+        joined = await self._write.submit(op)
         if joined is not None and not joined.duplicate:
             self._notify()
         return joined
@@ -186,7 +295,7 @@ class Outbox:
         def op(conn: sqlite3.Connection) -> list[Accepted]:
             return parts.flush_stale(conn, cutoff, self._insert)
 
-        joined = await self._writer.submit(op)
+        joined = await self._write.submit(op)
         if joined:
             self._notify()
         return joined
@@ -205,7 +314,7 @@ class Outbox:
             ).fetchall()
             return sorted(int(r[0]) for r in rows)
 
-        released = await self._writer.submit(op)
+        released = await self._write.submit(op)
         if released:
             self._notify()
         return released
@@ -254,6 +363,7 @@ class Outbox:
         first_seq = int(row[0]) - len(items) + 1
         nodes, node = self._nodes, self._node
         ids = [(first_seq + i) * nodes + node for i in range(len(items))]
+        self._mark.cover(ids[-1], node, nodes)  # on disk before any of these ids is handed out
         queued = State.QUEUED.value
         params: list[Any] = []
         for sid, m in zip(ids, items, strict=True):
@@ -302,14 +412,14 @@ class Outbox:
             ).fetchall()
             return [_message(r) for r in rows]
 
-        claimed = await self._writer.submit(op)
+        claimed = await self._write.submit(op)
         claimed.sort(key=lambda m: m.sms_id)
         return claimed
 
     async def record(self, records: Sequence[AttemptRecord]) -> None:
         """Write attempts and the decisions they led to; concurrent callers share a statement."""
         if records:
-            await self._writer.submit_items(self._write_records, records)
+            await self._write.submit_items(self._write_records, records)
 
     def _write_records(self, conn: sqlite3.Connection, records: list[AttemptRecord]) -> list[None]:
         now = self._clock()
@@ -346,7 +456,7 @@ class Outbox:
             )
 
         if ids:
-            await self._writer.submit(op)
+            await self._write.submit(op)
 
     async def release_stale_leases(self) -> int:
         """At start, with the store locked by this process, every lease is a dead process's."""
@@ -373,7 +483,7 @@ class Outbox:
             ).fetchall()
             return [int(r[0]) for r in rows]
 
-        return await self._writer.submit(op)
+        return await self._write.submit(op)
 
     async def purge_finished(self, keep: float, *, batch: int = 5000) -> int:
         """Delete finished messages (and their attempts) older than `keep` seconds."""
@@ -428,7 +538,7 @@ class Outbox:
             ).fetchall()
             return sorted(int(r[0]) for r in rows)
 
-        ids = await self._writer.submit(op)
+        ids = await self._write.submit(op)
         if ids:
             self._notify()
         return ids
@@ -440,7 +550,7 @@ class Outbox:
             conn.execute("UPDATE id_sequence SET last_seq = last_seq WHERE only_row = 1")
 
         try:
-            await asyncio.wait_for(self._writer.submit(op), timeout)
+            await asyncio.wait_for(self._write.submit(op), timeout)
         except TimeoutError:
             return f"no commit within {timeout:g} s (locked or slow disk)"
         except StoreUnavailable as e:
@@ -451,7 +561,7 @@ class Outbox:
         def op(conn: sqlite3.Connection) -> int:
             return int(conn.execute(sql, params).rowcount)
 
-        return await self._writer.submit(op)
+        return await self._write.submit(op)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -468,11 +578,8 @@ class Outbox:
 
     async def summary(self) -> StoreSummary:
         counts = {s: 0 for s in State}
-        async with self._reader.execute(
-            "SELECT state, COUNT(*) FROM messages GROUP BY state"
-        ) as cur:
-            async for state, n in cur:
-                counts[State(state)] = int(n)
+        for state, n in await self._all("SELECT state, COUNT(*) FROM messages GROUP BY state"):
+            counts[State(state)] = int(n)
         last = await self._one("SELECT MAX(finished_at) FROM messages WHERE state = 'delivered'")
         return StoreSummary(
             counts=counts,
@@ -490,12 +597,11 @@ class Outbox:
         )
 
     async def recent_drops(self, limit: int = 10) -> list[Drop]:
-        async with self._reader.execute(
+        rows = await self._all(
             "SELECT sms_id, phone, phone_from, final_code, finished_at, state FROM messages"
             " WHERE state IN ('dropped', 'expired') ORDER BY finished_at DESC LIMIT ?",
             (limit,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [Drop(int(r[0]), r[1], r[2], r[3], float(r[4]), State(r[5])) for r in rows]
 
     async def list_messages(
@@ -508,33 +614,74 @@ class Outbox:
         if phone is not None:
             where.append("phone = ?")
             params.append(phone)
-        async with self._reader.execute(
+        rows = await self._all(
             f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(where)}"  # noqa: S608
             " ORDER BY sms_id DESC LIMIT ?",
             (*params, limit),
-        ) as cur:
-            return [_message(r) for r in await cur.fetchall()]
+        )
+        return [_message(r) for r in rows]
 
     async def get_message(self, sms_id: int) -> Message | None:
-        async with self._reader.execute(
+        row = await self._one(
             f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sms_id = ?",  # noqa: S608
             (sms_id,),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         return _message(row) if row else None
 
     async def attempts_for(self, sms_id: int) -> list[Attempt]:
-        async with self._reader.execute(
+        rows = await self._all(
             "SELECT sms_id, started_at, duration, outcome, http_status, code, error, body"
             " FROM attempts WHERE sms_id = ? ORDER BY id",
             (sms_id,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [Attempt(int(r[0]), r[1], r[2], Outcome(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
 
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Every row of one query on the reading connection, in one thread round trip."""
+        return await self._reader.call(lambda conn: conn.execute(sql, params).fetchall())
+
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        rows = list(await self._reader.execute_fetchall(sql, params))  # one thread round trip
-        return rows[0] if rows else None
+        return await self._reader.call(lambda conn: conn.execute(sql, params).fetchone())
+
+
+def _continue_ids(
+    conn: sqlite3.Connection, mark: IdMark, node: int, nodes: int, *, creating: bool
+) -> int:
+    """Keep smsIds above every id the mark file remembers; returns the next smsId.
+
+    A new store (replacing a lost one) or new `ids` settings start above the mark; otherwise
+    the store's own sequence is the authority and the mark is only brought up to it.
+    """
+    row = conn.execute("SELECT last_seq FROM id_sequence WHERE only_row = 1").fetchone()
+    last_seq = int(row[0])
+    # The mark is written a block ahead of the id that made it grow; a store whose last id is
+    # below that id is older than ids already handed out (a backup restored over it).
+    behind = mark.exists and last_seq * nodes + node < mark.max_id - BLOCK * (mark.nodes or 1)
+    if behind and not creating:
+        log.warning("store.behind_mark", path=mark.store_path, mark_max_id=mark.max_id)
+    if mark.exists and (creating or behind or (mark.node, mark.nodes) != (node, nodes)):
+        start = mark.first_seq_above(node, nodes)
+        if start - 1 > last_seq:
+            last_seq = start - 1
+            conn.execute("UPDATE id_sequence SET last_seq = ? WHERE only_row = 1", (last_seq,))
+    mark.cover(last_seq * nodes + node, node, nodes)
+    return (last_seq + 1) * nodes + node
+
+
+def _hint(e: sqlite3.Error, readonly: bool) -> str:
+    """What to do about an open that failed, where the SQLite message alone does not say."""
+    code = getattr(e, "sqlite_errorcode", 0) & 0xFF
+    if readonly and code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
+        return (
+            "; a reader of a WAL store needs its -shm and -wal files (created by the daemon"
+            " while it runs, or by any user who may write the store's directory): start the"
+            " daemon, or run this as the service user"
+        )
+    if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+        return "; the file is damaged: restore it from a backup (docs/operations.md, backup)"
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+        return "; check that this user may write the store file and its directory"
+    return ""
 
 
 @functools.cache

@@ -4,7 +4,8 @@ With synchronous=FULL each commit costs an fsync; batching the writers that arri
 previous transaction is being committed keeps that cost per batch, not per message. A batch
 runs as one call on the connection's own thread (BEGIN, every operation, COMMIT): a round trip
 between threads costs about as much CPU as a small INSERT, and one per statement would cost
-more than the statements.
+more than the statements. One bad operation fails alone: if it raises and the store is not at
+fault, the batch runs again with every caller in a savepoint of its own.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-import aiosqlite
 import structlog
 
 from gateway.errors import StoreUnavailable
+from gateway.outbox.connection import StoreConnection
 
 T = TypeVar("T")
 ItemT = TypeVar("ItemT")
@@ -26,6 +27,24 @@ R = TypeVar("R")
 Op = Callable[[sqlite3.Connection], Any]
 """An operation: runs on the store's thread, inside the transaction, with the plain connection."""
 log = structlog.get_logger(__name__)
+# Primary SQLite result codes that mean the store, not one operation, is at fault.
+_FAULT_CODES = frozenset(
+    {
+        sqlite3.SQLITE_PERM,
+        sqlite3.SQLITE_ABORT,
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_INTERRUPT,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+        sqlite3.SQLITE_NOTADB,
+    }
+)
 
 
 @dataclass(slots=True)
@@ -38,7 +57,7 @@ class _Pending:
 class GroupWriter:
     """The one writer of the store: runs queued operations, many per transaction."""
 
-    def __init__(self, conn: aiosqlite.Connection, *, max_batch: int = 512) -> None:
+    def __init__(self, conn: StoreConnection, *, max_batch: int = 512) -> None:
         self._conn = conn
         self._max_batch = max_batch
         self._pending: list[_Pending] = []
@@ -104,27 +123,11 @@ class GroupWriter:
                     return
 
     async def _commit(self, batch: list[_Pending]) -> None:
-        # Plan on the event loop: merge the item lists of each `process` into one call, at the
-        # place of its first caller; remember which results go to whom.
-        steps: list[Op] = []
-        merged: dict[Callable[..., Any], tuple[int, list[Any]]] = {}
-        routes: list[tuple[int, slice | None]] = []
-        for p in batch:
-            assert p.op is not None
-            if p.items is None:
-                routes.append((len(steps), None))
-                steps.append(p.op)
-                continue
-            slot = merged.get(p.op)
-            if slot is None:
-                slot = merged[p.op] = (len(steps), [])
-                steps.append(_with_items(p.op, slot[1]))
-            index, items = slot
-            routes.append((index, slice(len(items), len(items) + len(p.items))))
-            items.extend(p.items)
         try:
-            results = await _in_thread(self._conn, lambda conn: _transaction(conn, steps))
+            outcomes = await self._conn.call(lambda conn: _run_batch(conn, batch))
         except (sqlite3.Error, OSError) as e:
+            # A fault of the store itself (disk full, I/O error, locked, damaged): nothing of
+            # the batch was stored, and every caller may send again later.
             self.last_error = f"{e.__class__.__name__}: {e}"
             log.error("store.commit_failed", error=self.last_error, batch=len(batch))
             for p in batch:
@@ -132,17 +135,69 @@ class GroupWriter:
                     p.fut.set_exception(StoreUnavailable(f"the store cannot commit: {e}"))
             return
         except BaseException as e:
-            # A bug in one operation: nothing of the batch was committed; every caller hears why.
             for p in batch:
                 if not p.fut.done():
                     p.fut.set_exception(e)
-            if not isinstance(e, Exception):
-                raise
-            return
+            raise
         self.last_error = None
-        for p, (index, part) in zip(batch, routes, strict=True):
-            if not p.fut.done():
-                p.fut.set_result(results[index] if part is None else results[index][part])
+        for p, (ok, value) in zip(batch, outcomes, strict=True):
+            if p.fut.done():
+                continue
+            if ok:
+                p.fut.set_result(value)
+            else:
+                p.fut.set_exception(value)
+
+
+def is_store_fault(e: BaseException) -> bool:
+    """A fault of the store or its disk (every write would fail), not of one operation."""
+    if isinstance(e, OSError):
+        return True
+    if not isinstance(e, sqlite3.Error):
+        return False
+    code = getattr(e, "sqlite_errorcode", None)
+    return code is None or code & 0xFF in _FAULT_CODES
+
+
+def _run_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> list[tuple[bool, Any]]:
+    """One transaction for the batch; each caller's result or exception. On the store's thread.
+
+    The fast path runs the batch as planned (item lists merged). If one operation fails and the
+    store is not at fault, the batch runs again, every caller alone in a savepoint, so the
+    failing one fails alone and the others are committed (still one commit, one fsync).
+    """
+    try:
+        steps, routes = _plan(batch)
+        results = _transaction(conn, steps)
+    except Exception as e:
+        if is_store_fault(e):
+            raise
+        return _transaction_isolated(conn, batch)
+    return [
+        (True, results[index] if part is None else results[index][part]) for index, part in routes
+    ]
+
+
+def _plan(batch: list[_Pending]) -> tuple[list[Op], list[tuple[int, slice | None]]]:
+    """Merge the item lists of each `process` into one call, at the place of its first caller;
+    remember which results go to whom."""
+    steps: list[Op] = []
+    merged: dict[Callable[..., Any], tuple[int, list[Any]]] = {}
+    routes: list[tuple[int, slice | None]] = []
+    for p in batch:
+        assert p.op is not None
+        if p.items is None:
+            routes.append((len(steps), None))
+            steps.append(p.op)
+            continue
+        slot = merged.get(p.op)
+        if slot is None:
+            slot = merged[p.op] = (len(steps), [])
+            steps.append(_with_items(p.op, slot[1]))
+        index, items = slot
+        routes.append((index, slice(len(items), len(items) + len(p.items))))
+        items.extend(p.items)
+    return steps, routes
 
 
 def _with_items(process: Callable[[sqlite3.Connection, list[Any]], Any], items: list[Any]) -> Op:
@@ -156,21 +211,41 @@ def _transaction(conn: sqlite3.Connection, steps: list[Op]) -> list[Any]:
         results = [step(conn) for step in steps]
         conn.commit()
     except BaseException:
-        try:
-            if conn.in_transaction:
-                conn.rollback()
-        except sqlite3.Error as e:
-            log.error("store.rollback_failed", error=str(e))
+        _rollback(conn)
         raise
     return results
 
 
-async def _in_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """Run `fn` on aiosqlite's thread with its sqlite3 connection, in one round trip.
+def _transaction_isolated(
+    conn: sqlite3.Connection, batch: list[_Pending]
+) -> list[tuple[bool, Any]]:
+    """Every caller in a savepoint of its own: a failing one is rolled back alone."""
+    outcomes: list[tuple[bool, Any]] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for p in batch:
+            assert p.op is not None
+            op = p.op if p.items is None else _with_items(p.op, list(p.items))
+            conn.execute("SAVEPOINT member")
+            try:
+                outcomes.append((True, op(conn)))
+            except Exception as e:
+                if is_store_fault(e):
+                    raise
+                conn.execute("ROLLBACK TO member")
+                outcomes.append((False, e))
+                log.warning("store.write_refused", error=f"{e.__class__.__name__}: {e}")
+            conn.execute("RELEASE member")
+        conn.commit()
+    except BaseException:
+        _rollback(conn)
+        raise
+    return outcomes
 
-    aiosqlite has no public call for a whole function; `_execute` (queue a callable on the
-    connection's thread) and `_conn` have been there unchanged since 0.17. The tests of the
-    outbox run every operation through here.
-    """
-    proxy: Any = conn
-    return cast(T, await proxy._execute(lambda: fn(proxy._conn)))
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    try:
+        if conn.in_transaction:
+            conn.rollback()
+    except sqlite3.Error as e:
+        log.error("store.rollback_failed", error=str(e))

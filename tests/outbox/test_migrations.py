@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import aiosqlite
 import pytest
 
 from gateway.errors import StoreError, StoreTooNew
@@ -20,29 +19,29 @@ BROKEN_SQL = (
 
 
 @pytest.fixture
-async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
-    c = await aiosqlite.connect(str(tmp_path / "migrated.sqlite3"), isolation_level=None)
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    c = sqlite3.connect(str(tmp_path / "migrated.sqlite3"), isolation_level=None)
     yield c
-    await c.close()
+    c.close()
 
 
 def _normalise(sql: str | None) -> str | None:
     return None if sql is None else re.sub(r"\s+", " ", sql).strip()
 
 
-async def schema(c: aiosqlite.Connection) -> list[tuple[str, str, str, str | None]]:
+def schema(c: sqlite3.Connection) -> list[tuple[str, str, str, str | None]]:
     """Tables and indexes (not SQLite's own, nor the migration log), SQL whitespace-normalised."""
-    async with c.execute(
+    cur = c.execute(
         "SELECT type, name, tbl_name, sql FROM sqlite_master"
         " WHERE type IN ('table', 'index') AND name NOT LIKE 'sqlite_%'"
         " AND name != 'schema_migrations' ORDER BY type, name"
-    ) as cur:
-        return [(t, n, tbl, _normalise(sql)) for t, n, tbl, sql in await cur.fetchall()]
+    )
+    return [(t, n, tbl, _normalise(sql)) for t, n, tbl, sql in cur.fetchall()]
 
 
-async def recorded(c: aiosqlite.Connection) -> list[tuple[int, str]]:
-    async with c.execute("SELECT version, name FROM schema_migrations ORDER BY version") as cur:
-        return [(int(v), str(n)) for v, n in await cur.fetchall()]
+def recorded(c: sqlite3.Connection) -> list[tuple[int, str]]:
+    cur = c.execute("SELECT version, name FROM schema_migrations ORDER BY version")
+    return [(int(v), str(n)) for v, n in cur.fetchall()]
 
 
 def test_migration_files_are_numbered_one_to_n() -> None:
@@ -56,117 +55,112 @@ def test_migration_files_are_numbered_one_to_n() -> None:
     assert found[0].name == "0001_outbox"
 
 
-async def test_one_by_one_gives_the_same_schema_as_all_at_once(
-    conn: aiosqlite.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_one_by_one_gives_the_same_schema_as_all_at_once(
+    conn: sqlite3.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     every = available()
     for n in range(1, len(every) + 1):
         monkeypatch.setattr(migrate, "available", lambda n=n: every[:n])
-        assert await apply_pending(conn) == [every[n - 1].name]
-        assert await applied_version(conn) == n
+        assert apply_pending(conn) == [every[n - 1].name]
+        assert applied_version(conn) == n
     monkeypatch.undo()
 
-    fresh = await aiosqlite.connect(str(tmp_path / "fresh.sqlite3"), isolation_level=None)
+    fresh = sqlite3.connect(str(tmp_path / "fresh.sqlite3"), isolation_level=None)
     try:
-        await fresh.executescript("\n;\n".join(m.sql for m in every))
-        expected = await schema(fresh)
+        fresh.executescript("\n;\n".join(m.sql for m in every))
+        expected = schema(fresh)
     finally:
-        await fresh.close()
+        fresh.close()
 
-    assert await schema(conn) == expected
+    assert schema(conn) == expected
     names = {name for _, name, _, _ in expected}
     assert {"messages", "attempts", "id_sequence", "messages_due"} <= names
 
 
-async def test_apply_pending_records_every_migration(conn: aiosqlite.Connection) -> None:
+def test_apply_pending_records_every_migration(conn: sqlite3.Connection) -> None:
     every = available()
-    assert await applied_version(conn) == 0
+    assert applied_version(conn) == 0
 
-    assert await apply_pending(conn) == [m.name for m in every]
+    assert apply_pending(conn) == [m.name for m in every]
 
-    assert await applied_version(conn) == len(every)
-    assert await recorded(conn) == [(m.version, m.name) for m in every]
+    assert applied_version(conn) == len(every)
+    assert recorded(conn) == [(m.version, m.name) for m in every]
     assert not conn.in_transaction
 
 
-async def test_running_apply_pending_again_changes_nothing(conn: aiosqlite.Connection) -> None:
-    await apply_pending(conn)
-    before = (await schema(conn), await recorded(conn), await applied_version(conn))
-    async with conn.execute("SELECT applied_at FROM schema_migrations") as cur:
-        stamps = await cur.fetchall()
+def test_running_apply_pending_again_changes_nothing(conn: sqlite3.Connection) -> None:
+    apply_pending(conn)
+    before = (schema(conn), recorded(conn), applied_version(conn))
+    stamps = conn.execute("SELECT applied_at FROM schema_migrations").fetchall()
 
-    assert await apply_pending(conn) == []
-    assert await apply_pending(conn) == []
+    assert apply_pending(conn) == []
+    assert apply_pending(conn) == []
 
-    assert (await schema(conn), await recorded(conn), await applied_version(conn)) == before
-    async with conn.execute("SELECT applied_at FROM schema_migrations") as cur:
-        assert await cur.fetchall() == stamps
+    assert (schema(conn), recorded(conn), applied_version(conn)) == before
+    assert conn.execute("SELECT applied_at FROM schema_migrations").fetchall() == stamps
 
 
-async def test_the_first_migration_seeds_the_id_sequence(conn: aiosqlite.Connection) -> None:
-    await apply_pending(conn)
-    async with conn.execute("SELECT only_row, last_seq FROM id_sequence") as cur:
-        assert [tuple(r) for r in await cur.fetchall()] == [(1, 0)]
+def test_the_first_migration_seeds_the_id_sequence(conn: sqlite3.Connection) -> None:
+    apply_pending(conn)
+    assert conn.execute("SELECT only_row, last_seq FROM id_sequence").fetchall() == [(1, 0)]
 
 
-async def test_a_failing_migration_leaves_nothing_half_applied(
-    conn: aiosqlite.Connection, monkeypatch: pytest.MonkeyPatch
+def test_a_failing_migration_leaves_nothing_half_applied(
+    conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     every = available()
-    await apply_pending(conn)
-    before = (await schema(conn), await recorded(conn))
+    apply_pending(conn)
+    before = (schema(conn), recorded(conn))
     broken = Migration(len(every) + 1, f"{len(every) + 1:04d}_broken", BROKEN_SQL)
     monkeypatch.setattr(migrate, "available", lambda: [*every, broken])
 
     with pytest.raises(sqlite3.OperationalError):
-        await apply_pending(conn)
+        apply_pending(conn)
 
     assert not conn.in_transaction
-    assert await applied_version(conn) == len(every)
-    assert (await schema(conn), await recorded(conn)) == before
-    async with conn.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'") as cur:
-        assert await cur.fetchall() == []
+    assert applied_version(conn) == len(every)
+    assert (schema(conn), recorded(conn)) == before
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() == []
 
 
-async def test_a_failing_first_migration_leaves_an_empty_database(
-    conn: aiosqlite.Connection, monkeypatch: pytest.MonkeyPatch
+def test_a_failing_first_migration_leaves_an_empty_database(
+    conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(migrate, "available", lambda: [Migration(1, "0001_broken", BROKEN_SQL)])
     with pytest.raises(sqlite3.OperationalError):
-        await apply_pending(conn)
-    assert await applied_version(conn) == 0
-    async with conn.execute("SELECT name FROM sqlite_master") as cur:
-        assert await cur.fetchall() == []
+        apply_pending(conn)
+    assert applied_version(conn) == 0
+    assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
 
 
-async def test_a_migration_can_be_applied_after_an_earlier_attempt_failed(
-    conn: aiosqlite.Connection, monkeypatch: pytest.MonkeyPatch
+def test_a_migration_can_be_applied_after_an_earlier_attempt_failed(
+    conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     every = available()
-    await apply_pending(conn)
+    apply_pending(conn)
     n = len(every) + 1
     monkeypatch.setattr(
         migrate, "available", lambda: [*every, Migration(n, f"{n:04d}_extra", BROKEN_SQL)]
     )
     with pytest.raises(sqlite3.OperationalError):
-        await apply_pending(conn)
+        apply_pending(conn)
 
     fixed = Migration(n, f"{n:04d}_extra", "CREATE TABLE extra (x INTEGER);")
     monkeypatch.setattr(migrate, "available", lambda: [*every, fixed])
-    assert await apply_pending(conn) == [fixed.name]
-    assert await applied_version(conn) == n
-    assert (await recorded(conn))[-1] == (n, fixed.name)
+    assert apply_pending(conn) == [fixed.name]
+    assert applied_version(conn) == n
+    assert (recorded(conn))[-1] == (n, fixed.name)
 
 
-async def test_a_database_newer_than_the_known_migrations_is_refused(
-    conn: aiosqlite.Connection,
+def test_a_database_newer_than_the_known_migrations_is_refused(
+    conn: sqlite3.Connection,
 ) -> None:
-    await apply_pending(conn)
+    apply_pending(conn)
     newer = len(available()) + 1
-    await conn.execute(f"PRAGMA user_version = {newer}")
+    conn.execute(f"PRAGMA user_version = {newer}")
     with pytest.raises(StoreTooNew, match=f"schema version {newer} but this gateway knows only"):
-        await apply_pending(conn)
-    assert await applied_version(conn) == newer
+        apply_pending(conn)
+    assert applied_version(conn) == newer
 
 
 async def test_opening_the_store_with_a_broken_migration_is_a_store_error(

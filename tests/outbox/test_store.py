@@ -701,11 +701,12 @@ async def _claim_work(outbox: Outbox) -> int:
         return 0
 
     conn = outbox._conn  # the store's one writing connection
-    await conn.set_progress_handler(tick, 1000)
+    assert conn is not None
+    await conn.call(lambda c: c.set_progress_handler(tick, 1000))
     try:
         assert len(await claim(outbox, limit=32, max_age=DAY)) == 32
     finally:
-        await conn.set_progress_handler(None, 0)  # type: ignore[arg-type]
+        await conn.call(lambda c: c.set_progress_handler(None, 0))
     return ticks[0]
 
 

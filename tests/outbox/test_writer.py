@@ -29,7 +29,8 @@ async def store(tmp_path: Path) -> AsyncIterator[Outbox]:
 async def statements_of(store: Outbox) -> list[str]:
     """Every SQL statement the store's writing connection runs from now on."""
     seen: list[str] = []
-    await store._conn.set_trace_callback(seen.append)
+    assert store._conn is not None
+    await store._conn.call(lambda conn: conn.set_trace_callback(seen.append))
     return seen
 
 
@@ -79,7 +80,25 @@ async def test_a_caller_that_gives_up_leaves_the_others_and_the_writer_working(
     assert (await store.accept([sms("later")]))[0].sms_id == 4
 
 
-async def test_a_failed_statement_fails_its_whole_batch_and_the_writer_goes_on(
+async def test_a_bad_message_fails_alone_and_the_rest_of_its_batch_is_stored(
+    store: Outbox,
+) -> None:
+    bad = Incoming("http", "7900\ud800", "Instagram", "lone surrogate in the phone", T0)
+    results = await asyncio.gather(
+        *(store.accept([sms(f"good {i}")]) for i in range(10)),
+        store.accept([bad]),
+        *(store.accept([sms(f"good {i}")]) for i in range(10, 20)),
+        return_exceptions=True,
+    )
+    assert isinstance(results[10], UnicodeEncodeError), results[10]
+    good = results[:10] + results[11:]
+    assert [r[0].sms_id for r in good] == list(range(1, 21))  # type: ignore[index]
+    stored = await store.list_messages(limit=100)
+    assert sorted(m.text for m in stored) == sorted(f"good {i}" for i in range(20))
+    assert store.last_write_error is None  # the store itself is fine
+
+
+async def test_a_failed_statement_fails_only_its_caller_and_the_writer_goes_on(
     store: Outbox,
 ) -> None:
     def broken(conn: sqlite3.Connection) -> None:
@@ -87,28 +106,48 @@ async def test_a_failed_statement_fails_its_whole_batch_and_the_writer_goes_on(
 
     results = await asyncio.gather(
         store.accept([sms("in the same transaction")]),
-        store._writer.submit(broken),
+        store._write.submit(broken),
         return_exceptions=True,
     )
-    assert all(isinstance(r, StoreUnavailable) for r in results), results
-    assert await store.list_messages() == []  # nothing of the batch was committed
-    assert store.last_write_error is not None
-    assert (await store.accept([sms("next")]))[0].sms_id == 1  # the id was not used up
-    assert store.last_write_error is None
+    assert [a.sms_id for a in results[0]] == [1]  # type: ignore[union-attr]
+    assert isinstance(results[1], sqlite3.OperationalError)
+    assert [m.text for m in await store.list_messages()] == ["in the same transaction"]
+    assert (await store.accept([sms("next")]))[0].sms_id == 2
 
 
-async def test_a_bug_in_one_operation_reaches_every_caller_of_its_batch(store: Outbox) -> None:
+async def test_a_bug_in_one_operation_reaches_only_its_caller(store: Outbox) -> None:
     def buggy(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE id_sequence SET last_seq = last_seq + 1000")  # undone with it
         raise ValueError("a bug")
 
     results = await asyncio.gather(
         store.accept([sms("in the same transaction")]),
-        store._writer.submit(buggy),
+        store._write.submit(buggy),
         return_exceptions=True,
     )
-    assert [type(r) for r in results] == [ValueError, ValueError]
-    assert await store.list_messages() == []
-    assert (await store.accept([sms("next")]))[0].sms_id == 1
+    assert [type(r) for r in results] == [list, ValueError]
+    assert [m.sms_id for m in await store.list_messages()] == [1]
+    assert (await store.accept([sms("next")]))[0].sms_id == 2
+
+
+async def test_a_store_fault_still_fails_the_whole_batch(tmp_path: Path) -> None:
+    path = str(tmp_path / "outbox.sqlite3")
+    outbox = await Outbox.open(path, clock=lambda: T0, busy_timeout_ms=50)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the lock past the busy timeout
+        results = await asyncio.gather(
+            *(outbox.accept([sms(f"m{i}")]) for i in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(r, StoreUnavailable) for r in results), results
+        assert outbox.last_write_error is not None
+        assert "locked" in outbox.last_write_error
+        other.execute("ROLLBACK")
+        assert (await outbox.accept([sms("next")]))[0].sms_id == 1  # no id was used up
+        assert outbox.last_write_error is None
+    finally:
+        other.close()
+        await outbox.close()
 
 
 async def test_closing_finishes_what_is_queued(tmp_path: Path) -> None:
