@@ -10,6 +10,7 @@ from gateway.errors import DecodeError
 
 __all__ = [
     "HEX_LINE",
+    "ICCID_PREFIXES",
     "AtDecodeError",
     "parse_cgmi",
     "parse_cgmm",
@@ -270,7 +271,8 @@ def parse_cpin(lines: Sequence[str]) -> str:
     return value
 
 
-_ICCID_PREFIXES = ("+CCID", "^ICCID", "+QCCID", "+ICCID", "#CCID", "+CICCID", "^SCID", "+ZGETICCID")
+#: The answer prefixes of the makers' ICCID commands (some answer AT+CCID with +ICCID:).
+ICCID_PREFIXES = ("+CCID", "^ICCID", "+QCCID", "+ICCID", "#CCID", "+CICCID", "^SCID", "+ZGETICCID")
 
 
 def _unswap(value: str) -> str:
@@ -288,7 +290,7 @@ def parse_iccid(lines: Sequence[str]) -> str:
     for text in lines:
         name, args = split_result(text)
         if name != text:
-            if name.upper() not in _ICCID_PREFIXES:
+            if name.upper() not in ICCID_PREFIXES:
                 continue
             value = args
         else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import assert_never
 
@@ -229,13 +229,15 @@ class AtChannel:
         *,
         timeout: float = 5.0,
         expect_pdu_prompt: bytes | None = None,
+        answers: Iterable[str] = (),
     ) -> AtResponse:
         """Send ``cmd`` (``"AT+CSQ"``, no terminator) and wait for its final result code.
 
         With ``expect_pdu_prompt`` (for ``AT+CMGS=<len>``) those bytes are written, followed by
         Ctrl-Z, when the modem sends its ``> `` prompt; if the prompt never comes the input mode
-        is cancelled with ESC on timeout. Raises :class:`AtError`, :class:`AtTimeout`,
-        :class:`LinkClosed`.
+        is cancelled with ESC on timeout. ``answers`` names more prefixes than the command's own
+        that its answer lines may carry (``+NAME:`` lines of any other name are URCs). Raises
+        :class:`AtError`, :class:`AtTimeout`, :class:`LinkClosed`.
         """
         if not cmd[:2].upper() == "AT" or any(c in cmd for c in "\r\n\x1a\x1b"):
             raise ValueError(f"not a single AT command: {cmd!r}")
@@ -250,7 +252,7 @@ class AtChannel:
             loop = asyncio.get_running_loop()
             pending = _Pending(cmd, loop.create_future(), payload)
             self._pending = pending
-            self._classifier.begin(cmd)
+            self._classifier.begin(cmd, answers)
             try:
                 self._link.write(cmd.encode("ascii", errors="replace") + b"\r")
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation

@@ -9,12 +9,16 @@ known to send are listed here as data.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gateway.sources.modem.answers import HEX_LINE, split_result
 from gateway.sources.modem.framing import Line
 
 __all__ = [
+    "URC_LINES",
+    "URC_NAMES",
+    "URC_WITH_PDU",
     "AtClassifier",
     "Echo",
     "Event",
@@ -24,6 +28,7 @@ __all__ = [
     "Prompt",
     "Stray",
     "Urc",
+    "answer_prefixes",
     "command_prefix",
 ]
 
@@ -94,8 +99,12 @@ _FINAL_ERROR_WORDS = frozenset(
 )
 _FINAL_ERROR_PREFIXES = ("+CME ERROR:", "+CMS ERROR:")
 
-# URCs that are a "+NAME: args" or "^NAME: args" line.
-_URC_PREFIXED = frozenset(
+# The URCs modems are known to send. Any "+NAME:"/"^NAME:" line that is not the answer of an
+# extended command in flight is unsolicited whether listed or not; the lists matter while a
+# basic command (ATI, ATE0), whose answer lines have no fixed shape, is in flight.
+
+#: URCs that are a "+NAME: args" or "^NAME: args" line.
+URC_NAMES = frozenset(
     {
         "+CMTI",
         "+CMT",
@@ -155,8 +164,8 @@ _URC_PREFIXED = frozenset(
         "^HRSSILVL",
     }
 )
-# URCs that are a whole line (compared upper-case).
-_URC_WORDS = frozenset(
+#: URCs that are a whole line (compared upper-case).
+URC_LINES = frozenset(
     {
         "RING",
         "RDY",
@@ -174,14 +183,15 @@ _URC_WORDS = frozenset(
         "START",
     }
 )
-# URC headers whose next line is a PDU that belongs to them.
-_URC_WITH_PDU = frozenset({"+CMT", "+CDS", "+CBM"})
+#: URC headers whose next line is a PDU that belongs to them.
+URC_WITH_PDU = frozenset({"+CMT", "+CDS", "+CBM"})
 # Set commands (``AT+X=...``) that answer only with a result code: a ``+X:`` line while they
 # are in flight is an unsolicited code (``AT+CPIN="1234"`` is followed by ``+CPIN: READY``).
 _SET_WITHOUT_INFO = frozenset(
     {"+CPIN", "+CREG", "+CGREG", "+CEREG", "+CFUN", "+CNMI", "+CMEE", "+CMGF", "+CSCS"}
 )
 
+_SIGILS = "+^$%#*"  # what an extended command's name, and so its result codes, start with
 _CMD_PREFIX = re.compile(r"AT([+^$%#*][A-Z0-9_]+|&?[A-Z])?", re.IGNORECASE)
 
 
@@ -191,13 +201,26 @@ def command_prefix(command: str) -> str | None:
     ``None`` for basic commands (``ATE0``, ``ATI``) and for set commands that answer only OK.
     """
     m = _CMD_PREFIX.match(command.strip())
-    if m is None or m.group(1) is None or m.group(1)[0] not in "+^$%#*":
+    if m is None or m.group(1) is None or m.group(1)[0] not in _SIGILS:
         return None
     prefix = m.group(1).upper()
     rest = command.strip()[m.end() :]
     if rest.startswith("=") and not rest.startswith("=?") and prefix in _SET_WITHOUT_INFO:
         return None
     return prefix
+
+
+def answer_prefixes(command: str, extra: Iterable[str] = ()) -> frozenset[str] | None:
+    """The ``+NAME``/``^NAME`` prefixes the answer lines of ``command`` may carry: its own
+    (:func:`command_prefix`) and ``extra`` (for makers that answer with another name:
+    ``AT+CCID`` -> ``+ICCID: ...``). Empty for a set command that answers only OK; ``None`` for
+    a basic command (``ATI``, ``ATE0``) without ``extra``: its lines have no fixed shape."""
+    names = frozenset(name.upper() for name in extra)
+    m = _CMD_PREFIX.match(command.strip())
+    if m is None or m.group(1) is None or m.group(1)[0] not in _SIGILS:
+        return names or None
+    prefix = command_prefix(command)
+    return names | {prefix} if prefix is not None else names
 
 
 def _final(text: str) -> Final | None:
@@ -211,10 +234,10 @@ def _final(text: str) -> Final | None:
 
 def _is_urc(text: str) -> bool:
     upper = text.upper()
-    if upper in _URC_WORDS:
+    if upper in URC_LINES:
         return True
     name, _ = split_result(text)
-    return name != text and name.upper() in _URC_PREFIXED
+    return name != text and name.upper() in URC_NAMES
 
 
 class AtClassifier:
@@ -223,14 +246,17 @@ class AtClassifier:
     Rules, in order: a garbled line is :class:`Garbage`; the line after a ``+CMT:``/``+CDS:``/
     ``+CBM:`` header is its PDU if it is hex; the prompt is :class:`Prompt`; the command's own
     text before any answer is :class:`Echo`; final result codes end the command (or are
-    :class:`Stray` with none in flight); a line with the in-flight command's prefix is
-    :class:`Info` (so ``+CREG: 0,1`` answers ``AT+CREG?``); a known URC is :class:`Urc`; any
-    other line is :class:`Info` of the command in flight, or an unknown :class:`Urc` if none is.
+    :class:`Stray` with none in flight); a line with one of the in-flight command's answer
+    prefixes (:func:`answer_prefixes`) is :class:`Info` (so ``+CREG: 0,1`` answers
+    ``AT+CREG?``); a known URC is :class:`Urc`; so is a ``+NAME``/``^NAME`` line of any other
+    name while an extended command is in flight (``+CSQN: 20,99`` before the ``+CMGR:`` answer
+    cannot be part of it); any other line is :class:`Info` of the command in flight, or an
+    unknown :class:`Urc` if none is.
     """
 
     def __init__(self) -> None:
         self._command: str | None = None
-        self._prefix: str | None = None
+        self._answers: frozenset[str] | None = None
         self._answered = False
         self._pdu_header: Urc | None = None
 
@@ -238,14 +264,15 @@ class AtClassifier:
     def in_flight(self) -> str | None:
         return self._command
 
-    def begin(self, command: str) -> None:
+    def begin(self, command: str, answers: Iterable[str] = ()) -> None:
+        """``command`` is in flight; ``answers``: more prefixes its answer lines may carry."""
         self._command = command.strip()
-        self._prefix = command_prefix(command)
+        self._answers = answer_prefixes(command, answers)
         self._answered = False
 
     def end(self) -> None:
         self._command = None
-        self._prefix = None
+        self._answers = None
         self._answered = False
 
     def feed(self, line: Line) -> list[Event]:
@@ -276,16 +303,16 @@ class AtClassifier:
             self._answered = True
             return [final]
         name, args = split_result(text)
-        if command is not None and self._prefix is not None and name.upper() == self._prefix:
+        if command is not None and self._answers is not None and name.upper() in self._answers:
             self._answered = True
             return [Info(text)]
         if _is_urc(text):
             urc = Urc(name, args) if name != text else Urc(text)
-            if urc.name.upper() in _URC_WITH_PDU:
+            if urc.name.upper() in URC_WITH_PDU:
                 self._pdu_header = urc
                 return []
             return [urc]
-        if command is not None:
+        if command is not None and not (self._answers is not None and text[:1] in _SIGILS):
             self._answered = True
             return [Info(text)]
         return [Urc(name, args) if name != text else Urc(text)]

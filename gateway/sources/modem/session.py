@@ -2,20 +2,21 @@
 the SMS storage commands. Shared by the modem source (``device.py``) and ``modems probe``.
 
 Every command runs under one timeout; :class:`~gateway.sources.modem.channel.AtTimeout` and
-:class:`~gateway.sources.modem.serial_link.LinkClosed` pass through (the caller reopens the port), while
-an ``ERROR`` to an optional command only means this modem does not know it.
+:class:`~gateway.sources.modem.serial_link.LinkClosed` pass through (the caller reopens the
+port), while an ``ERROR`` to an optional command only means this modem does not know it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from gateway.errors import DecodeError, GatewayError
 from gateway.sources.modem.answers import (
+    ICCID_PREFIXES,
     parse_cgmi,
     parse_cgmm,
     parse_cgsn,
@@ -151,13 +152,15 @@ class Session:
         self.channel = channel
         self.timeout = timeout
 
-    async def run(self, command: str, *, timeout: float | None = None) -> AtResponse:
-        return await self.channel.command(command, timeout=timeout or self.timeout)
+    async def run(
+        self, command: str, *, timeout: float | None = None, answers: Iterable[str] = ()
+    ) -> AtResponse:
+        return await self.channel.command(command, timeout=timeout or self.timeout, answers=answers)
 
-    async def optional(self, command: str) -> AtResponse | None:
+    async def optional(self, command: str, *, answers: Iterable[str] = ()) -> AtResponse | None:
         """``None`` when the modem answers an error (it does not support the command)."""
         try:
-            return await self.run(command)
+            return await self.run(command, answers=answers)
         except AtError:
             return None
 
@@ -264,7 +267,7 @@ class Session:
         first = next((c for m, c in _ICCID_BY_MAKER.items() if m in (maker or "").lower()), None)
         commands = sorted(ICCID_COMMANDS, key=lambda c: c != first)
         for command in commands:
-            answer = await self.optional(command)
+            answer = await self.optional(command, answers=ICCID_PREFIXES)
             if answer is None:
                 continue
             try:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from gateway.errors import GatewayError
-from gateway.sources.modem.answers import parse_cmgs
+from gateway.sources.modem.answers import ICCID_PREFIXES, parse_cmgr, parse_cmgs, parse_iccid
 from gateway.sources.modem.channel import AtChannel, AtError, AtResponse, AtTimeout
 from gateway.sources.modem.lines import Urc
 from gateway.sources.modem.serial_link import LinkClosed
@@ -149,4 +149,21 @@ async def test_channel_rejects_bad_commands() -> None:
     for bad in ["CSQ", "AT\r+CSQ", "AT+CMGS=1\x1a"]:
         with pytest.raises(ValueError, match="not a single AT command"):
             await channel.command(bad)
+    await channel.close()
+
+
+async def test_an_unknown_urc_before_the_answer_goes_to_on_urc_not_into_the_answer() -> None:
+    pdu = "07911326040000F0040B911346610089F60000208062917314080CC8F71D14969741F977FD07"
+    answer = f"\r\n+CSQN: 20,99\r\n\r\n+CMGR: 0,,39\r\n^BOOT:1,0,0,0,75\r\n{pdu}\r\n\r\nOK\r\n"
+    channel, _, urcs = await open_memory(lambda _: answer.encode())
+    response = await channel.command("AT+CMGR=3")
+    assert parse_cmgr(response.lines) == (0, pdu)
+    assert urcs == [Urc("+CSQN", "20,99"), Urc("^BOOT", "1,0,0,0,75")]
+    await channel.close()
+
+
+async def test_answer_prefixes_named_by_the_caller_belong_to_the_answer() -> None:
+    channel, _, urcs = await open_memory(lambda _: b"\r\n+ICCID: 8970199123456789012\r\nOK\r\n")
+    response = await channel.command("AT+CCID", answers=ICCID_PREFIXES)
+    assert parse_iccid(response.lines) == "8970199123456789012" and urcs == []
     await channel.close()

@@ -374,6 +374,23 @@ async def test_sms_is_deleted_from_the_sim_only_after_it_is_committed(
     assert tail == [f"AT+CMGR={index}", f"AT+CMGD={index}"]
 
 
+async def test_an_unknown_urc_just_before_the_read_answer_does_not_break_the_read(
+    fakes: FakeFactory, modems: ModemFactory, store: StoreWatch, logs: LogWatch
+) -> None:
+    fake = fakes()
+    modems(fake)  # scans every 30 s: only the read that +CMTI asks for can be in time
+    await ready(fake)
+    fake.slow = 0.3  # answers come late, URCs at once: room for one in between
+    index = fake.deliver(sms("read despite the URC"))
+    await fake.wait_command(f"AT+CMGR={index}")
+    fake.emit_urc("+CSQN: 20,99")
+    (message,) = await store.count(1)
+    assert message.text == "read despite the URC"
+    await fake.wait_until(lambda: fake.deleted == [index])
+    assert not logs.named("modem.read_failed")
+    assert fake.commands.count("AT+CMGL=4") == 1  # the start-up scan only
+
+
 async def test_sms_stored_without_indication_is_found_by_the_periodic_scan(
     fakes: FakeFactory, modems: ModemFactory, store: StoreWatch
 ) -> None:

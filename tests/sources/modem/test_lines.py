@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import string
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.sources.modem.answers import split_result
-from gateway.sources.modem.framing import Line
+from gateway.sources.modem.answers import ICCID_PREFIXES, split_result
+from gateway.sources.modem.framing import Line, LineFramer
 from gateway.sources.modem.lines import (
+    URC_WITH_PDU,
     AtClassifier,
     Echo,
     Event,
@@ -18,6 +21,7 @@ from gateway.sources.modem.lines import (
     Prompt,
     Stray,
     Urc,
+    answer_prefixes,
     command_prefix,
 )
 
@@ -178,3 +182,107 @@ def test_split_result() -> None:
 def test_classifier_never_crashes(raw: list[str], command: str | None) -> None:
     events = classify(command, *raw)
     assert all(isinstance(e, Urc | Info | Final | Prompt | Echo | Garbage | Stray) for e in events)
+
+
+# ----------------------------------------------------- lines that cannot belong to the answer
+
+
+def test_unknown_urc_before_the_answer_is_unsolicited() -> None:
+    # Seen on a live modem: +CSQN between AT+CMGR and its answer broke the read.
+    events = classify("AT+CMGR=3", "+CSQN: 20,99", "+CMGR: 0,,39", "^XMODE", PDU, "OK")
+    assert events == [
+        Urc("+CSQN", "20,99"),
+        Info("+CMGR: 0,,39"),
+        Urc("^XMODE"),
+        Info(PDU),
+        Final("OK", True),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("command", "text", "is_info"),
+    [
+        ("AT+CSQ", "+CSQN: 20,99", False),
+        ("AT+CGSN", "+PACSP: 1", False),
+        ("AT+CGSN", "+CGSN: 866123045678906", True),
+        ("AT+CGSN", "866123045678906", True),
+        ("AT+CMGF=0", "^SRVST: 2", False),  # a set command answering only OK
+        ("AT+CNMI=2,1,0,0,0", "+XYZ", False),
+        ("ATI", "+GCAP: +CGSM", True),  # a basic command: its lines have no fixed shape
+    ],
+)
+def test_a_result_code_that_is_not_the_commands_answer_is_unsolicited(
+    command: str, text: str, is_info: bool
+) -> None:
+    (event,) = classify(command, text)
+    assert isinstance(event, Info) == is_info
+    assert isinstance(event, Urc) == (not is_info)
+
+
+def test_the_caller_may_name_more_answer_prefixes() -> None:
+    classifier = AtClassifier()
+    classifier.begin("AT+CCID", answers=ICCID_PREFIXES)
+    line = "+ICCID: 8970199123456789012"
+    assert classifier.feed(Line(text=line, raw=line.encode())) == [Info(line)]
+
+
+@pytest.mark.parametrize(
+    ("command", "answers"),
+    [
+        ("AT+CMGR=3", frozenset({"+CMGR"})),
+        ("AT^ICCID?", frozenset({"^ICCID"})),
+        ("AT+CMEE=1", frozenset()),
+        ("ATE0", None),
+        ("ATI", None),
+        ("AT", None),
+    ],
+)
+def test_answer_prefixes(command: str, answers: frozenset[str] | None) -> None:
+    assert answer_prefixes(command) == answers
+
+
+# A command in flight and the lines of its answer (PDU lines, bare values, its own +NAME: lines).
+ANSWERS = [
+    ("AT+CMGR=3", ["+CMGR: 0,,39", PDU]),
+    ("AT+CMGL=4", ["+CMGL: 1,0,,39", PDU, '+CMGL: 3,1,"",39', PDU]),
+    ("AT+CSQ", ["+CSQ: 20,99"]),
+    ("AT+CPMS?", ['+CPMS: "SM",3,30,"SM",3,30,"SM",3,30']),
+    ("AT+CGSN", ["866123045678906"]),
+    ("AT^ICCID?", ["^ICCID: 98071021436587092143"]),
+    ("AT+CMGD=3", []),
+    ("AT+CNMI=2,1,0,0,0", []),
+]
+_NAMES = st.from_regex(r"[A-Z][A-Z0-9]{0,7}", fullmatch=True)
+_ARGS = st.text(alphabet=string.ascii_letters + string.digits + ',"._ -', max_size=20)
+_UNSOLICITED = st.builds(
+    lambda sigil, name, args: f"{sigil}{name}" if args is None else f"{sigil}{name}: {args}",
+    st.sampled_from("+^"),
+    _NAMES,
+    st.none() | _ARGS,
+)
+
+
+@given(
+    st.sampled_from(ANSWERS),
+    st.lists(st.tuples(st.integers(0, 10), _UNSOLICITED), max_size=6),
+)
+def test_result_codes_of_any_name_around_an_answer_never_join_it(
+    answer: tuple[str, list[str]], inserts: list[tuple[int, str]]
+) -> None:
+    command, lines = answer
+    own = answer_prefixes(command) or frozenset()
+    inserts = [
+        (at, text)
+        for at, text in inserts
+        if split_result(text)[0].upper() not in own | URC_WITH_PDU
+    ]
+    stream = [*lines]
+    for at, text in inserts:
+        stream.insert(at % (len(stream) + 1), text)
+    framed = LineFramer().feed("".join(f"\r\n{t}\r\n" for t in [*stream, "OK"]).encode())
+    classifier = AtClassifier()
+    classifier.begin(command)
+    events = [e for line in framed for e in classifier.feed(line)]
+    assert [e.text for e in events if isinstance(e, Info)] == lines
+    assert len([e for e in events if isinstance(e, Urc)]) == len(inserts)
+    assert events[-1] == Final("OK", True)
