@@ -16,7 +16,7 @@ import structlog
 
 from gateway import __version__
 from gateway.config import UpstreamConfig
-from gateway.delivery.client import UpstreamClient, UpstreamError
+from gateway.delivery.client import Reply, UpstreamClient, UpstreamError
 from gateway.delivery.pacing import Circuit, Pacer, PacerSnapshot
 from gateway.delivery.policy import Policy, Verdict
 from gateway.errors import StoreError
@@ -33,6 +33,7 @@ LEASE_MARGIN = 5.0
 STORE_RETRY = 1.0
 MIN_SLEEP = 0.001
 PREFETCH_WINDOWS = 4  # claimed ahead in steady flow, in windows of `concurrency`
+ERROR_LIMIT = 1000  # characters of an error's text kept with its attempt
 
 
 class _Bell:
@@ -82,7 +83,9 @@ class _Result:
     attempt: Attempt
     next_due: float | None
     ended: float
-    reason: str
+    kind: str  # the short error class, for the log line
+    reason: str  # what the OS, TLS or the exception said about it
+    unexpected: bool  # an exception the client does not know: a bug, or a case to handle
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,21 @@ def push_body(message: Message, cfg: UpstreamConfig) -> bytes:
         f'"phone":{phone},"text":{_str(message.text)},"action":"PUSH_SMS",'
         f'"key":{_str(cfg.api_key)}}}'
     ).encode()
+
+
+def describe(exc: BaseException) -> str:
+    """The text recorded with an attempt that got no answer: `Kind: detail`, and the cause's
+    class and text when they add something (an UpstreamError names its kind, not its class)."""
+    text = str(exc) if isinstance(exc, UpstreamError) else _class_and_text(exc)
+    cause = exc.__cause__
+    if cause is not None and str(cause) not in text:
+        text += f" (from {_class_and_text(cause)})"
+    return text
+
+
+def _class_and_text(exc: BaseException) -> str:
+    said = str(exc)
+    return f"{type(exc).__name__}: {said}" if said else type(exc).__name__
 
 
 class DeliveryWorker:
@@ -315,31 +333,46 @@ class DeliveryWorker:
         self._wake.ring()
 
     async def _push(self, message: Message) -> None:
-        started = self._clock()
-        t0 = time.monotonic()
-        status: int | None = None
-        body = ""
-        error: str | None = None
-        reason = ""  # what the OS or TLS said about `error`, for the log line
-        retry_after: str | None = None
-        assert self._client is not None
         try:
-            reply = await self._client.post(push_body(message, self._cfg))
-            status, retry_after = reply.status, reply.retry_after
-            body = reply.body.decode("utf-8", "replace")
-        except UpstreamError as e:
-            error, reason = e.kind, e.detail
+            self._attempt(message, *await self._exchange(message))
+        finally:
+            # Whatever happened, the HTTP slot is free now (the lease keeps the message ours
+            # until its record commits, or runs out and makes it due again).
+            self._in_flight.pop(message.sms_id, None)
+            self._wake.ring()
+
+    async def _exchange(self, message: Message) -> tuple[float, float, Reply | BaseException]:
+        """One request: when it started (clock, monotonic) and the reply or why there is none."""
+        started, t0 = self._clock(), time.monotonic()
+        try:
+            assert self._client is not None
+            return started, t0, await self._client.post(push_body(message, self._cfg))
+        except Exception as e:
+            # Not only UpstreamError: anything else (a library error nobody foresaw, a bug) is
+            # a failed attempt too, or its slot would stay taken for good.
+            return started, t0, e
+
+    def _attempt(
+        self, message: Message, started: float, t0: float, result: Reply | BaseException
+    ) -> None:
+        """Judge one attempt, tell the pacer and the upstream status, queue its record."""
         duration = time.monotonic() - t0
         ended = self._clock()
         self._metrics.push_seconds.observe(duration)
-        if status is None:
-            verdict = self._policy.classify_error(error or "unknown")
+        status: int | None = None
+        body = ""
+        error: str | None = None  # recorded with the attempt: what failed, and its cause
+        kind = reason = ""
+        if isinstance(result, Reply):
+            status, body = result.status, result.body.decode("utf-8", "replace")
+            verdict = self._policy.classify(status, body, result.retry_after)
         else:
-            verdict = self._policy.classify(status, body, retry_after)
-        # The HTTP slot is free now; the lease keeps the message ours until the record commits.
-        self._in_flight.pop(message.sms_id, None)
+            kind = result.kind if isinstance(result, UpstreamError) else type(result).__name__
+            error = describe(result)[:ERROR_LIMIT]
+            reason = error.removeprefix(kind).lstrip(": ").strip()
+            verdict = self._policy.classify_error(kind)
         self._attempt_counters[verdict.outcome].inc()
-        self._track_upstream(verdict, ended, status, error)
+        self._track_upstream(verdict, ended, status, kind or None)  # /health: the class
         changed = self._pacer.finished(verdict, ended)
         if changed is not None:
             self._metrics.circuit_open.set(1 if changed is Circuit.OPEN else 0)
@@ -360,10 +393,12 @@ class DeliveryWorker:
             error=error,
             body=body or None,
         )
-        self._results.append(_Result(message, verdict, attempt, next_due, ended, reason))
+        unexpected = error is not None and not isinstance(result, UpstreamError)
+        self._results.append(
+            _Result(message, verdict, attempt, next_due, ended, kind, reason, unexpected)
+        )
         if self._recorder is None:
             self._recorder = asyncio.create_task(self._record(), name="delivery-record")
-        self._wake.ring()
 
     async def _record(self) -> None:
         """Write the results that came back, many per transaction, then say what happened."""
@@ -408,13 +443,18 @@ class DeliveryWorker:
                 log.warning("push.rate_limited", retry_after=r.verdict.retry_after, **fields)
             case Outcome.RETRY:
                 log.info("push.retry_scheduled", code=attempt.code, next_in=next_in, **fields)
-            case Outcome.ERROR:
-                log.info(
+            case Outcome.ERROR if r.unexpected:
+                log.error(
                     "push.failed",
-                    error=attempt.error,
+                    error=r.kind,
                     reason=r.reason or None,
+                    unexpected=True,
                     next_in=next_in,
                     **fields,
+                )
+            case Outcome.ERROR:
+                log.info(
+                    "push.failed", error=r.kind, reason=r.reason or None, next_in=next_in, **fields
                 )
 
     def _track_upstream(
