@@ -18,12 +18,13 @@ from gateway.delivery import DeliveryWorker
 from gateway.errors import ConfigError, GatewayError, StoreError
 from gateway.health import Health
 from gateway.http import HttpServer
+from gateway.http.guard import FD_RESERVE, connection_cap
 from gateway.intake import Intake
 from gateway.metrics import Metrics
 from gateway.outbox import Outbox
+from gateway.peers import PeerSources
 from gateway.sdnotify import Notifier
 from gateway.sources.modem.bank import ModemBank
-from gateway.sources.peers import PeerSources
 
 log = structlog.get_logger(__name__)
 SHUTDOWN_BUDGET = 5.0  # seconds from SIGTERM to exit (CONTRACT section 2)
@@ -63,6 +64,24 @@ def lock_store(path: str) -> int:
     return fd
 
 
+def http_connection_cap(cfg: Config) -> int:
+    """`http.max_connections`, lowered so HTTP clients can never take the descriptors the
+    store, the sources and the upstream client need (the cap is what is left of
+    RLIMIT_NOFILE after those)."""
+    sources = len(cfg.modem) + len(cfg.goip) + len(cfg.yeastar)
+    reserve = FD_RESERVE + cfg.upstream.concurrency + 2 * sources
+    cap, nofile, open_now = connection_cap(cfg.http.max_connections, reserve=reserve)
+    (log.info if cap == cfg.http.max_connections else log.warning)(
+        "http.connection_cap",
+        max_connections=cfg.http.max_connections,
+        cap=cap,
+        open_files_limit=nofile,
+        open_now=open_now,
+        reserved=reserve,
+    )
+    return cap
+
+
 class Daemon:
     def __init__(self, cfg: Config, *, notifier: Notifier | None = None) -> None:
         self.cfg = cfg
@@ -100,6 +119,11 @@ class Daemon:
             health=health,
             metrics=metrics,
             ingest_token=cfg.http.ingest_token,
+            status_token=cfg.http.status_token,
+            allow=cfg.http.allow,
+            request_timeout=cfg.http.request_timeout,
+            keepalive_timeout=cfg.http.keepalive_timeout,
+            max_connections=http_connection_cap(cfg),
             extra_routes=peers.routes(),
         )
         self.parts = Parts(outbox, metrics, intake, worker, health, http, modems, peers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,38 @@ class Check:
 
 CheckFn = Callable[[], Check]
 
+# A write transaction (an fsync) per /health call let a flood of health checks slow ingest
+# down; a success is trusted this long. A failure is not kept: the next call probes again.
+PROBE_EVERY = 5.0
+
+# Left out of /health for callers without `http.status_token`: who the SIMs and modems are
+# (IMSI, ICCID, IMEI, phone number), where things are (paths, ports, hosts, addresses), and
+# free-text errors, which can quote any of these.
+IDENTIFYING = frozenset(
+    {
+        "iccid",
+        "imsi",
+        "imei",
+        "phone",
+        "path",
+        "port",
+        "host",
+        "listen",
+        "error",
+        "last_error",
+        "problem",
+    }
+)
+
+
+def without_identities(value: Any) -> Any:
+    """`value` with every IDENTIFYING key dropped, at any depth."""
+    if isinstance(value, dict):
+        return {k: without_identities(v) for k, v in value.items() if k not in IDENTIFYING}
+    if isinstance(value, list):
+        return [without_identities(v) for v in value]
+    return value
+
 
 class Health:
     def __init__(
@@ -39,18 +72,23 @@ class Health:
         *,
         degraded_after: int,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._outbox = outbox
         self._worker = worker
         self._degraded_after = degraded_after
         self._clock = clock
+        self._monotonic = monotonic
         self._checks: dict[str, CheckFn] = {}
+        self._writable_at: float | None = None  # monotonic time of the last successful probe
+        self._probe: asyncio.Task[str | None] | None = None
 
     def add_check(self, name: str, fn: CheckFn) -> None:
         """Sources (modems, gateway boxes) add their own check under their name."""
         self._checks[name] = fn
 
-    async def report(self) -> tuple[Level, dict[str, Any]]:
+    async def report(self, *, full: bool = True) -> tuple[Level, dict[str, Any]]:
+        """The level and the body of /health; `full=False` leaves out IDENTIFYING fields."""
         now = self._clock()
         checks: dict[str, Check] = {
             "store": await self._store(),
@@ -72,14 +110,29 @@ class Health:
                 "oldest_queued_age": round(now - oldest, 3) if oldest is not None else 0,
             },
         }
-        return level, body
+        return level, (body if full else without_identities(body))
 
     async def _store(self) -> Check:
-        error = await self._outbox.check_writable()
+        error = await self._writable()
         return Check(
             Level.FAILING if error else Level.OK,
             {"writable": error is None, "error": error, "path": self._outbox.path},
         )
+
+    async def _writable(self) -> str | None:
+        """None when the store took a write transaction within PROBE_EVERY, else why not.
+        Callers arriving during a probe share it; a caller that goes away does not cancel it."""
+        at = self._writable_at
+        if at is not None and self._monotonic() - at < PROBE_EVERY:
+            return None
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._run_probe(), name="health.store_probe")
+        return await asyncio.shield(self._probe)
+
+    async def _run_probe(self) -> str | None:
+        error = await self._outbox.check_writable()
+        self._writable_at = self._monotonic() if error is None else None
+        return error
 
     def _upstream(self, now: float) -> Check:
         s = self._worker.status()

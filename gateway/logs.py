@@ -7,10 +7,11 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Hashable, Iterable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.config import MASK
 
@@ -62,6 +63,67 @@ class _UtcStamp:
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         event["timestamp"] = f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
         return event
+
+
+class RateLimit:
+    """At most `burst` lines per key in each `period` seconds, so a flood of one event (a
+    hostile client, a resource running out) cannot flood the journal. `take` says whether a
+    line may go out and, if so, how many of its kind were held back since the last one."""
+
+    def __init__(
+        self, period: float = 10.0, burst: int = 5, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._period = period
+        self._burst = burst
+        self._clock = clock
+        self._windows: dict[Hashable, list[float | int]] = {}  # key -> [start, sent, held back]
+
+    def take(self, key: Hashable) -> int | None:
+        now = self._clock()
+        window = self._windows.get(key)
+        if window is None or now - window[0] >= self._period:
+            held = int(window[2]) if window is not None else 0
+            if len(self._windows) > 1024:  # keys come from outside: forget old ones
+                self._windows.clear()
+            self._windows[key] = [now, 1, 0]
+            return held
+        if window[1] < self._burst:
+            window[1] += 1
+            held, window[2] = int(window[2]), 0
+            return held
+        window[2] += 1
+        return None
+
+
+# What a client or the network did to us, not a bug of ours: one line, no traceback.
+_PEER_FAULTS: tuple[type[BaseException], ...] = (HttpProcessingError, OSError)
+
+
+class _Throttle(logging.Filter):
+    """Lines from libraries (aiohttp, asyncio): rate-limited per kind; a fault of the peer
+    (malformed request, reset, EMFILE on accept) becomes one warning line without a traceback."""
+
+    def __init__(self, limit: RateLimit | None = None) -> None:
+        super().__init__()
+        self._limit = limit or RateLimit()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        first_line = str(record.msg).split("\n", 1)[0]
+        held = self._limit.take((record.name, first_line))
+        if held is None:
+            return False
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, _PEER_FAULTS) or (exc is None and "\n" in str(record.msg)):
+            text = record.getMessage().split("\n", 1)[0]
+            record.msg = f"{text}: {type(exc).__name__}: {exc}" if exc is not None else text
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+            if isinstance(exc, HttpProcessingError) and record.levelno > logging.WARNING:
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        if held:
+            record.msg = f"{record.msg} ({held} more like this not logged)"
+        return True
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, default=repr)
@@ -117,4 +179,5 @@ def configure(
             ],
         )
     )
+    handler.addFilter(_Throttle())
     logging.basicConfig(handlers=[handler], level=logging.WARNING, force=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -12,6 +14,7 @@ from typing import Any
 
 import pytest
 import structlog
+from aiohttp.http_exceptions import BadHttpMessage
 
 from gateway import logs
 from gateway.config import MASK
@@ -79,3 +82,44 @@ def test_stamps_within_one_second_keep_their_microseconds() -> None:
         "2027-01-15T08:00:00.999999Z",
         "2027-01-15T08:00:01.000000Z",
     ]
+
+
+def test_malformed_requests_log_one_line_each_and_at_a_bounded_rate(
+    stream: io.StringIO,
+) -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    for i in range(1000):
+        try:
+            raise BadHttpMessage(f"Invalid header value char {i}")
+        except BadHttpMessage as e:
+            server_log.exception("Error handling request from %s", f"192.0.2.{i % 250}", exc_info=e)
+    out = lines(stream)
+    assert 1 <= len(out) <= 5
+    assert "Traceback" not in stream.getvalue()
+    assert all(line["level"] == "warning" for line in out)
+    assert "BadHttpMessage" in out[0]["event"]
+
+
+def test_running_out_of_descriptors_on_accept_is_logged_at_a_bounded_rate(
+    stream: io.StringIO,
+) -> None:
+    # What asyncio's default exception handler logs when accept() fails with EMFILE.
+    loop_log = logging.getLogger("asyncio")
+    for fd in range(1000):
+        loop_log.error(
+            f"socket.accept() out of system resource\nsocket: <socket fd={fd}>",
+            exc_info=OSError(errno.EMFILE, "Too many open files"),
+        )
+    out = lines(stream)
+    assert 1 <= len(out) <= 5
+    assert out[0]["event"].startswith("socket.accept() out of system resource: OSError")
+    assert "\n" not in out[0]["event"]
+
+
+def test_rate_limit_tells_how_many_were_held_back() -> None:
+    now = [0.0]
+    limit = logs.RateLimit(period=10.0, burst=2, clock=lambda: now[0])
+    assert [limit.take("k") for _ in range(5)] == [0, 0, None, None, None]
+    assert limit.take("other") == 0
+    now[0] = 10.0
+    assert limit.take("k") == 3

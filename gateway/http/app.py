@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -14,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.errors import StoreUnavailable
 from gateway.health import Health, Level
+from gateway.http.guard import ConnectionGuard
 from gateway.http.ingest import IngestError, parse_body
 from gateway.intake import Intake
 from gateway.metrics import Metrics
@@ -81,6 +83,11 @@ class HttpServer:
         health: Health,
         metrics: Metrics,
         ingest_token: str,
+        status_token: str = "",
+        allow: Sequence[str] = (),
+        request_timeout: float = 10.0,
+        keepalive_timeout: float = 15.0,
+        max_connections: int = 256,
         extra_routes: Sequence[web.RouteDef] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -90,41 +97,63 @@ class HttpServer:
         self._health = health
         self._metrics = metrics
         self._token = ingest_token.encode("utf-8")
+        self._status_token = status_token.encode("utf-8")
         self._clock = clock
-        self.app = web.Application(client_max_size=MAX_BODY)
+        self._keepalive_timeout = keepalive_timeout
+        self.guard = ConnectionGuard(
+            allow=allow,
+            max_connections=max_connections,
+            request_timeout=request_timeout,
+            keepalive_timeout=keepalive_timeout,
+            max_body=MAX_BODY,
+        )
+        self.app = web.Application(client_max_size=MAX_BODY, middlewares=[self.guard.middleware()])
         self.app.router.add_get("/health", self._get_health)
         self.app.router.add_get("/metrics", self._get_metrics)
         if ingest_token:
             self.app.router.add_post("/v1/sms", self._post_sms)
         self.app.router.add_routes(extra_routes)  # sources' own endpoints (gateway boxes)
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self.bound_port: int | None = None
 
     async def start(self) -> None:
         self._runner = web.AppRunner(
-            self.app, access_log=None, handle_signals=False, shutdown_timeout=0.5
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=0.5,
+            keepalive_timeout=self._keepalive_timeout,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.bound_port = sockets[0].getsockname()[1] if sockets else self._port
+        # Our own listener instead of a TCPSite: aiohttp's server is a protocol factory, and
+        # the guard wraps it (allow and the connection cap at accept time, request deadline).
+        assert self._runner.server is not None
+        self.guard.factory = self._runner.server
+        loop = asyncio.get_running_loop()
+        self._listener = await loop.create_server(
+            self.guard, self._host, self._port, reuse_address=True
+        )
+        self.bound_port = self._listener.sockets[0].getsockname()[1]
         log.info("http.listening", host=self._host, port=self.bound_port)
 
     async def stop_accepting(self) -> None:
         """Close the listening socket first: no new input while the rest shuts down."""
-        if self._runner is not None:
-            for site in list(self._runner.sites):
-                await site.stop()
+        if self._listener is not None:
+            self._listener.close()
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
 
     async def _get_health(self, request: web.Request) -> web.Response:
-        level, body = await self._health.report()
+        # SIM identities and anything else identifying only with the status token.
+        full = bool(self._status_token) and token_matches(bearer(request), self._status_token)
+        level, body = await self._health.report(full=full)
         return json_response(body, status=503 if level is Level.FAILING else 200)
 
     async def _get_metrics(self, request: web.Request) -> web.Response:

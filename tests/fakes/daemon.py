@@ -10,12 +10,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 INGEST_TOKEN = "test-ingest-token-0123456789"
+STATUS_TOKEN = "test-status-token-9876543210"
 API_KEY = "test-api-key-SECRET-abcdef"
 
 
@@ -27,6 +29,7 @@ def write_config(
     extra: str = "",
     token: str = INGEST_TOKEN,
     store: str | None = None,
+    http: dict[str, Any] | None = None,
 ) -> Path:
     """A config for tests: short intervals, a store in `directory`, any free HTTP port."""
     up = {"url": upstream_url, "api_key": API_KEY, "retry_interval": 0.5, "timeout": 2.0}
@@ -34,6 +37,8 @@ def write_config(
     lines = ["[upstream]"] + [f"{k} = {json.dumps(v)}" for k, v in up.items()]
     lines += ["", "[store]", f"path = {json.dumps(store or str(directory / 'outbox.sqlite3'))}"]
     lines += ["", "[http]", 'listen = "127.0.0.1:0"', f"ingest_token = {json.dumps(token)}"]
+    http = {"status_token": STATUS_TOKEN, **(http or {})}
+    lines += [f"{k} = {json.dumps(v)}" for k, v in http.items()]
     lines += ["", "[log]", 'level = "debug"', "", extra]
     path = directory / "config.toml"
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -41,8 +46,15 @@ def write_config(
 
 
 class DaemonProcess:
-    def __init__(self, config_path: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        env: dict[str, str] | None = None,
+        prefix: Sequence[str] = (),
+    ) -> None:
         self.config_path = config_path
+        self.prefix = list(prefix)  # e.g. ["prlimit", "--nofile=1024", "--"]
         self.dir = config_path.parent
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -70,7 +82,7 @@ class DaemonProcess:
         self._entries_before = len(self.logs()) if self.stderr_path.exists() else 0
         with open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "run", "-c", str(self.config_path)],
+                [*self.prefix, sys.executable, "-m", "gateway", "run", "-c", str(self.config_path)],
                 stdout=err,
                 stderr=err,
                 env=env,
@@ -158,5 +170,6 @@ class DaemonProcess:
     async def post_sms(self, payload: Any, **kw: Any) -> tuple[int, Any]:
         return await self.request("POST", "/v1/sms", json=payload, **kw)
 
-    async def health(self) -> tuple[int, Any]:
-        return await self.request("GET", "/health", token=None)
+    async def health(self, token: str | None = STATUS_TOKEN) -> tuple[int, Any]:
+        """The full report (SIM identities too) with the status token; `token=None`: as anyone."""
+        return await self.request("GET", "/health", token=token)

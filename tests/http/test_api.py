@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.play.standin import Answer, StandIn
-from tests.fakes.daemon import INGEST_TOKEN, DaemonProcess
+from tests.fakes.daemon import INGEST_TOKEN, STATUS_TOKEN, DaemonProcess
 
 GOOD = {"phone": "79001234567", "phoneFrom": "Instagram", "text": "code 1234"}
 
@@ -203,3 +203,26 @@ async def test_metrics_parse_and_count(daemon: DaemonProcess, standin: StandIn) 
     assert samples[("sms_gateway_push_seconds_count", ())] == 2
     assert samples[("sms_gateway_delivery_seconds_count", ())] == 1
     assert "test-api-key" not in text
+
+
+async def test_health_without_the_status_token_leaves_out_what_identifies(
+    daemon: DaemonProcess,
+) -> None:
+    for token in (None, "wrong-token", INGEST_TOKEN):
+        status, body = await daemon.health(token=token)
+        assert status == 200
+        assert body["status"] == "ok"
+        assert body["checks"]["store"] == {"status": "ok", "writable": True}
+        assert body["queue"] == {"queued": 0, "oldest_queued_age": 0}
+        assert str(daemon.dir) not in json.dumps(body)
+    status, body = await daemon.health(token=STATUS_TOKEN)
+    assert body["checks"]["store"]["path"] == str(daemon.dir / "outbox.sqlite3")
+
+
+async def test_no_status_token_means_no_identities_for_anyone(
+    daemon_factory: Callable[..., Any],
+) -> None:
+    daemon: DaemonProcess = await daemon_factory(http={"status_token": ""})
+    for token in (None, "", STATUS_TOKEN):
+        _, body = await daemon.health(token=token)
+        assert "path" not in body["checks"]["store"]
