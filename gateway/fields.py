@@ -34,6 +34,7 @@ __all__ = [
     "MAX_ITEMS",
     "MAX_TEXT",
     "FieldError",
+    "check_json_strings",
     "check_received_at",
     "check_string",
     "checked_incoming",
@@ -101,6 +102,25 @@ def check_string(field: str, value: str, *, limit: int = MAX_FIELD) -> str:
     if not is_valid_unicode(value):
         raise FieldError(field, "contains an unpaired UTF-16 surrogate")
     return value
+
+
+def check_json_strings(field: str, value: object) -> None:
+    """FieldError naming a key or string inside a parsed JSON value that is not valid
+    Unicode (e.g. ``sms[0].number``); for sources that keep the whole item as it came. A loop,
+    not recursion: a body may nest as deep as the JSON parser allows."""
+    todo: list[tuple[str, object]] = [(field, value)]
+    while todo:
+        where, item = todo.pop()
+        if isinstance(item, str):
+            if not is_valid_unicode(item):
+                raise FieldError(where, "contains an unpaired UTF-16 surrogate")
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                if not is_valid_unicode(str(key)):
+                    raise FieldError(where, "a key contains an unpaired UTF-16 surrogate")
+                todo.append((f"{where}.{key}", inner))
+        elif isinstance(item, list):
+            todo.extend((f"{where}[{i}]", inner) for i, inner in enumerate(item))
 
 
 def in_window(when: float, now: float) -> bool:

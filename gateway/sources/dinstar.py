@@ -19,38 +19,45 @@ from typing import Any
 from urllib.parse import unquote
 
 from gateway.config import SimConfig
-from gateway.errors import DecodeError
-from gateway.http.ingest import MAX_TEXT
+from gateway.fields import (
+    MAX_FIELD,
+    MAX_ITEMS,
+    MAX_TEXT,
+    FieldError,
+    check_json_strings,
+    check_string,
+    device_time,
+)
 from gateway.outbox.models import Hold, Incoming
-from gateway.sources.sims import device_time, digest, phone_for
+from gateway.sources.dedup import digest
+from gateway.sources.sim_match import phone_for
 
 __all__ = ["KIND", "SUCCESS", "parse_push"]
 
 KIND = "dinstar"
 SUCCESS: dict[str, Any] = {"error_code": 200}
-MAX_ITEMS = 1000
-MAX_FIELD = 256
 _PLAIN = ("", "utf8", "utf-8", "unicode", "gsm-7bit", "gsm7", "7bit", "ucs2", "ascii")
 
 
 def parse_push(
     payload: Any, *, source: str, sims: Sequence[SimConfig], now: float
 ) -> list[Incoming]:
-    """The SMS in one push body (none for other push kinds); ``DecodeError`` names the field."""
+    """The SMS in one push body (none for other push kinds); ``FieldError`` names the field."""
     if not isinstance(payload, dict):
-        raise DecodeError("body: expected a JSON object with sn and sms")
+        raise FieldError("body", "expected a JSON object with sn and sms")
     if "sms" not in payload:
         if payload.keys() & {"sms_result", "sms_deliver_status", "ussd", "sn"}:
             return []  # another push kind this gateway does not need
-        raise DecodeError("sms: missing; expected the list of received SMS")
+        raise FieldError("sms", "missing; expected the list of received SMS")
     sn = payload.get("sn", "")
     if not isinstance(sn, str) or len(sn) > MAX_FIELD:
-        raise DecodeError("sn: expected the gateway's serial number as a string")
+        raise FieldError("sn", "expected the gateway's serial number as a string")
+    check_string("sn", sn)
     items = payload["sms"]
     if not isinstance(items, list):
-        raise DecodeError("sms: expected a list")
+        raise FieldError("sms", "expected a list")
     if len(items) > MAX_ITEMS:
-        raise DecodeError(f"sms: {len(items)} entries; at most {MAX_ITEMS} per push")
+        raise FieldError("sms", f"{len(items)} entries; at most {MAX_ITEMS} per push")
     return [_item(item, f"sms[{i}]", sn, source, sims, now) for i, item in enumerate(items)]
 
 
@@ -58,7 +65,8 @@ def _item(
     item: Any, where: str, sn: str, source: str, sims: Sequence[SimConfig], now: float
 ) -> Incoming:
     if not isinstance(item, dict):
-        raise DecodeError(f"{where}: expected an object")
+        raise FieldError(where, "expected an object")
+    check_json_strings(where, item)  # all of it is kept (raw), so all of it must be valid
     sms_id = _id(item.get("incoming_sms_id"), f"{where}.incoming_sms_id")
     port = _optional_id(item.get("port"), f"{where}.port")
     number = _string(item, "number", where, required=True)
@@ -71,7 +79,7 @@ def _item(
         phone=phone or "",
         phone_from=number,
         text=text,
-        received_at=device_time(timestamp, now),
+        received_at=device_time(timestamp, now, source=source),
         # The device's id restarts after a factory reset: the content keeps a reused id apart.
         source_ref=f"{sn or '-'}|{sms_id}|{digest(number, timestamp, text)}",
         hold=None if phone else Hold.NO_PHONE,
@@ -81,12 +89,12 @@ def _item(
 
 def _id(value: Any, where: str) -> str:
     if isinstance(value, bool) or value is None:
-        raise DecodeError(f"{where}: missing; expected the gateway's message id")
+        raise FieldError(where, "missing; expected the gateway's message id")
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
         value = int(value)
     if isinstance(value, int) and 0 <= value < 2**63:
         return str(value)
-    raise DecodeError(f"{where}: expected a whole number, got {type(value).__name__}")
+    raise FieldError(where, f"expected a whole number, got {type(value).__name__}")
 
 
 def _optional_id(value: Any, where: str) -> str | None:
@@ -97,12 +105,12 @@ def _string(item: dict[str, Any], key: str, where: str, *, required: bool) -> st
     value = item.get(key)
     if value is None:
         if required:
-            raise DecodeError(f"{where}.{key}: missing")
+            raise FieldError(f"{where}.{key}", "missing")
         return ""
     if not isinstance(value, str):
-        raise DecodeError(f"{where}.{key}: expected a string, got {type(value).__name__}")
+        raise FieldError(f"{where}.{key}", f"expected a string, got {type(value).__name__}")
     if len(value) > MAX_FIELD:
-        raise DecodeError(f"{where}.{key}: longer than {MAX_FIELD} characters")
+        raise FieldError(f"{where}.{key}", f"longer than {MAX_FIELD} characters")
     return value.strip()
 
 
@@ -110,10 +118,10 @@ def _text(item: dict[str, Any], where: str) -> str:
     """Plain by default; some firmware says ``"encoding": "base64"`` or ``"url"``."""
     text = item.get("text")
     if not isinstance(text, str):
-        raise DecodeError(f"{where}.text: missing or not a string")
+        raise FieldError(f"{where}.text", "missing or not a string")
     encoding = item.get("encoding", "")
     if not isinstance(encoding, str):
-        raise DecodeError(f"{where}.encoding: expected a string")
+        raise FieldError(f"{where}.encoding", "expected a string")
     kind = encoding.strip().lower()
     if kind in _PLAIN:
         decoded = text
@@ -121,18 +129,12 @@ def _text(item: dict[str, Any], where: str) -> str:
         try:
             decoded = base64.b64decode(text, validate=True).decode("utf-8")
         except (binascii.Error, ValueError):
-            raise DecodeError(f"{where}.text: not base64 of UTF-8 text") from None
+            raise FieldError(f"{where}.text", "not base64 of UTF-8 text") from None
     elif kind in ("url", "urlencode", "urlencoded"):
         try:
             decoded = unquote(text, errors="strict")
         except UnicodeDecodeError:
-            raise DecodeError(f"{where}.text: not URL-encoded UTF-8 text") from None
+            raise FieldError(f"{where}.text", "not URL-encoded UTF-8 text") from None
     else:
-        raise DecodeError(f"{where}.encoding: {encoding[:20]!r} is not plain, base64 or url")
-    if len(decoded) > MAX_TEXT:
-        raise DecodeError(f"{where}.text: longer than {MAX_TEXT} characters")
-    try:
-        decoded.encode("utf-8")
-    except UnicodeEncodeError:
-        raise DecodeError(f"{where}.text: contains an unpaired UTF-16 surrogate") from None
-    return decoded
+        raise FieldError(f"{where}.encoding", f"{encoding[:20]!r} is not plain, base64 or url")
+    return check_string(f"{where}.text", decoded, limit=MAX_TEXT)

@@ -23,16 +23,23 @@ from typing import Any
 
 from gateway.config import SimConfig
 from gateway.errors import DecodeError
-from gateway.http.ingest import MAX_TEXT, normalize_phone
+from gateway.fields import (
+    MAX_FIELD,
+    MAX_ITEMS,
+    MAX_TEXT,
+    FieldError,
+    check_json_strings,
+    device_time,
+    normalize_phone,
+)
 from gateway.outbox.models import Hold, Incoming
-from gateway.sources.sims import device_time, digest, phone_for
+from gateway.sources.dedup import digest
+from gateway.sources.sim_match import phone_for
 
 __all__ = ["KIND", "SUCCESS", "decode_content", "parse_push"]
 
 KIND = "ejoin"
 SUCCESS: dict[str, Any] = {"code": 0, "reason": "OK"}
-MAX_ITEMS = 1000
-MAX_FIELD = 256
 MAX_CONTENT = 4 * MAX_TEXT  # base64 characters
 _HEADER = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*:")
 _IMSI = re.compile(r"^\d{14,15}$")
@@ -41,20 +48,20 @@ _IMSI = re.compile(r"^\d{14,15}$")
 def parse_push(
     payload: Any, *, source: str, sims: Sequence[SimConfig], now: float
 ) -> list[Incoming]:
-    """The SMS in one push (delivery reports and other push kinds give none); ``DecodeError``
+    """The SMS in one push (delivery reports and other push kinds give none); ``FieldError``
     names the field that is wrong."""
     if not isinstance(payload, dict):
-        raise DecodeError("body: expected a JSON object with type recv-sms")
+        raise FieldError("body", "expected a JSON object with type recv-sms")
     kind = payload.get("type")
     if not isinstance(kind, str) or not kind:
-        raise DecodeError("type: missing; expected recv-sms")
+        raise FieldError("type", "missing; expected recv-sms")
     if kind != "recv-sms":
         return []
     rows = payload.get("sms")
     if not isinstance(rows, list):
-        raise DecodeError("sms: missing or not a list")
+        raise FieldError("sms", "missing or not a list")
     if len(rows) > MAX_ITEMS:
-        raise DecodeError(f"sms: {len(rows)} entries; at most {MAX_ITEMS} per push")
+        raise FieldError("sms", f"{len(rows)} entries; at most {MAX_ITEMS} per push")
     items = [_row(row, f"sms[{i}]", source, sims, now) for i, row in enumerate(rows)]
     return [item for item in items if item is not None]
 
@@ -63,7 +70,8 @@ def _row(
     row: Any, where: str, source: str, sims: Sequence[SimConfig], now: float
 ) -> Incoming | None:
     if not isinstance(row, list) or len(row) < 6:
-        raise DecodeError(f"{where}: expected [flag, port, time, sender, recipient, content]")
+        raise FieldError(where, "expected [flag, port, time, sender, recipient, content]")
+    check_json_strings(where, row)  # all of it is kept (raw), so all of it must be valid
     flag = _int(row[0], f"{where}[0]")
     port = _field(row[1], f"{where}[1]")
     ts = _int(row[2], f"{where}[2]")
@@ -71,11 +79,11 @@ def _row(
     recipient = _field(row[4], f"{where}[4]")
     content = row[5]
     if not isinstance(content, str) or len(content) > MAX_CONTENT:
-        raise DecodeError(f"{where}[5]: expected the content as a string")
+        raise FieldError(f"{where}[5]", "expected the content as a string")
     if flag == 1:
         return None  # a delivery report for something we never sent
     if flag != 0:
-        raise DecodeError(f"{where}[0]: flag {flag}; expected 0 (SMS) or 1 (delivery report)")
+        raise FieldError(f"{where}[0]", f"flag {flag}; expected 0 (SMS) or 1 (delivery report)")
     try:
         headers, text = decode_content(content)
         hold = None
@@ -91,7 +99,7 @@ def _row(
         phone=phone or "",
         phone_from=sender or headers.get("Sender", ""),
         text=text,
-        received_at=device_time(ts, now),
+        received_at=device_time(ts, now, source=source),
         source_ref=f"{port}|{ts}|{sender}|{digest(content)}",
         hold=hold,
         raw=json.dumps(row, ensure_ascii=False)[:4096],
@@ -129,7 +137,7 @@ def _int(value: Any, where: str) -> int:
     if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         value = int(value) if len(value.strip()) <= 18 else -1
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
-        raise DecodeError(f"{where}: expected a whole number")
+        raise FieldError(where, "expected a whole number")
     return value
 
 
@@ -137,5 +145,5 @@ def _field(value: Any, where: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str) or len(value) > MAX_FIELD:
-        raise DecodeError(f"{where}: expected a string of at most {MAX_FIELD} characters")
+        raise FieldError(where, f"expected a string of at most {MAX_FIELD} characters")
     return value.strip()

@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 
 from gateway.config import HookConfig
 from gateway.errors import DecodeError
-from gateway.http.ingest import MAX_TEXT, normalize_phone
+from gateway.fields import MAX_TEXT, normalize_phone
 from gateway.outbox.models import Hold, Incoming
-from gateway.sources.sims import digest
+from gateway.sources.dedup import digest
 
 __all__ = ["SOURCE", "messages_from_gammu"]
 

@@ -20,14 +20,16 @@ from typing import Any
 
 import structlog
 
+from gateway.auth import token_matches
 from gateway.config import GoipConfig, SimConfig
 from gateway.errors import DecodeError, StoreError
+from gateway.fields import MAX_TEXT, normalize_phone
 from gateway.health import Check, Level
-from gateway.http.app import token_matches
-from gateway.http.ingest import MAX_TEXT, normalize_phone
 from gateway.intake import Intake
 from gateway.outbox.models import Part
-from gateway.sources.sims import SourceStatus, digest, phone_for
+from gateway.sources.dedup import digest
+from gateway.sources.sim_match import phone_for
+from gateway.sources.status import SourceStatus
 
 __all__ = ["KIND", "GoipServer", "Packet", "parse_packet"]
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 from gateway.config import HookConfig
 from gateway.errors import DecodeError
-from gateway.http.ingest import MAX_TEXT, normalize_phone
+from gateway.fields import MAX_TEXT, device_time, normalize_phone
 from gateway.outbox.models import Hold, Incoming
+from gateway.sources.dedup import digest
 from gateway.sources.modem.pdu import gsm7_decode
-from gateway.sources.sims import device_time, digest
 
 __all__ = ["SOURCE", "message_from_smstools"]
 

@@ -35,11 +35,13 @@ from tenacity import RetryCallState, Retrying, wait_exponential, wait_random
 
 from gateway.config import SimConfig, YeastarConfig
 from gateway.errors import DecodeError, GatewayError, StoreError
+from gateway.fields import MAX_TEXT, device_time
 from gateway.health import Check, Level
-from gateway.http.ingest import MAX_TEXT
 from gateway.intake import Intake
 from gateway.outbox.models import Hold, Incoming, Part
-from gateway.sources.sims import SourceStatus, device_time, digest, phone_for
+from gateway.sources.dedup import digest
+from gateway.sources.sim_match import phone_for
+from gateway.sources.status import SourceStatus
 
 __all__ = ["KIND", "YeastarClient", "item_from_event"]
 

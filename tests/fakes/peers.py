@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.sources.peers import PeerSources
+from gateway.peers import PeerSources
 
 
 @contextlib.asynccontextmanager

@@ -15,13 +15,14 @@ from prometheus_client import generate_latest
 from gateway import config
 from gateway.config import SimConfig
 from gateway.errors import ConfigError, GatewayError
+from gateway.fields import device_time
 from gateway.health import Level
 from gateway.intake import Intake
 from gateway.metrics import Metrics
 from gateway.outbox import Incoming, Outbox, State
 from gateway.outbox.models import Hold
-from gateway.sources.peers import PeerSources
-from gateway.sources.sims import device_time, phone_for
+from gateway.peers import PeerSources
+from gateway.sources.sim_match import phone_for
 from tests.fakes.peers import serving
 from tests.fakes.yeastar import FakeYeastar
 
@@ -85,9 +86,8 @@ async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
 
 
 def test_a_malformed_allow_entry_is_a_config_error(tmp_path: Path) -> None:
-    cfg = make_config(tmp_path, dinstar=[{"name": "b", "token": "t", "allow": ["10.0.0.300"]}])
     with pytest.raises(ConfigError, match=r"dinstar\[0\]\.allow: '10.0.0.300'"):
-        PeerSources(cfg, None, Metrics())  # type: ignore[arg-type]
+        make_config(tmp_path, dinstar=[{"name": "b", "token": "t", "allow": ["10.0.0.300"]}])
 
 
 async def test_routes_checks_and_metrics_for_every_configured_peer(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.config import ModemConfig, SimConfig
-from gateway.sources.sims import normalise_iccid, phone_for
+from gateway.sources.sim_match import normalise_iccid, phone_for
 
 __all__ = ["modem_source", "normalise_iccid", "resolve_phone"]
 

@@ -1,0 +1,139 @@
+"""``POST /v1/inbound/<kind>/<name>``: the route a gateway box (Dinstar, Ejoin) pushes received
+SMS to. The box's format parser turns the body into messages; this is the HTTP around it."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import structlog
+from aiohttp import web
+
+from gateway.auth import token_matches
+from gateway.config import HttpPeerConfig, SimConfig
+from gateway.errors import ConfigError, DecodeError, StoreError
+from gateway.fields import FieldError
+from gateway.http.wire import bearer, json_response, read_json
+from gateway.intake import Intake
+from gateway.outbox.models import Incoming
+from gateway.sources.status import SourceStatus
+
+__all__ = ["Parser", "PushEndpoint"]
+
+log = structlog.get_logger(__name__)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Parser(Protocol):
+    def __call__(
+        self, payload: Any, *, source: str, sims: Sequence[SimConfig], now: float
+    ) -> list[Incoming]: ...
+
+
+class PushEndpoint:
+    """``POST /v1/inbound/<kind>/<name>``: address and token checked, the body parsed, every SMS
+    committed, and only then the answer the device counts as success."""
+
+    def __init__(
+        self,
+        kind: str,
+        cfg: HttpPeerConfig,
+        *,
+        parse: Parser,
+        success: dict[str, Any],
+        intake: Intake,
+        sims: Sequence[SimConfig],
+        status: SourceStatus,
+        clock: Callable[[], float] = time.time,
+        where: str = "",
+    ) -> None:
+        self.kind = kind
+        self.cfg = cfg
+        self.source = f"{kind}:{cfg.name}"
+        self.path = f"/v1/inbound/{kind}/{cfg.name}"
+        self.status = status
+        self._parse = parse
+        self._success = success
+        self._intake = intake
+        self._sims = sims
+        self._clock = clock
+        self._allow = _networks(cfg.allow, where or f"{kind}.allow")
+
+    def route(self) -> web.RouteDef:
+        return web.post(self.path, self.handle)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if not self._allowed(request.remote):
+            return self._refuse(request, 401, "address not allowed", "this address is not allowed")
+        if not token_matches(request.query.get("token") or bearer(request), self.cfg.token):
+            return self._refuse(request, 401, "missing or wrong token", "missing or wrong token")
+        try:
+            payload = await read_json(request)
+        except web.HTTPException as e:
+            self._rejected(request, e.text or e.reason)
+            raise
+        try:
+            items = self._parse(payload, source=self.source, sims=self._sims, now=self._clock())
+        except FieldError as e:
+            return self._bad_field(request, e)
+        except DecodeError as e:
+            self._rejected(request, str(e))
+            return json_response({"error": str(e)}, status=400)
+        fresh = 0
+        if items:
+            try:
+                accepted = await self._intake.accept(items)
+            except FieldError as e:  # a rule the format parser left to the accept path
+                return self._bad_field(request, e)
+            except StoreError as e:
+                log.error(f"{self.kind}.store_unavailable", source=self.source, error=str(e))
+                self.status.store_failed(str(e))
+                return json_response(
+                    {"error": "the store cannot commit; nothing was taken, try again"},
+                    status=503,
+                    headers={"Retry-After": "10"},
+                )
+            fresh = sum(1 for a in accepted if not a.duplicate)
+        self.status.accepted(fresh)
+        return json_response(self._success)
+
+    def _allowed(self, remote: str | None) -> bool:
+        if not self._allow:
+            return True
+        try:
+            ip = ipaddress.ip_address(remote or "")
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self._allow)
+
+    def _refuse(self, request: web.Request, status: int, reason: str, answer: str) -> web.Response:
+        log.warning(f"{self.kind}.refused", source=self.source, reason=reason, peer=request.remote)
+        self.status.rejected_input(reason)
+        return json_response({"error": answer}, status=status)
+
+    def _bad_field(self, request: web.Request, e: FieldError) -> web.Response:
+        self._rejected(request, str(e))
+        return json_response({"error": str(e), "field": e.field}, status=400)
+
+    def _rejected(self, request: web.Request, reason: str) -> None:
+        log.warning(
+            f"{self.kind}.body_rejected", source=self.source, reason=reason, peer=request.remote
+        )
+        self.status.rejected_input(reason)
+
+
+def _networks(entries: Sequence[str], where: str) -> list[Network]:
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"{where}: {entry!r} is not an IP address or network (e.g. 192.0.2.7 or "
+                "192.0.2.0/24)"
+            ) from None
+    return networks
