@@ -31,8 +31,13 @@ class IdMark:
     exists: bool = False
 
     @classmethod
-    def beside(cls, store_path: str) -> IdMark:
+    def beside(cls, store_path: str, *, read: bool = True) -> IdMark:
+        """The mark of `store_path`; `read=False` only sees whether it exists (for readers, who
+        need not be able to read it)."""
         mark = cls(path=f"{store_path}.ids", store_path=store_path)
+        if not read:
+            mark.exists = os.path.lexists(mark.path)
+            return mark
         try:
             with open(mark.path, encoding="utf-8") as f:
                 data = json.load(f)

@@ -147,14 +147,15 @@ class Outbox:
         parent = Path(path).parent
         if not parent.is_dir():
             raise StoreError(f"{parent}: directory does not exist; create it or fix store.path")
-        mark = IdMark.beside(path)
+        mark = IdMark.beside(path, read=not readonly)
         size = _file_size(path)
         lost = mark.exists and not size
         if lost and not new_store:
             state = "missing" if size is None else "empty (0 bytes)"
             raise StoreError(
-                f"{path}: the store is {state}, but {mark.path} shows one existed (smsIds up to"
-                f" {mark.max_id} may have been handed out). Restore the store file (a backup),"
+                f"{path}: the store is {state}, but {mark.path} shows one existed"
+                + (f" (smsIds up to {mark.max_id} may have been handed out)" if mark.max_id else "")
+                + ". Restore the store file (a backup),"
                 " or start an empty store whose smsIds continue above those with"
                 " `sms-gateway migrate --new-store`"
             )
