@@ -1,4 +1,11 @@
-"""Read the TOML configuration once into frozen, typed objects; every mistake names its key."""
+"""Read the TOML configuration once into frozen, typed objects; every mistake names its key.
+
+Each key is declared once, on its dataclass field: the field's default is the key's default,
+and its metadata says how the key is read (bounds, choices, conversion, secrecy). One reader
+walks the dataclasses (tables, arrays of tables, the `*_file` form of secrets) and `masked()`
+follows the same metadata, so a new secret cannot be printed in clear. Checks that involve
+more than one key are small functions in `_CHECKS`.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +15,10 @@ import math
 import os
 import stat
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args, get_type_hints
 from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
@@ -22,459 +29,10 @@ MASK = "********"
 
 T = TypeVar("T")
 
+_RULE = "gateway.config.rule"  # the metadata key that makes a field a config key
 
-@dataclass(frozen=True)
-class UpstreamConfig:
-    url: str
-    api_key: str = field(repr=False)
-    retry_interval: float = 10.0
-    timeout: float = 10.0
-    concurrency: int = 32
-    max_age: float = 86400.0
-    drop_on: tuple[str, ...] = DEFAULT_DROP_ON
-    circuit_after: int = 5
-    bearer_header: bool = True
-    phone_type: Literal["string", "integer"] = "string"
 
-
-@dataclass(frozen=True)
-class StoreConfig:
-    path: str = "/var/lib/sms-gateway/outbox.sqlite3"
-    keep_finished: float = 604800.0
-
-
-@dataclass(frozen=True)
-class IdsConfig:
-    node: int = 0
-    nodes: int = 1
-
-
-@dataclass(frozen=True)
-class HttpConfig:
-    listen: str = "127.0.0.1:8080"
-    ingest_token: str = field(default="", repr=False)
-    status_token: str = field(default="", repr=False)  # SIM identities on /health need it
-    allow: tuple[str, ...] = ()  # client addresses or networks allowed; empty: any
-    request_timeout: float = 10.0  # to receive a request's head and body
-    keepalive_timeout: float = 15.0  # an idle kept-alive connection is closed after this
-    max_connections: int = 256  # open connections on http.listen at most
-
-    @property
-    def host(self) -> str:
-        return self.listen.rsplit(":", 1)[0].strip("[]")
-
-    @property
-    def port(self) -> int:
-        return int(self.listen.rsplit(":", 1)[1])
-
-
-@dataclass(frozen=True)
-class LogConfig:
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "console"] = "json"
-
-
-@dataclass(frozen=True)
-class ModemsConfig:
-    """Settings shared by every [[modem]] port."""
-
-    scan_interval: float = 60.0  # full AT+CMGL scan, besides +CMTI indications
-    multipart_timeout: float = 300.0  # then an incomplete multi-part SMS goes out with gaps
-    command_timeout: float = 10.0  # one AT command; a modem silent this long is reset
-    reopen_max: float = 60.0  # longest wait between attempts to reopen a lost port
-
-
-@dataclass(frozen=True)
-class ModemConfig:
-    port: str
-    name: str  # label in logs, metrics and /health; default: the port's file name
-    baudrate: int = 115200
-    pin: str = field(default="", repr=False)
-    phone: str = ""
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    """How a message's phone is found; the first matching entry wins."""
-
-    phone: str
-    iccid: str = ""
-    imsi: str = ""
-    source: str = ""  # with port: a source's own port (gateway boxes), e.g. "dinstar-1"
-    port: str = ""
-
-
-@dataclass(frozen=True)
-class HookConfig:
-    """[gammu] / [smstools]: the hook's own modem name -> the phone it receives for."""
-
-    phones: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class HttpPeerConfig:
-    """[[dinstar]] / [[ejoin]]: a gateway box that pushes to /v1/inbound/<kind>/<name>."""
-
-    name: str
-    token: str = field(default="", repr=False)
-    allow: tuple[str, ...] = ()  # source addresses or networks allowed; empty: any
-
-
-@dataclass(frozen=True)
-class GoipConfig:
-    name: str
-    id: str
-    password: str = field(default="", repr=False)
-    listen: str = "127.0.0.1:44444"
-    allow: tuple[str, ...] = ()  # source addresses or networks allowed; empty: any
-    quiet_period: float = 3.0  # seconds of silence that end a long SMS sent as several packets
-
-
-@dataclass(frozen=True)
-class YeastarConfig:
-    name: str
-    host: str
-    username: str
-    password: str = field(default="", repr=False)
-    port: int = 5038
-    reconnect_max: float = 60.0
-
-
-@dataclass(frozen=True)
-class Config:
-    upstream: UpstreamConfig
-    store: StoreConfig = StoreConfig()
-    ids: IdsConfig = IdsConfig()
-    http: HttpConfig = HttpConfig()
-    log: LogConfig = LogConfig()
-    modems: ModemsConfig = ModemsConfig()
-    modem: tuple[ModemConfig, ...] = ()
-    sim: tuple[SimConfig, ...] = ()
-    gammu: HookConfig = HookConfig()
-    smstools: HookConfig = HookConfig()
-    dinstar: tuple[HttpPeerConfig, ...] = ()
-    ejoin: tuple[HttpPeerConfig, ...] = ()
-    goip: tuple[GoipConfig, ...] = ()
-    yeastar: tuple[YeastarConfig, ...] = ()
-    source_path: str = ""
-    # Not errors, but worth the operator's eye (a secret file others can read). Config is
-    # read before logging is set up, so the caller shows them: the CLI on stderr.
-    warnings: tuple[str, ...] = field(default=(), compare=False)
-
-
-def default_path() -> str:
-    """The config path when -c is not given: $SMS_GATEWAY_CONFIG, else the system path."""
-    return os.environ.get("SMS_GATEWAY_CONFIG") or DEFAULT_CONFIG_PATH
-
-
-def load(path: str | os.PathLike[str], *, read_secrets: bool = True) -> Config:
-    """Read and validate the file at `path`; raise ConfigError naming the first wrong key.
-
-    `read_secrets=False` leaves secrets empty and does not open their files: commands that
-    only touch the store must work without the credentials only the service can read.
-    """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: no such config file (give one with -c PATH)") from None
-    except PermissionError:
-        raise ConfigError(f"{p}: not readable by this user") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{p}: is a directory; give the config file itself") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{p}: cannot read: {e}") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    return parse(raw, base_dir=p.parent, source_path=str(p), read_secrets=read_secrets)
-
-
-def parse(
-    raw: Mapping[str, Any],
-    *,
-    base_dir: Path = Path("."),
-    source_path: str = "",
-    read_secrets: bool = True,
-) -> Config:
-    """Turn a decoded TOML document into a Config (separate from load() for tests)."""
-    t = _Table(raw, "")
-    secrets = _Secrets(base_dir, read_secrets)
-    upstream = _parse_upstream(t.table("upstream", required=True), secrets)
-    store_t = t.table("store")
-    store = StoreConfig(
-        path=store_t.string("path", StoreConfig.path, nonempty=True),
-        keep_finished=store_t.number("keep_finished", StoreConfig.keep_finished, minimum=0),
-    )
-    ids_t = t.table("ids")
-    nodes = ids_t.integer("nodes", IdsConfig.nodes, minimum=1)
-    node = ids_t.integer("node", IdsConfig.node, minimum=0)
-    if node >= nodes:
-        raise ConfigError(f"ids.node: is {node}, must be below ids.nodes ({nodes})")
-    http_t = t.table("http")
-    http = HttpConfig(
-        listen=http_t.check("listen", HttpConfig.listen, _listen_address),
-        ingest_token=secrets.get(http_t, "ingest_token", required=False),
-        status_token=secrets.get(http_t, "status_token", required=False),
-        allow=http_t.check("allow", (), _networks),
-        request_timeout=http_t.number("request_timeout", HttpConfig.request_timeout, minimum=0.01),
-        keepalive_timeout=http_t.number(
-            "keepalive_timeout", HttpConfig.keepalive_timeout, minimum=0.01
-        ),
-        max_connections=http_t.integer(
-            "max_connections", HttpConfig.max_connections, minimum=1, maximum=65535
-        ),
-    )
-    log_t = t.table("log")
-    log = LogConfig(
-        level=log_t.choice("level", LogConfig.level, ("debug", "info", "warning", "error")),
-        format=log_t.choice("format", LogConfig.format, ("json", "console")),
-    )
-    modems_t = t.table("modems")
-    d = ModemsConfig
-    modems = ModemsConfig(
-        scan_interval=modems_t.number("scan_interval", d.scan_interval, minimum=1),
-        multipart_timeout=modems_t.number("multipart_timeout", d.multipart_timeout, minimum=1),
-        command_timeout=modems_t.number("command_timeout", d.command_timeout, minimum=0.1),
-        reopen_max=modems_t.number("reopen_max", d.reopen_max, minimum=0.1),
-    )
-    modem = tuple(_parse_modem(m, secrets) for m in t.tables("modem"))
-    _unique(modem, "name", "modem")
-    _unique(modem, "port", "modem")
-    sim = tuple(_parse_sim(m) for m in t.tables("sim"))
-    gammu = _parse_hook(t.table("gammu"))
-    smstools = _parse_hook(t.table("smstools"))
-    dinstar = tuple(_parse_http_peer(x, secrets) for x in t.tables("dinstar"))
-    ejoin = tuple(_parse_http_peer(x, secrets) for x in t.tables("ejoin"))
-    goip = tuple(_parse_goip(x, secrets) for x in t.tables("goip"))
-    yeastar = tuple(_parse_yeastar(x, secrets) for x in t.tables("yeastar"))
-    for kind, peers in (
-        ("dinstar", dinstar),
-        ("ejoin", ejoin),
-        ("goip", goip),
-        ("yeastar", yeastar),
-    ):
-        _unique(peers, "name", kind)
-    _unique(goip, "listen", "goip")
-    for sub in (store_t, ids_t, http_t, log_t, modems_t):
-        sub.finish()
-    t.finish()
-    return Config(
-        upstream=upstream,
-        store=store,
-        ids=IdsConfig(node=node, nodes=nodes),
-        http=http,
-        log=log,
-        modems=modems,
-        modem=modem,
-        sim=sim,
-        gammu=gammu,
-        smstools=smstools,
-        dinstar=dinstar,
-        ejoin=ejoin,
-        goip=goip,
-        yeastar=yeastar,
-        source_path=source_path,
-        warnings=tuple(secrets.warnings),
-    )
-
-
-def _phone(t: _Table, key: str, *, required: bool) -> str:
-    value = t.string(key, "")
-    if not value:
-        if required:
-            raise ConfigError(f"{t.where(key)}: missing; the number as digits, e.g. 79001234567")
-        return ""
-    digits = _phone_digits(value)
-    if digits is None:
-        raise ConfigError(f"{t.where(key)}: {value!r} is not a phone number (3 to 20 digits)")
-    return digits
-
-
-def _phone_digits(value: str) -> str | None:
-    """'+7 (900) 123-45-67' -> '79001234567'; None when it is not 3 to 20 digits."""
-    digits = "".join(c for c in value if c not in "+ -()")
-    if not (digits.isascii() and digits.isdigit() and 3 <= len(digits) <= 20):
-        return None
-    return digits
-
-
-def _parse_modem(t: _Table, secrets: _Secrets) -> ModemConfig:
-    port = t.string("port", "", nonempty=True)
-    if not port:
-        raise ConfigError(f"{t.where('port')}: missing; the serial device, e.g. /dev/ttyUSB0")
-    cfg = ModemConfig(
-        port=port,
-        name=t.string("name", "") or port.rstrip("/").rsplit("/", 1)[-1],
-        baudrate=t.integer("baudrate", ModemConfig.baudrate, minimum=300, maximum=4_000_000),
-        pin=secrets.get(t, "pin", required=False),
-        phone=_phone(t, "phone", required=False),
-    )
-    t.finish()
-    return cfg
-
-
-def _parse_sim(t: _Table) -> SimConfig:
-    cfg = SimConfig(
-        phone=_phone(t, "phone", required=True),
-        iccid=t.string("iccid", "").upper().removesuffix("F"),
-        imsi=t.string("imsi", ""),
-        source=t.string("source", ""),
-        port=t.string("port", ""),
-    )
-    if not (cfg.iccid or cfg.imsi or cfg.source):
-        raise ConfigError(f"{t.where('iccid')}: a [[sim]] needs iccid, imsi or source to match")
-    if cfg.port and not cfg.source:
-        raise ConfigError(f"{t.where('port')}: port is matched together with source; add source")
-    t.finish()
-    return cfg
-
-
-def _name(t: _Table) -> str:
-    name = t.string("name", "", nonempty=True)
-    if not name or not all(c.isalnum() or c in "-_." for c in name):
-        raise ConfigError(f"{t.where('name')}: required; letters, digits, - _ . only")
-    return name
-
-
-def _parse_hook(t: _Table) -> HookConfig:
-    raw: dict[str, str] = t.check("phones", {}, _string_map)
-    phones = {}
-    for key, value in raw.items():
-        digits = _phone_digits(value)
-        if digits is None:
-            raise ConfigError(f"{t.where('phones')}.{key}: {value!r} is not a phone number")
-        phones[key] = digits
-    t.finish()
-    return HookConfig(phones=phones)
-
-
-def _string_map(value: object) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise ValueError('expected a table of strings, e.g. { "modem1" = "79001234567" }')
-    return dict(value)
-
-
-def _parse_http_peer(t: _Table, secrets: _Secrets) -> HttpPeerConfig:
-    cfg = HttpPeerConfig(
-        name=_name(t),
-        token=secrets.get(t, "token", required=True),
-        allow=t.check("allow", (), _networks),
-    )
-    t.finish()
-    return cfg
-
-
-def _parse_goip(t: _Table, secrets: _Secrets) -> GoipConfig:
-    cfg = GoipConfig(
-        name=_name(t),
-        id=t.string("id", "", nonempty=True) or _missing(t, "id", "the GoIP's SMS-server id"),
-        password=secrets.get(t, "password", required=True),
-        listen=t.check("listen", GoipConfig.listen, _listen_address),
-        allow=t.check("allow", (), _networks),
-        quiet_period=t.number("quiet_period", GoipConfig.quiet_period, minimum=0.1),
-    )
-    t.finish()
-    return cfg
-
-
-def _parse_yeastar(t: _Table, secrets: _Secrets) -> YeastarConfig:
-    cfg = YeastarConfig(
-        name=_name(t),
-        host=t.string("host", "", nonempty=True) or _missing(t, "host", "the TG's address"),
-        username=t.string("username", "", nonempty=True) or _missing(t, "username", "API user"),
-        password=secrets.get(t, "password", required=True),
-        port=t.integer("port", YeastarConfig.port, minimum=1, maximum=65535),
-        reconnect_max=t.number("reconnect_max", YeastarConfig.reconnect_max, minimum=0.1),
-    )
-    t.finish()
-    return cfg
-
-
-def _missing(t: _Table, key: str, what: str) -> str:
-    raise ConfigError(f"{t.where(key)}: missing; {what}")
-
-
-def _unique(items: tuple[Any, ...], attr: str, table: str) -> None:
-    seen: set[str] = set()
-    for i, item in enumerate(items):
-        value = getattr(item, attr)
-        if value in seen:
-            raise ConfigError(f"{table}[{i}].{attr}: {value!r} is used twice; each must differ")
-        seen.add(value)
-
-
-def _parse_upstream(t: _Table, secrets: _Secrets) -> UpstreamConfig:
-    d = UpstreamConfig
-    url = t.check("url", None, _upstream_url)
-    drop_on = t.string_list("drop_on", DEFAULT_DROP_ON)
-    cfg = UpstreamConfig(
-        url=url,
-        api_key=secrets.get(t, "api_key", required=True),
-        retry_interval=t.number("retry_interval", d.retry_interval, minimum=0.01),
-        timeout=t.number("timeout", d.timeout, minimum=0.01),
-        concurrency=t.integer("concurrency", d.concurrency, minimum=1, maximum=1024),
-        max_age=t.number("max_age", d.max_age, minimum=0),
-        drop_on=tuple(code.upper() for code in drop_on),
-        circuit_after=t.integer("circuit_after", d.circuit_after, minimum=1),
-        bearer_header=t.boolean("bearer_header", d.bearer_header),
-        phone_type=t.choice("phone_type", d.phone_type, ("string", "integer")),
-    )
-    t.finish()
-    return cfg
-
-
-class _Secrets:
-    """Reads secrets given inline as `key` or from the file named by `key_file`."""
-
-    def __init__(self, base_dir: Path, read: bool) -> None:
-        self._base_dir = base_dir
-        self._read = read
-        self.warnings: list[str] = []
-
-    def get(self, t: _Table, key: str, *, required: bool) -> str:
-        inline = t.string(key, "")
-        file_name = t.string(f"{key}_file", "")
-        where = t.where(key)
-        if inline and file_name:
-            raise ConfigError(f"{where}: give either {key} or {key}_file, not both")
-        if not self._read:
-            return ""
-        if file_name:
-            inline = self._from_file(where, file_name)
-        if required and not inline:
-            raise ConfigError(f"{where}: missing; set {key} or {key}_file")
-        if any(c.isspace() for c in inline):
-            raise ConfigError(f"{where}: contains whitespace; check the value (not shown)")
-        if not (inline.isascii() and inline.isprintable()):
-            # Secrets go verbatim into HTTP headers and protocol lines, which take neither.
-            raise ConfigError(
-                f"{where}: contains control or non-ASCII characters; check the value (not shown)"
-            )
-        return inline
-
-    def _from_file(self, where: str, file_name: str) -> str:
-        path = Path(file_name) if os.path.isabs(file_name) else self._base_dir / file_name
-        try:
-            value = path.read_text(encoding="utf-8").strip()
-        except (OSError, ValueError) as e:
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            raise ConfigError(f"{where}_file: cannot read {path}: {reason}") from None
-        if not value:
-            raise ConfigError(f"{where}_file: {path} is empty")
-        try:
-            mode = path.stat().st_mode
-        except OSError:
-            mode = 0
-        if mode & stat.S_IROTH:
-            self.warnings.append(
-                f"{where}_file: {path} is readable by every user on this host"
-                f" (mode {stat.S_IMODE(mode):04o}); make it 0600 or 0640: chmod o-r {path}"
-            )
-        return value
+# -- conversions used by the declarations below ------------------------------------------------
 
 
 def _upstream_url(value: object) -> str:
@@ -521,6 +79,15 @@ def _check_host(host: str) -> None:
         )
 
 
+def _listen_address(value: object) -> str:
+    if not isinstance(value, str) or ":" not in value:
+        raise ValueError("expected HOST:PORT such as 127.0.0.1:8080")
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT with a port 0-65535")
+    return value
+
+
 def _networks(value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ValueError("expected a list of non-empty strings")
@@ -534,13 +101,600 @@ def _networks(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _listen_address(value: object) -> str:
-    if not isinstance(value, str) or ":" not in value:
-        raise ValueError("expected HOST:PORT such as 127.0.0.1:8080")
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{value!r} is not HOST:PORT with a port 0-65535")
-    return value
+def _string_map(value: object) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ValueError('expected a table of strings, e.g. { "modem1" = "79001234567" }')
+    return dict(value)
+
+
+def _phone_digits(value: str) -> str | None:
+    """'+7 (900) 123-45-67' -> '79001234567'; None when it is not 3 to 20 digits."""
+    digits = "".join(c for c in value if c not in "+ -()")
+    if not (digits.isascii() and digits.isdigit() and 3 <= len(digits) <= 20):
+        return None
+    return digits
+
+
+def _iccid(value: str) -> str:
+    return value.upper().removesuffix("F")  # printed ICCIDs often carry the filler F
+
+
+# -- how a key is read: the rules a field's metadata carries ----------------------------------
+
+# `default` is the field's default, or _MISSING when the key is required.
+_MISSING: Any = dataclasses.MISSING
+
+
+class _Rule:
+    """Reads one key from its table; the field's type hint and default come with it."""
+
+    def read(self, t: _Table, key: str, default: Any, hint: Any, ctx: _Reading) -> Any:
+        raise NotImplementedError
+
+    def keys(self, key: str) -> tuple[str, ...]:
+        """The names this field may take in the file."""
+        return (key,)
+
+
+@dataclass(frozen=True)
+class _Text(_Rule):
+    nonempty: bool = False
+    convert: Callable[[str], str] | None = None
+
+    def read(self, t: _Table, key: str, default: Any, hint: Any, ctx: _Reading) -> Any:
+        value = t.string(key, default, nonempty=self.nonempty)
+        return self.convert(value) if self.convert else value
+
+
+@dataclass(frozen=True)
+class _Required(_Rule):
+    """A string that must be given and not empty; `what` says what belongs there."""
+
+    what: str
+
+    def read(self, t: _Table, key: str, default: Any, hint: Any, ctx: _Reading) -> Any:
+        value = t.string(key, "", nonempty=True)
+        if not value:
+            raise ConfigError(f"{t.where(key)}: missing; {self.what}")
+        return value
+
+
+@dataclass(frozen=True)
+class _Name(_Rule):
+    """A peer's name: it goes into URLs, logs and metric labels."""
+
+    def read(self, t: _Table, key: str, default: Any, hint: Any, ctx: _Reading) -> Any:
+        name = t.string(key, "", nonempty=True)
+        if not name or not all(c.isalnum() or c in "-_." for c in name):
+            raise ConfigError(f"{t.where(key)}: required; letters, digits, - _ . only")
+        return name
+
+
+@dataclass(frozen=True)
+class _Seconds(_Rule):
+    minimum: float
+    maximum: float = math.inf
+
+    def read(self, t: _Table, key: str, default: Any, hint: Any, ctx: _Reading) -> Any:
+        return t.number(key, default, minimum=self.minimum, maximum=self.maximum)
+
+
+@dataclass(frozen=True)
+class _Integer(_Rule):
+    minimum: int
+    maximum: int = 2**62
+
+    def read(self, t: _Table, key: str, default: Any, hint: Any, ctx: _Reading) -> Any:
+        return t.integer(key, default, minimum=self.minimum, maximum=self.maximum)
+
+
+@dataclass(frozen=True)
+class _Flag(_Rule):
+    def read(self, t: _Table, key: str, default: Any, hint: Any, ctx: _Reading) -> Any:
+        return t.boolean(key, default)
+
+
+@dataclass(frozen=True)
+class _Choice(_Rule):
+    """One of the field's Literal values: the type hint is the list of choices."""
+
+    def read(self, t: _Table, key: str, default: Any, hint: Any, ctx: _Reading) -> Any:
+        return t.choice(key, default, get_args(hint))
+
+
+@dataclass(frozen=True)
+class _Words(_Rule):
+    convert: Callable[[str], str]
+
+    def read(self, t: _Table, key: str, default: Any, hint: Any, ctx: _Reading) -> Any:
+        return tuple(self.convert(w) for w in t.string_list(key, default))
+
+
+@dataclass(frozen=True)
+class _Checked(_Rule):
+    """A value `convert` checks; its ValueError or TypeError becomes the key's error."""
+
+    convert: Callable[[object], Any]
+
+    def read(self, t: _Table, key: str, default: Any, hint: Any, ctx: _Reading) -> Any:
+        return t.check(key, None if default is _MISSING else default, self.convert)
+
+
+@dataclass(frozen=True)
+class _Secret(_Rule):
+    """Inline as `key` or from the file `key_file`; masked in every output."""
+
+    required: bool
+
+    def read(self, t: _Table, key: str, default: Any, hint: Any, ctx: _Reading) -> Any:
+        return ctx.secret(t, key, required=self.required)
+
+    def keys(self, key: str) -> tuple[str, ...]:
+        return (key, f"{key}_file")
+
+
+@dataclass(frozen=True)
+class _Phone(_Rule):
+    required: bool
+
+    def read(self, t: _Table, key: str, default: Any, hint: Any, ctx: _Reading) -> Any:
+        value = t.string(key, "")
+        if not value:
+            if self.required:
+                raise ConfigError(
+                    f"{t.where(key)}: missing; the number as digits, e.g. 79001234567"
+                )
+            return ""
+        digits = _phone_digits(value)
+        if digits is None:
+            raise ConfigError(f"{t.where(key)}: {value!r} is not a phone number (3 to 20 digits)")
+        return digits
+
+
+@dataclass(frozen=True)
+class _Phones(_Rule):
+    """A table of name -> phone number."""
+
+    def read(self, t: _Table, key: str, default: Any, hint: Any, ctx: _Reading) -> Any:
+        raw: dict[str, str] = t.check(key, {}, _string_map)
+        phones = {}
+        for name, value in raw.items():
+            digits = _phone_digits(value)
+            if digits is None:
+                raise ConfigError(f"{t.where(key)}.{name}: {value!r} is not a phone number")
+            phones[name] = digits
+        return phones
+
+
+@dataclass(frozen=True)
+class _Section(_Rule):
+    """A [table] read into the field's dataclass; required when the field has no default."""
+
+    def read(self, t: _Table, key: str, default: Any, hint: Any, ctx: _Reading) -> Any:
+        return _read(hint, t.table(key, required=default is _MISSING), ctx)
+
+
+@dataclass(frozen=True)
+class _Sections(_Rule):
+    """[[tables]] read into the field's tuple of dataclasses; `unique` keys must all differ."""
+
+    unique: tuple[str, ...] = ()
+
+    def read(self, t: _Table, key: str, default: Any, hint: Any, ctx: _Reading) -> Any:
+        (cls, _) = get_args(hint)
+        items = tuple(_read(cls, sub, ctx) for sub in t.tables(key))
+        for attr in self.unique:
+            _unique(items, attr, key)
+        return items
+
+
+# Field specifiers: each declares one key, its default and the rule that reads it. A specifier
+# without a default makes the key required.
+
+
+def _key(rule: _Rule, default: T, *, shown: bool = True) -> T:
+    return field(default=default, repr=shown, metadata={_RULE: rule})
+
+
+def _required_key(rule: _Rule) -> Any:
+    return field(metadata={_RULE: rule})
+
+
+def _seconds(default: float, *, minimum: float, maximum: float = math.inf) -> float:
+    """A number of seconds (an integer is taken as a float)."""
+    return _key(_Seconds(minimum, maximum), default)
+
+
+def _integer(default: int, *, minimum: int, maximum: int = 2**62) -> int:
+    return _key(_Integer(minimum, maximum), default)
+
+
+def _flag(default: bool) -> bool:
+    return _key(_Flag(), default)
+
+
+def _string(
+    default: str = "", *, nonempty: bool = False, convert: Callable[[str], str] | None = None
+) -> str:
+    return _key(_Text(nonempty, convert), default)
+
+
+def _choice(default: str) -> Any:
+    """One of the values of the field's Literal type."""
+    return _key(_Choice(), default)
+
+
+def _words(default: tuple[str, ...], convert: Callable[[str], str]) -> tuple[str, ...]:
+    """A list of non-empty strings, each converted."""
+    return _key(_Words(convert), default)
+
+
+def _checked(convert: Callable[[object], Any], default: Any = None) -> Any:
+    """A value `convert` checks; without a default the key is required."""
+    if default is None:
+        return _required_key(_Checked(convert))
+    return _key(_Checked(convert), default)
+
+
+def _secret(*, required: bool) -> str:
+    """A secret: `key` inline or `key_file`; never in repr, masked by masked()."""
+    return _key(_Secret(required), "", shown=False)
+
+
+def _required_string(what: str) -> Any:
+    return _required_key(_Required(what))
+
+
+def _peer_name() -> Any:
+    return _required_key(_Name())
+
+
+def _phone_number(*, required: bool) -> Any:
+    if required:
+        return _required_key(_Phone(required))
+    return _key(_Phone(required), "")
+
+
+def _phone_table() -> Any:
+    return field(default_factory=dict, metadata={_RULE: _Phones()})
+
+
+def _sections(*unique: str) -> Any:
+    """An array of [[tables]]; none when absent. Each key in `unique` must differ among them."""
+    return _key(_Sections(unique), ())
+
+
+# -- the configuration -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    url: str = _checked(_upstream_url)
+    api_key: str = _secret(required=True)
+    retry_interval: float = _seconds(10.0, minimum=0.01)
+    timeout: float = _seconds(10.0, minimum=0.01)
+    concurrency: int = _integer(32, minimum=1, maximum=1024)
+    max_age: float = _seconds(86400.0, minimum=0)
+    drop_on: tuple[str, ...] = _words(DEFAULT_DROP_ON, str.upper)
+    circuit_after: int = _integer(5, minimum=1)
+    bearer_header: bool = _flag(True)
+    phone_type: Literal["string", "integer"] = _choice("string")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = _string("/var/lib/sms-gateway/outbox.sqlite3", nonempty=True)
+    keep_finished: float = _seconds(604800.0, minimum=0)
+
+
+@dataclass(frozen=True)
+class IdsConfig:
+    node: int = _integer(0, minimum=0)
+    nodes: int = _integer(1, minimum=1)
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: str = _checked(_listen_address, "127.0.0.1:8080")
+    ingest_token: str = _secret(required=False)
+    status_token: str = _secret(required=False)  # SIM identities on /health need it
+    allow: tuple[str, ...] = _checked(_networks, ())  # client addresses or networks; empty: any
+    request_timeout: float = _seconds(10.0, minimum=0.01)  # to receive a request's head and body
+    keepalive_timeout: float = _seconds(15.0, minimum=0.01)  # an idle kept-alive connection
+    max_connections: int = _integer(256, minimum=1, maximum=65535)  # open on http.listen
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: Literal["debug", "info", "warning", "error"] = _choice("info")
+    format: Literal["json", "console"] = _choice("json")
+
+
+@dataclass(frozen=True)
+class ModemsConfig:
+    """Settings shared by every [[modem]] port."""
+
+    # full AT+CMGL scan, besides +CMTI indications
+    scan_interval: float = _seconds(60.0, minimum=1)
+    # then an incomplete multi-part SMS goes out with gaps
+    multipart_timeout: float = _seconds(300.0, minimum=1)
+    # one AT command; a modem silent this long is reset
+    command_timeout: float = _seconds(10.0, minimum=0.1)
+    # longest wait between attempts to reopen a lost port
+    reopen_max: float = _seconds(60.0, minimum=0.1)
+
+
+@dataclass(frozen=True)
+class ModemConfig:
+    port: str = _required_string("the serial device, e.g. /dev/ttyUSB0")
+    # label in logs, metrics and /health; "" in the file: the port's file name (_modem_name)
+    name: str = _string()
+    baudrate: int = _integer(115200, minimum=300, maximum=4_000_000)
+    pin: str = _secret(required=False)
+    phone: str = _phone_number(required=False)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """How a message's phone is found; the first matching entry wins."""
+
+    phone: str = _phone_number(required=True)
+    iccid: str = _string(convert=_iccid)
+    imsi: str = _string()
+    source: str = _string()  # with port: a source's own port (gateway boxes), e.g. "dinstar-1"
+    port: str = _string()
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    """[gammu] / [smstools]: the hook's own modem name -> the phone it receives for."""
+
+    phones: dict[str, str] = _phone_table()  # noqa: RUF009 - field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HttpPeerConfig:
+    """[[dinstar]] / [[ejoin]]: a gateway box that pushes to /v1/inbound/<kind>/<name>."""
+
+    name: str = _peer_name()
+    token: str = _secret(required=True)
+    allow: tuple[str, ...] = _checked(_networks, ())  # source addresses or networks; empty: any
+
+
+@dataclass(frozen=True)
+class GoipConfig:
+    name: str = _peer_name()
+    id: str = _required_string("the GoIP's SMS-server id")
+    password: str = _secret(required=True)
+    listen: str = _checked(_listen_address, "127.0.0.1:44444")
+    allow: tuple[str, ...] = _checked(_networks, ())  # source addresses or networks; empty: any
+    # seconds of silence that end a long SMS sent as several packets
+    quiet_period: float = _seconds(3.0, minimum=0.1)
+
+
+@dataclass(frozen=True)
+class YeastarConfig:
+    name: str = _peer_name()
+    host: str = _required_string("the TG's address")
+    username: str = _required_string("API user")
+    password: str = _secret(required=True)
+    port: int = _integer(5038, minimum=1, maximum=65535)
+    reconnect_max: float = _seconds(60.0, minimum=0.1)
+
+
+@dataclass(frozen=True)
+class Config:
+    # A field typed as a config dataclass is a [table] (required without a default); a tuple
+    # of them is an array of [[tables]].
+    upstream: UpstreamConfig
+    store: StoreConfig = StoreConfig()
+    ids: IdsConfig = IdsConfig()
+    http: HttpConfig = HttpConfig()
+    log: LogConfig = LogConfig()
+    modems: ModemsConfig = ModemsConfig()
+    modem: tuple[ModemConfig, ...] = _sections("name", "port")
+    sim: tuple[SimConfig, ...] = _sections()
+    gammu: HookConfig = HookConfig()
+    smstools: HookConfig = HookConfig()
+    dinstar: tuple[HttpPeerConfig, ...] = _sections("name")
+    ejoin: tuple[HttpPeerConfig, ...] = _sections("name")
+    goip: tuple[GoipConfig, ...] = _sections("name", "listen")
+    yeastar: tuple[YeastarConfig, ...] = _sections("name")
+    # Not keys of the file (no rule): where it was read from, and what the operator should see.
+    source_path: str = ""
+    # Not errors, but worth the operator's eye (a secret file others can read). Config is
+    # read before logging is set up, so the caller shows them: the CLI on stderr.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+
+# -- checks across keys of one table -----------------------------------------------------------
+
+
+def _check_ids(cfg: IdsConfig, t: _Table) -> IdsConfig:
+    if cfg.node >= cfg.nodes:
+        raise ConfigError(f"ids.node: is {cfg.node}, must be below ids.nodes ({cfg.nodes})")
+    return cfg
+
+
+def _modem_name(cfg: ModemConfig, t: _Table) -> ModemConfig:
+    if cfg.name:
+        return cfg
+    return dataclasses.replace(cfg, name=cfg.port.rstrip("/").rsplit("/", 1)[-1])
+
+
+def _check_sim(cfg: SimConfig, t: _Table) -> SimConfig:
+    if not (cfg.iccid or cfg.imsi or cfg.source):
+        raise ConfigError(f"{t.where('iccid')}: a [[sim]] needs iccid, imsi or source to match")
+    if cfg.port and not cfg.source:
+        raise ConfigError(f"{t.where('port')}: port is matched together with source; add source")
+    return cfg
+
+
+_CHECKS: dict[type, Callable[[Any, _Table], Any]] = {
+    IdsConfig: _check_ids,
+    ModemConfig: _modem_name,
+    SimConfig: _check_sim,
+}
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def default_path() -> str:
+    """The config path when -c is not given: $SMS_GATEWAY_CONFIG, else the system path."""
+    return os.environ.get("SMS_GATEWAY_CONFIG") or DEFAULT_CONFIG_PATH
+
+
+def load(path: str | os.PathLike[str], *, read_secrets: bool = True) -> Config:
+    """Read and validate the file at `path`; raise ConfigError naming the first wrong key.
+
+    `read_secrets=False` leaves secrets empty and does not open their files: commands that
+    only touch the store must work without the credentials only the service can read.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file (give one with -c PATH)") from None
+    except PermissionError:
+        raise ConfigError(f"{p}: not readable by this user") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory; give the config file itself") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{p}: cannot read: {e}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    return parse(raw, base_dir=p.parent, source_path=str(p), read_secrets=read_secrets)
+
+
+def parse(
+    raw: Mapping[str, Any],
+    *,
+    base_dir: Path = Path("."),
+    source_path: str = "",
+    read_secrets: bool = True,
+) -> Config:
+    """Turn a decoded TOML document into a Config (separate from load() for tests)."""
+    ctx = _Reading(base_dir, read_secrets)
+    cfg: Config = _read(Config, _Table(raw, ""), ctx)
+    return dataclasses.replace(cfg, source_path=source_path, warnings=tuple(ctx.warnings))
+
+
+_Key = tuple[dataclasses.Field[Any], _Rule, Any]
+_KEYS: dict[type[Any], tuple[_Key, ...]] = {}
+
+
+def _keys_of(cls: type[Any]) -> tuple[_Key, ...]:
+    """(field, rule, type hint) for each field of `cls` that is a key of the file."""
+    if cls not in _KEYS:
+        _KEYS[cls] = _find_keys(cls)
+    return _KEYS[cls]
+
+
+def _find_keys(cls: type[Any]) -> tuple[_Key, ...]:
+    hints = get_type_hints(cls)
+    found = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        rule = f.metadata.get(_RULE)
+        if rule is None and isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            rule = _Section()
+        if rule is not None:
+            found.append((f, rule, hint))
+    return tuple(found)
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not _MISSING:
+        return f.default
+    if callable(f.default_factory):
+        return f.default_factory()
+    return _MISSING
+
+
+def _read(cls: type[Any], t: _Table, ctx: _Reading) -> Any:
+    """One table into `cls`: every declared key in field order, the cross checks, then leftovers."""
+    values = {
+        f.name: rule.read(t, f.name, _default(f), hint, ctx) for f, rule, hint in _keys_of(cls)
+    }
+    cfg = cls(**values)
+    check = _CHECKS.get(cls)
+    if check is not None:
+        cfg = check(cfg, t)
+    t.finish()
+    return cfg
+
+
+def _unique(items: tuple[Any, ...], attr: str, table: str) -> None:
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        value = getattr(item, attr)
+        if value in seen:
+            raise ConfigError(f"{table}[{i}].{attr}: {value!r} is used twice; each must differ")
+        seen.add(value)
+
+
+class _Reading:
+    """What one parse carries along: where secret files are, and the warnings found."""
+
+    def __init__(self, base_dir: Path, read_secrets: bool) -> None:
+        self._base_dir = base_dir
+        self._read = read_secrets
+        self.warnings: list[str] = []
+
+    def secret(self, t: _Table, key: str, *, required: bool) -> str:
+        """A secret given inline as `key` or in the file named by `key_file`."""
+        inline = t.string(key, "")
+        file_name = t.string(f"{key}_file", "")
+        where = t.where(key)
+        if inline and file_name:
+            raise ConfigError(f"{where}: give either {key} or {key}_file, not both")
+        if not self._read:
+            return ""
+        if file_name:
+            inline = self._from_file(where, file_name)
+        if required and not inline:
+            raise ConfigError(f"{where}: missing; set {key} or {key}_file")
+        if any(c.isspace() for c in inline):
+            raise ConfigError(f"{where}: contains whitespace; check the value (not shown)")
+        if not (inline.isascii() and inline.isprintable()):
+            # Secrets go verbatim into HTTP headers and protocol lines, which take neither.
+            raise ConfigError(
+                f"{where}: contains control or non-ASCII characters; check the value (not shown)"
+            )
+        return inline
+
+    def _from_file(self, where: str, file_name: str) -> str:
+        path = Path(file_name) if os.path.isabs(file_name) else self._base_dir / file_name
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except (OSError, ValueError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise ConfigError(f"{where}_file: cannot read {path}: {reason}") from None
+        if not value:
+            raise ConfigError(f"{where}_file: {path} is empty")
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            mode = 0
+        if mode & stat.S_IROTH:
+            self.warnings.append(
+                f"{where}_file: {path} is readable by every user on this host"
+                f" (mode {stat.S_IMODE(mode):04o}); make it 0600 or 0640: chmod o-r {path}"
+            )
+        return value
 
 
 class _Table:
@@ -677,33 +831,67 @@ def _kind(value: object) -> str:
     }.get(type(value), type(value).__name__)
 
 
+# -- what the declarations give the rest of the program ----------------------------------------
+
+
 def masked(cfg: Config) -> dict[str, Any]:
     """The effective configuration as plain data, every secret replaced by a mask."""
-    data = dataclasses.asdict(cfg)
-    data.pop("source_path", None)
-    data.pop("warnings", None)
-    for section, key in (
-        ("upstream", "api_key"),
-        ("http", "ingest_token"),
-        ("http", "status_token"),
-    ):
-        if data[section][key]:
-            data[section][key] = MASK
-    for kind, key in (
-        ("modem", "pin"),
-        ("dinstar", "token"),
-        ("ejoin", "token"),
-        ("goip", "password"),
-        ("yeastar", "password"),
-    ):
-        for table in data[kind]:
-            if table[key]:
-                table[key] = MASK
-        data[kind] = list(data[kind])
-    data["upstream"]["drop_on"] = list(data["upstream"]["drop_on"])
-    data["http"]["allow"] = list(data["http"]["allow"])
-    for kind in ("dinstar", "ejoin", "goip"):
-        for table in data[kind]:
-            table["allow"] = list(table["allow"])
-    data["sim"] = list(data["sim"])
+    return _plain(cfg)
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for f, rule, _ in _keys_of(type(obj)):
+        value = getattr(obj, f.name)
+        if isinstance(rule, _Secret):
+            value = MASK if value else ""
+        elif isinstance(rule, _Section):
+            value = _plain(value)
+        elif isinstance(rule, _Sections):
+            value = [_plain(item) for item in value]
+        elif isinstance(value, tuple):
+            value = list(value)
+        elif isinstance(value, dict):
+            value = dict(value)
+        data[f.name] = value
     return data
+
+
+def secret_values(cfg: Config) -> tuple[str, ...]:
+    """Every secret set in `cfg`, for the log scrubber: whatever the metadata marks secret."""
+    found: list[str] = []
+
+    def walk(obj: Any) -> None:
+        for f, rule, _ in _keys_of(type(obj)):
+            value = getattr(obj, f.name)
+            if isinstance(rule, _Secret) and value:
+                found.append(value)
+            elif isinstance(rule, _Section):
+                walk(value)
+            elif isinstance(rule, _Sections):
+                for item in value:
+                    walk(item)
+
+    walk(cfg)
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class DeclaredKey:
+    """One key the file may hold, as declared on the dataclasses (for docs and tests)."""
+
+    table: str  # "upstream", or the name of an array of tables such as "modem"
+    key: str
+    default: Any  # _MISSING when the key is required or is the file form of a secret
+    secret: bool
+
+
+def declared_keys() -> Iterator[DeclaredKey]:
+    """Every key of every table, in declaration order; a secret gives `key` and `key_file`."""
+    for top, top_rule, hint in _keys_of(Config):
+        cls = get_args(hint)[0] if isinstance(top_rule, _Sections) else hint
+        for f, rule, _ in _keys_of(cls):
+            is_secret = isinstance(rule, _Secret)
+            default = _MISSING if isinstance(rule, _Secret) and rule.required else _default(f)
+            for i, key in enumerate(rule.keys(f.name)):
+                yield DeclaredKey(top.name, key, _MISSING if i else default, is_secret)

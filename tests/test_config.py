@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import string
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -756,3 +758,121 @@ def test_secret_files_not_read_give_no_warning(tmp_path: Path) -> None:
     doc = {"upstream": {"url": URL, "api_key_file": str(path)}}
     assert config.parse(doc, read_secrets=False).warnings == ()
     assert config.parse(minimal()).warnings == ()  # inline secrets: nothing to warn about
+
+
+# -- every key declared once: the example and the masking follow the declarations ---------------
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
+_HEADER = re.compile(r"^(#\s*)?\[\[?([a-z_]+)\]\]?(\s|$)")  # [t], [[t]], commented or not
+_KEY_LINE = re.compile(r"^(#\s*)?([a-z_]+) = (.*)$")
+_ALTERNATIVE = re.compile(r"\bor ([a-z_]+_file) = ")  # "...; or pin_file = ..." in a comment
+
+
+def example_keys() -> dict[tuple[str, str], tuple[Any, bool]]:
+    """(table, key) -> (value or MISSING, in a table the example leaves commented out).
+
+    Keys written commented out count, and so do `*_file` alternatives named in a comment.
+    """
+    found: dict[tuple[str, str], tuple[Any, bool]] = {}
+    table, table_commented = "", False
+    for line in EXAMPLE.read_text(encoding="utf-8").splitlines():
+        if m := _HEADER.match(line):
+            table, table_commented = m.group(2), m.group(1) is not None
+            continue
+        m = _KEY_LINE.match(line)
+        if not table or not m:
+            continue
+        key, rest = m.group(2), m.group(3)
+        value_text, _, comment = rest.partition("  #")
+        value = tomllib.loads(f"v = {value_text.strip()}")["v"]
+        assert (table, key) not in found, f"{table}.{key} is in the example twice"
+        found[(table, key)] = (value, table_commented)
+        for alternative in _ALTERNATIVE.findall(comment):
+            found.setdefault((table, alternative), (dataclasses.MISSING, table_commented))
+    return found
+
+
+def comparable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def test_every_key_in_the_example_is_declared() -> None:
+    declared = {(k.table, k.key) for k in config.declared_keys()}
+    undeclared = [f"{t}.{k}" for t, k in example_keys() if (t, k) not in declared]
+    assert not undeclared, f"config.example.toml has keys the config does not take: {undeclared}"
+
+
+def test_every_declared_key_is_in_the_example() -> None:
+    documented = example_keys()
+    missing = [
+        f"{k.table}.{k.key}" for k in config.declared_keys() if (k.table, k.key) not in documented
+    ]
+    assert not missing, f"config.example.toml does not show: {missing}"
+
+
+def test_the_example_shows_each_declared_default() -> None:
+    """Values in a live table are the defaults; in a commented-out [[table]] example a key
+    whose default is empty ("none") may show a sample value instead."""
+    documented = example_keys()
+    wrong = []
+    for k in config.declared_keys():
+        value, sample_table = documented.get((k.table, k.key), (dataclasses.MISSING, False))
+        if k.default is dataclasses.MISSING or value is dataclasses.MISSING:
+            continue  # required, the file form of a secret, or not shown (test above)
+        if sample_table and k.default in ("", (), {}):
+            continue
+        if comparable(value) != comparable(k.default):
+            wrong.append(f"{k.table}.{k.key} = {value!r}, declared {k.default!r}")
+    assert not wrong, wrong
+
+
+def test_the_walk_finds_every_table_and_the_file_form_of_every_secret() -> None:
+    keys = list(config.declared_keys())
+    assert {k.table for k in keys} == set(config.masked(config.parse(minimal())))
+    secrets = {(k.table, k.key) for k in keys if k.secret}
+    assert secrets == {
+        ("upstream", "api_key"), ("upstream", "api_key_file"),
+        ("http", "ingest_token"), ("http", "ingest_token_file"),
+        ("http", "status_token"), ("http", "status_token_file"),
+        ("modem", "pin"), ("modem", "pin_file"),
+        ("dinstar", "token"), ("dinstar", "token_file"),
+        ("ejoin", "token"), ("ejoin", "token_file"),
+        ("goip", "password"), ("goip", "password_file"),
+        ("yeastar", "password"), ("yeastar", "password_file"),
+    }  # fmt: skip
+
+
+ARRAY_MINIMUM: dict[str, dict[str, Any]] = {
+    "modem": {"port": "/dev/ttyUSB0"},
+    "dinstar": {"name": "d1", "token": "t"},
+    "ejoin": {"name": "e1", "token": "t"},
+    "goip": {"name": "g1", "id": "goip01", "password": "p"},
+    "yeastar": {"name": "y1", "host": "192.0.2.1", "username": "u", "password": "p"},
+}
+
+
+@pytest.mark.parametrize(
+    "declared",
+    [k for k in config.declared_keys() if k.secret and not k.key.endswith("_file")],
+    ids=lambda k: f"{k.table}.{k.key}",
+)
+def test_every_declared_secret_is_masked_hidden_from_repr_and_given_to_the_scrubber(
+    declared: config.DeclaredKey,
+) -> None:
+    value = f"SECRET-{declared.table}-{declared.key}-0123456789"
+    doc = minimal()
+    if declared.table in ARRAY_MINIMUM:
+        doc[declared.table] = [{**ARRAY_MINIMUM[declared.table], declared.key: value}]
+    else:
+        doc.setdefault(declared.table, {})[declared.key] = value
+
+    cfg = config.parse(doc)
+
+    assert value not in repr(cfg)
+    assert value not in repr(config.masked(cfg))
+    assert value in config.secret_values(cfg)
+    assert MASK in repr(config.masked(cfg))
+
+
+def test_secret_values_lists_only_what_is_set() -> None:
+    assert config.secret_values(config.parse(minimal())) == (KEY,)
