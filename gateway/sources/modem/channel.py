@@ -33,6 +33,7 @@ from gateway.sources.modem.lines import (
     Urc,
 )
 from gateway.sources.modem.serial_link import LinkClosed, LinkError, SerialLink
+from gateway.sources.modem.tasks import cancel_and_wait
 
 __all__ = [
     "AtChannel",
@@ -201,14 +202,15 @@ class AtChannel:
         )
 
     async def close(self) -> None:
-        """Stop the reader, fail the command in flight with :class:`LinkClosed`, close the link."""
+        """Stop the reader, fail the command in flight with :class:`LinkClosed`, close the link.
+        The link is closed even when the caller is cancelled meanwhile; the cancel propagates."""
         self._mark_closed(LinkClosed(f"{self.port}: channel closed"))
         reader, self._reader = self._reader, None
-        if reader is not None and reader is not asyncio.current_task():
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-        await self._link.close()
+        try:
+            if reader is not None and reader is not asyncio.current_task():
+                await cancel_and_wait(reader)  # a cancel of ours landing here propagates
+        finally:
+            await self._link.close()
 
     async def wait_closed(self) -> LinkClosed:
         """Wait until the link is gone; returns the reason."""

@@ -37,6 +37,7 @@ from gateway.sources.modem.phones import modem_source, resolve_phone
 from gateway.sources.modem.receiver import Receiver
 from gateway.sources.modem.serial_link import LinkOpenError, open_serial_link
 from gateway.sources.modem.session import Identity, Network, Session, SimNotReady, Storage
+from gateway.sources.modem.tasks import cancel_and_wait
 
 __all__ = ["NEARLY_FULL", "Modem", "ModemStatus"]
 
@@ -47,7 +48,6 @@ NEARLY_FULL = 0.8  # SIM storage share that earns a warning
 _CHECK_EVERY = 30.0  # signal, registration, storage (and proof of life) at least this often
 _STORE_RETRY = 5.0  # rescan this soon after the store refused a commit
 _HEALTHY_AFTER = 30.0  # a session that served this long starts the next backoff afresh
-_STOP_GRACE = 5.0  # stop() cancels again if the task has not ended by then
 
 
 @dataclass(frozen=True)
@@ -184,10 +184,11 @@ class Modem:
         """Close the port. A message committed but not yet deleted is re-read next time (and
         recognised as a duplicate)."""
         task, self._task = self._task, None
-        while task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=_STOP_GRACE)
-        self._set(port_open=False, sim_ready=False)
+        try:
+            if task is not None:
+                await cancel_and_wait(task)  # one cancel suffices: nothing below swallows it
+        finally:
+            self._set(port_open=False, sim_ready=False)
 
     async def apply_config(self, cfg: ModemConfig, sims: Sequence[SimConfig]) -> None:
         """New ``phone`` / ``[[sim]]`` entries (SIGHUP); held messages go out once the phone
@@ -248,8 +249,10 @@ class Modem:
             if serving_since is None or loop.time() - serving_since < _HEALTHY_AFTER:
                 raise
         finally:
-            await channel.close()
-            self._set(port_open=False, sim_ready=False)
+            try:
+                await channel.close()
+            finally:
+                self._set(port_open=False, sim_ready=False)
 
     def _record(self, exc: Exception) -> None:
         """Log why a session ended and show it in the status."""
@@ -373,9 +376,7 @@ class Modem:
                 elif isinstance(work, _Direct):
                     await self._receiver.direct(session, work.pdu)
         finally:
-            closed.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await closed
+            await cancel_and_wait(closed)
 
     async def _next_work(self, closed: asyncio.Future[LinkClosed], timeout: float) -> _Work | None:
         """The next indication, ``None`` after ``timeout``; raises when the port is gone."""

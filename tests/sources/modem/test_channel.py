@@ -13,6 +13,8 @@ from gateway.sources.modem.channel import AtChannel, AtError, AtResponse, AtTime
 from gateway.sources.modem.lines import Urc
 from gateway.sources.modem.serial_link import LinkClosed
 
+WAIT = 5.0
+
 
 class MemoryLink:
     """A scripted modem: ``respond(written_command) -> bytes`` answers each written line."""
@@ -167,3 +169,34 @@ async def test_answer_prefixes_named_by_the_caller_belong_to_the_answer() -> Non
     response = await channel.command("AT+CCID", answers=ICCID_PREFIXES)
     assert parse_iccid(response.lines) == "8970199123456789012" and urcs == []
     await channel.close()
+
+
+class SlowToStopLink(MemoryLink):
+    """A link whose pending read takes a while to give up when cancelled (a driver finishing a
+    transfer): ``close()`` is then still awaiting the reader when a cancel lands."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read_cancelled = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def read(self) -> bytes:
+        try:
+            return await super().read()
+        except asyncio.CancelledError:
+            self.read_cancelled.set()
+            await self.release.wait()
+            raise
+
+
+async def test_a_cancel_while_close_awaits_the_reader_is_not_swallowed() -> None:
+    link = SlowToStopLink()
+    channel = AtChannel(link, on_urc=lambda urc: None)
+    channel.start()
+    closer = asyncio.create_task(channel.close())
+    await asyncio.wait_for(link.read_cancelled.wait(), WAIT)
+    closer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(closer, WAIT)
+    assert link.closed  # the port is released all the same
+    assert channel.closed

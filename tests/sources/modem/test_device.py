@@ -24,8 +24,10 @@ from gateway.outbox import Message, Outbox, State
 from gateway.outbox.models import Hold
 from gateway.play.modem import PROFILES, FakeModem
 from gateway.play.pdu import encode_deliver, encode_status_report, split_deliver
+from gateway.sources.modem import device
 from gateway.sources.modem.channel import AtChannel, AtTimeout
 from gateway.sources.modem.device import Modem
+from gateway.sources.modem.serial_link import SerialLink, open_serial_link
 from gateway.sources.modem.session import Session, SimNotReady, Storage
 
 T = TypeVar("T")
@@ -609,3 +611,48 @@ async def test_a_modem_that_powers_up_on_its_own_is_set_up_again(
     fake.deliver(sms("after the reboot"))
     (message,) = await store.count(1)
     assert message.text == "after the reboot"
+
+
+class SlowToStopPort:
+    """The real pty link, except that its pending read takes a while to give up when
+    cancelled: the channel's ``close()`` is then still awaiting its reader."""
+
+    def __init__(self, link: SerialLink) -> None:
+        self.link = link
+        self.name = link.name
+        self.read_cancelled = asyncio.Event()
+
+    async def read(self) -> bytes:
+        try:
+            return await self.link.read()
+        except asyncio.CancelledError:
+            self.read_cancelled.set()
+            await asyncio.Event().wait()  # gives up only when cancelled once more
+            raise
+
+    def write(self, data: bytes) -> None:
+        self.link.write(data)
+
+    async def close(self) -> None:
+        await self.link.close()
+
+
+async def test_a_stop_while_the_port_closes_is_not_swallowed(
+    fakes: FakeFactory, modems: ModemFactory, logs: LogWatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ports: list[SlowToStopPort] = []
+
+    async def open_slow(url: str, **kw: Any) -> SlowToStopPort:
+        ports.append(SlowToStopPort(await open_serial_link(url, **kw)))
+        return ports[-1]
+
+    monkeypatch.setattr(device, "open_serial_link", open_slow)
+    fake = fakes()
+    modem = modems(fake)
+    await ready(fake)
+    fake.emit_urc("RDY")  # the session ends and closes its channel, reader still running
+    await asyncio.wait_for(ports[0].read_cancelled.wait(), WAIT)
+    async with asyncio.timeout(WAIT):
+        await modem.stop()  # lands while close() awaits the reader; returns once all ended
+    assert len(ports) == 1  # not reopened
+    assert not modem.status().port_open
