@@ -376,7 +376,7 @@ class Outbox:
                 m.phone_from,
                 m.text,
                 m.received_at,
-                m.received_at,
+                now,  # expiry_base: max_age counts from when we got it, not the network's clock
                 now,
                 queued if m.hold is None else State.HELD.value,
                 now,

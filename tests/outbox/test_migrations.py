@@ -192,3 +192,27 @@ async def test_a_badly_named_migration_file_is_refused(
     monkeypatch.setattr(migrate, "migrations_dir", lambda: tmp_path)
     with pytest.raises(StoreError, match=r"NNNN_what\.sql"):
         available()
+
+
+async def test_migration_3_moves_waiting_messages_expiry_to_their_acceptance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "outbox.sqlite3")
+    every = available()
+    monkeypatch.setattr(migrate, "available", lambda: every[:2])
+    old = await Outbox.open(path, clock=lambda: 2_000.0)
+    await old.close()
+    with sqlite3.connect(path) as c:  # as version 2 stored it: expiry from the network's time
+        c.execute(
+            "INSERT INTO messages (sms_id, source, phone, phone_from, text, received_at,"
+            " expiry_base, accepted_at, state, due_at) VALUES"
+            " (1, 'http', '79001234567', 'X', 'queued', 10, 10, 2000, 'queued', 2000),"
+            " (2, 'http', '79001234567', 'X', 'retried', 10, 3000, 2000, 'queued', 3000),"
+            " (3, 'http', '79001234567', 'X', 'done', 10, 10, 2000, 'delivered', 2000)"
+        )
+    monkeypatch.undo()
+    outbox = await Outbox.open(path, clock=lambda: 2_000.0)
+    await outbox.close()
+    with sqlite3.connect(path) as c:
+        rows = c.execute("SELECT sms_id, expiry_base FROM messages ORDER BY sms_id").fetchall()
+    assert rows == [(1, 2000.0), (2, 3000.0), (3, 10.0)]

@@ -80,6 +80,15 @@ async def accept_ids(store: Outbox, *items: Incoming) -> list[int]:
     return [a.sms_id for a in await store.accept(items)]
 
 
+async def accept_at(store: Outbox, clock: FakeClock, when: float, *items: Incoming) -> list[int]:
+    """Accept `items` as if the gateway had received them at `when`; the clock stays at T0."""
+    clock.now = when
+    try:
+        return await accept_ids(store, *items)
+    finally:
+        clock.now = T0
+
+
 async def claim(store: Outbox, limit: int = 100, max_age: float = 0) -> list[int]:
     return [m.sms_id for m in await store.claim_due(limit=limit, lease=LEASE, max_age=max_age)]
 
@@ -315,8 +324,9 @@ async def test_a_leased_message_is_not_handed_out_again_until_its_lease_ends(
     assert await claim(store) == [1]  # the claimer died: the message is simply due again
 
 
-async def test_claim_due_skips_messages_older_than_max_age(store: Outbox) -> None:
-    await accept_ids(store, sms("old", received_at=T0 - 100), sms("new", received_at=T0 - 10))
+async def test_claim_due_skips_messages_older_than_max_age(store: Outbox, clock: FakeClock) -> None:
+    await accept_at(store, clock, T0 - 100, sms("old", received_at=T0 - 100))
+    await accept_at(store, clock, T0 - 10, sms("new", received_at=T0 - 10))
     assert await claim(store, max_age=50) == [2]
     assert await claim(store, max_age=50) == []
     assert await claim(store, max_age=0) == [1]  # 0 = never too old
@@ -324,8 +334,8 @@ async def test_claim_due_skips_messages_older_than_max_age(store: Outbox) -> Non
 
 async def test_next_due_at_follows_the_queue(store: Outbox, clock: FakeClock) -> None:
     assert await store.next_due_at() is None
-    await accept_ids(store, sms(received_at=T0 - 100))
-    assert await store.next_due_at() == T0
+    await accept_at(store, clock, T0 - 100, sms(received_at=T0 - 100))
+    assert await store.next_due_at() == T0 - 100
     assert await store.next_due_at(max_age=50) is None
     await claim(store)
     assert await store.next_due_at() == T0 + LEASE
@@ -437,13 +447,15 @@ async def test_expire_old_expires_only_queued_unleased_messages(
     store: Outbox, clock: FakeClock
 ) -> None:
     old = T0 - 200
-    await accept_ids(
+    await accept_at(
         store,
+        clock,
+        old,
         sms("old queued", received_at=old),
         sms("old leased", received_at=old),
         sms("old delivered", received_at=old),
-        sms("young", received_at=T0 - 10),
     )
+    await accept_at(store, clock, T0 - 10, sms("young", received_at=T0 - 10))
     await claim(store, limit=2)  # 1 and 2
     await store.release([1])
     await finish(store, 3, Outcome.DELIVERED)
@@ -463,7 +475,7 @@ async def test_expire_old_expires_only_queued_unleased_messages(
 async def test_purge_deletes_finished_messages_older_than_keep_and_their_attempts(
     store: Outbox, clock: FakeClock
 ) -> None:
-    await accept_ids(store, *(sms(str(i), received_at=T0 - DAY) for i in range(5)))
+    await accept_at(store, clock, T0 - DAY, *(sms(str(i), received_at=T0 - DAY) for i in range(5)))
     await finish(store, 1, Outcome.DELIVERED)
     await finish(store, 2, Outcome.DROPPED, "NO_OP")
     await store.expire_old(max_age=60)  # 3, 4, 5 expire
@@ -484,6 +496,20 @@ async def test_purge_deletes_finished_messages_older_than_keep_and_their_attempt
     assert [m.sms_id for m in await store.list_messages()] == [5]
 
 
+async def test_max_age_counts_from_acceptance_not_the_network_timestamp(
+    store: Outbox, clock: FakeClock
+) -> None:
+    """An SMSC with a wrong clock (SCTS years in the past) must not expire a fresh SMS unsent."""
+    years_ago = T0 - 5 * 365 * DAY
+    await accept_ids(store, sms("fresh, stamped 2021", received_at=years_ago))
+    assert await store.expire_old(max_age=DAY) == []
+    assert await claim(store, max_age=DAY) == [1]
+    m = await state(store, 1)
+    assert (m.received_at, m.accepted_at) == (years_ago, T0)  # the network's time is kept
+    clock.advance(DAY + LEASE + 1)
+    assert await store.expire_old(max_age=DAY) == [1]  # a day after *we* got it, it expires
+
+
 async def test_purge_works_in_batches(store: Outbox, clock: FakeClock) -> None:
     await accept_ids(store, *(sms(str(i)) for i in range(12)))
     for i in range(1, 13):
@@ -494,7 +520,8 @@ async def test_purge_works_in_batches(store: Outbox, clock: FakeClock) -> None:
 
 async def dropped_and_expired(store: Outbox, clock: FakeClock) -> None:
     """1 dropped at T0, 2 expired at T0 + 100, 3 delivered, 4 queued; clock at T0 + 200."""
-    await accept_ids(store, sms("1"), sms("2", received_at=T0 - DAY), sms("3"), sms("4"))
+    await accept_at(store, clock, T0 - DAY, sms("1"), sms("2", received_at=T0 - DAY))
+    await accept_ids(store, sms("3"), sms("4"))
     await finish(store, 1, Outcome.DROPPED, "BAD_SERVICE")
     clock.advance(100)
     await store.expire_old(max_age=3600)
