@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -13,63 +11,18 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.auth import token_matches
 from gateway.errors import StoreUnavailable
 from gateway.health import Health, Level
 from gateway.http.guard import ConnectionGuard
 from gateway.http.ingest import IngestError, parse_body
+from gateway.http.wire import MAX_BODY, bearer, json_response, read_json
 from gateway.intake import Intake
 from gateway.metrics import Metrics
 from gateway.outbox import Accepted, Outbox
 
 log = structlog.get_logger(__name__)
-MAX_BODY = 1024 * 1024
 INGEST_SOURCE = "http"
-_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps with options builds one per call
-
-
-def json_response(data: Any, status: int = 200, **kw: Any) -> web.Response:
-    return web.Response(
-        body=_JSON.encode(data).encode("utf-8"),
-        status=status,
-        content_type="application/json",
-        charset="utf-8",
-        **kw,
-    )
-
-
-def token_matches(given: str | None, expected: str | bytes) -> bool:
-    """Constant-time comparison so the token cannot be guessed byte by byte."""
-    if not expected or given is None:
-        return False
-    if isinstance(expected, str):
-        expected = expected.encode("utf-8")
-    return hmac.compare_digest(given.encode("utf-8", "replace"), expected)
-
-
-def bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else None
-
-
-async def read_json(request: web.Request) -> Any:
-    """The body as JSON, or an HTTP error: 413 over 1 MiB, 400 when it is not JSON."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
-    raw = await request.read()  # client_max_size enforces the limit without Content-Length
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": f"body: not valid UTF-8 JSON ({e})", "field": "body"}),
-            content_type="application/json",
-        ) from None
-    except RecursionError:
-        # A tiny body of nested brackets must be a bad request, not a server error.
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "body: JSON nested too deeply", "field": "body"}),
-            content_type="application/json",
-        ) from None
 
 
 class HttpServer:
