@@ -7,8 +7,10 @@ import contextlib
 import fcntl
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -29,6 +31,14 @@ from gateway.sources.modem.bank import ModemBank
 log = structlog.get_logger(__name__)
 SHUTDOWN_BUDGET = 5.0  # seconds from SIGTERM to exit (CONTRACT section 2)
 PUSH_GRACE = 3.5  # of which in-flight pushes may use this much
+EXIT_MARGIN = 0.2  # the forced exit comes this much before the budget ends
+
+
+def _exit_now(event: str, **fields: Any) -> None:
+    """Leave at once, skipping every cleanup: the budget ran out or the operator insisted.
+    Nothing is lost: the store's commits are durable, leases run out, the lock dies with us."""
+    log.error(event, action="exiting now without finishing the shutdown", code=1, **fields)
+    os._exit(1)
 
 
 class StoreLocked(GatewayError):
@@ -36,7 +46,9 @@ class StoreLocked(GatewayError):
 
 
 @dataclass
-class Parts:
+class Components:
+    """Everything the daemon runs, built by `build` and started by `Daemon.start`."""
+
     outbox: Outbox
     metrics: Metrics
     intake: Intake
@@ -82,16 +94,49 @@ def http_connection_cap(cfg: Config) -> int:
     return cap
 
 
+def build(cfg: Config, outbox: Outbox) -> Components:
+    """Wire every part to the open store; nothing starts here (no task, socket or port)."""
+    metrics = Metrics()
+    intake = Intake(outbox, metrics)
+    worker = DeliveryWorker(outbox, cfg.upstream, metrics, keep_finished=cfg.store.keep_finished)
+    health = Health(outbox, worker, degraded_after=cfg.upstream.circuit_after)
+    modems = ModemBank(intake, cfg, metrics)
+    peers = PeerSources(cfg, intake, metrics)
+    if cfg.modem:
+        health.add_check("modems", modems.health_check)
+    for name, check in peers.check_functions().items():
+        health.add_check(name, check)
+    http = HttpServer(
+        host=cfg.http.host,
+        port=cfg.http.port,
+        outbox=outbox,
+        intake=intake,
+        health=health,
+        metrics=metrics,
+        ingest_token=cfg.http.ingest_token,
+        status_token=cfg.http.status_token,
+        allow=cfg.http.allow,
+        request_timeout=cfg.http.request_timeout,
+        keepalive_timeout=cfg.http.keepalive_timeout,
+        max_connections=http_connection_cap(cfg),
+        extra_routes=peers.routes(),
+    )
+    return Components(outbox, metrics, intake, worker, health, http, modems, peers)
+
+
 class Daemon:
     def __init__(self, cfg: Config, *, notifier: Notifier | None = None) -> None:
         self.cfg = cfg
         self.notifier = notifier or Notifier()
-        self.parts: Parts | None = None
+        self.parts: Components | None = None
         self._lock_fd: int | None = None
         self._stop = asyncio.Event()
-        self._reload: asyncio.Task[None] | None = None
+        self._stop_signals = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # reloads: awaited or cancelled at stop
+        self._budget: threading.Timer | None = None
 
-    async def start(self) -> Parts:
+    async def start(self) -> Components:
+        """Lock the store, open it, build the parts and start them (input last)."""
         cfg = self.cfg
         self._lock_fd = lock_store(cfg.store.path)
         try:
@@ -99,44 +144,14 @@ class Daemon:
         except BaseException:
             self._unlock()
             raise
-        metrics = Metrics()
-        intake = Intake(outbox, metrics)
-        worker = DeliveryWorker(
-            outbox, cfg.upstream, metrics, keep_finished=cfg.store.keep_finished
-        )
-        health = Health(outbox, worker, degraded_after=cfg.upstream.circuit_after)
-        modems = ModemBank(intake, cfg, metrics)
-        peers = PeerSources(cfg, intake, metrics)
-        if cfg.modem:
-            health.add_check("modems", modems.health_check)
-        for name, check in peers.check_functions().items():
-            health.add_check(name, check)
-        http = HttpServer(
-            host=cfg.http.host,
-            port=cfg.http.port,
-            outbox=outbox,
-            intake=intake,
-            health=health,
-            metrics=metrics,
-            ingest_token=cfg.http.ingest_token,
-            status_token=cfg.http.status_token,
-            allow=cfg.http.allow,
-            request_timeout=cfg.http.request_timeout,
-            keepalive_timeout=cfg.http.keepalive_timeout,
-            max_connections=http_connection_cap(cfg),
-            extra_routes=peers.routes(),
-        )
-        self.parts = Parts(outbox, metrics, intake, worker, health, http, modems, peers)
         try:
-            await worker.start()
-            modems.start()
-            await peers.start()
-            try:
-                await http.start()
-            except OSError as e:
-                raise GatewayError(
-                    f"http.listen: cannot listen on {cfg.http.listen}: {e.strerror or e}"
-                ) from e
+            self.parts = parts = build(cfg, outbox)
+        except BaseException:
+            await outbox.close()
+            self._unlock()
+            raise
+        try:
+            await self._start_parts(parts)
         except BaseException:
             await self.stop()
             raise
@@ -145,9 +160,20 @@ class Daemon:
             version=__version__,
             store=cfg.store.path,
             upstream=cfg.upstream.url,
-            listen=f"{cfg.http.host}:{http.bound_port}",
+            listen=f"{cfg.http.host}:{parts.http.bound_port}",
         )
-        return self.parts
+        return parts
+
+    async def _start_parts(self, p: Components) -> None:
+        await p.worker.start()
+        p.modems.start()
+        await p.peers.start()
+        try:
+            await p.http.start()
+        except OSError as e:
+            raise GatewayError(
+                f"http.listen: cannot listen on {self.cfg.http.listen}: {e.strerror or e}"
+            ) from e
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -157,6 +183,9 @@ class Daemon:
         if self.parts is None:
             return
         p, self.parts = self.parts, None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await p.http.stop_accepting()
         await p.peers.stop()
         await p.modems.stop()
@@ -172,7 +201,9 @@ class Daemon:
             self._lock_fd = None
 
     async def run(self) -> int:
-        """Run until SIGTERM/SIGINT (exit 0) or until a vital part dies (exit 1)."""
+        """Run until SIGTERM/SIGINT (exit 0) or until a vital part dies (exit 1). The stop
+        takes SHUTDOWN_BUDGET at most: past it, or on a second SIGTERM/SIGINT, the process
+        exits 1 at once, whatever part still hangs."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
@@ -183,16 +214,36 @@ class Daemon:
             code = await self._watch(parts)
             self.notifier.notify(STOPPING="1", STATUS="stopping")
             deadline = time.monotonic() + SHUTDOWN_BUDGET
+            self._arm_budget()
             await self.stop()
+            self._disarm_budget()
             log.info("daemon.exit", code=code, shutdown_left=round(deadline - time.monotonic(), 3))
             return code
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
 
+    def _arm_budget(self) -> None:
+        # A thread, not the event loop: it must fire even if a part blocks the loop.
+        if self._budget is None:
+            self._budget = threading.Timer(
+                SHUTDOWN_BUDGET - EXIT_MARGIN, _exit_now, ("daemon.shutdown_overran",)
+            )
+            self._budget.daemon = True
+            self._budget.start()
+
+    def _disarm_budget(self) -> None:
+        if self._budget is not None:
+            self._budget.cancel()
+            self._budget = None
+
     def _on_signal(self, sig: signal.Signals) -> None:
+        self._stop_signals += 1
+        if self._stop_signals > 1:
+            _exit_now("daemon.forced_exit", signal=sig.name)
         log.info("daemon.stop_requested", signal=sig.name)
         self._stop.set()
+        self._arm_budget()
 
     def _on_hangup(self) -> None:
         """SIGHUP: re-read the config; phone numbers ([[sim]], modem phone) take effect."""
@@ -203,7 +254,9 @@ class Daemon:
         except ConfigError as e:
             log.error("daemon.reload_refused", error=str(e), action="keeping the running config")
             return
-        self._reload = asyncio.create_task(self._apply_reload(fresh), name="reload")
+        task = asyncio.create_task(self._apply_reload(fresh), name="reload")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _apply_reload(self, fresh: Config) -> None:
         if self.parts is None:
@@ -219,7 +272,7 @@ class Daemon:
             restart_needed_for="everything else",
         )
 
-    async def _watch(self, parts: Parts) -> int:
+    async def _watch(self, parts: Components) -> int:
         interval = self.notifier.watchdog_interval()
         tick = min(interval, 5.0) if interval else 5.0
         while not self._stop.is_set():
@@ -232,7 +285,7 @@ class Daemon:
                 self.notifier.notify(WATCHDOG="1", STATUS=await self._status_line(parts))
         return 0
 
-    async def _status_line(self, parts: Parts) -> str:
+    async def _status_line(self, parts: Components) -> str:
         try:
             queued = await parts.outbox.queued_count()
         except Exception as e:
@@ -241,4 +294,4 @@ class Daemon:
         return f"{queued} queued, upstream circuit {up.pacer.circuit.value}"
 
 
-__all__ = ["Daemon", "StoreError", "StoreLocked"]
+__all__ = ["Components", "Daemon", "StoreError", "StoreLocked", "build"]

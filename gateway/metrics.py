@@ -1,8 +1,16 @@
-"""The Prometheus metrics of CONTRACT section 6, in a registry of their own (one per daemon)."""
+"""The Prometheus metrics of CONTRACT section 6, in a registry of their own (one per daemon).
+The only module that registers metrics: parts get theirs from `Metrics`."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from gateway.outbox import Outcome, State, StoreSummary
 
@@ -64,6 +72,18 @@ class Metrics:
         self.modem_signal = Gauge(
             "sms_gateway_modem_signal", "Modem signal in dBm (AT+CSQ).", ["modem"], registry=r
         )
+        self.source_rejected = Counter(
+            "sms_gateway_source_rejected",
+            "Input a peer source sent that was refused (malformed, wrong token or password).",
+            ["source"],
+            registry=r,
+        )
+        self.source_up = Gauge(
+            "sms_gateway_source_up",
+            "1 while a connected peer (Yeastar TG logged in, GoIP keepalives) is there.",
+            ["source"],
+            registry=r,
+        )
 
         # `.labels(...)` looks its child up under a lock on every call; ingest counts per
         # request, so the children are kept here.
@@ -75,6 +95,10 @@ class Metrics:
 
     def count_duplicates(self, source: str, n: int = 1) -> None:
         _child(self.duplicates, self._duplicates, source).inc(n)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """GET /metrics: the body in Prometheus text format, and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
     def observe_store(self, summary: StoreSummary, now: float) -> None:
         for state in State:

@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 import structlog
 from aiohttp import web
-from prometheus_client import Counter, Gauge
 
 from gateway.config import Config
 from gateway.errors import GatewayError, StoreError
@@ -43,19 +42,8 @@ class PeerSources:
         self._cfg = cfg
         self._intake = intake
         self._clock = clock
-        r = metrics.registry
-        self._rejected = Counter(
-            "sms_gateway_source_rejected",
-            "Input a peer source sent that was refused (malformed, wrong token or password).",
-            ["source"],
-            registry=r,
-        )
-        self._up = Gauge(
-            "sms_gateway_source_up",
-            "1 while a connected peer (Yeastar TG logged in, GoIP keepalives) is there.",
-            ["source"],
-            registry=r,
-        )
+        self._rejected = metrics.source_rejected
+        self._up = metrics.source_up
         self._metrics = metrics
         self.endpoints: list[PushEndpoint] = []
         for kind, module, peers in (

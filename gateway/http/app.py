@@ -9,7 +9,6 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.auth import token_matches
 from gateway.errors import StoreUnavailable
@@ -114,10 +113,8 @@ class HttpServer:
             self._metrics.observe_store(await self._outbox.summary(), self._clock())
         except Exception as e:  # the store's trouble shows in /health; metrics still answer
             log.warning("metrics.store_unreadable", error=str(e))
-        return web.Response(
-            body=generate_latest(self._metrics.registry),
-            headers={"Content-Type": CONTENT_TYPE_LATEST},
-        )
+        body, content_type = self._metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def _post_sms(self, request: web.Request) -> web.Response:
         if not token_matches(bearer(request), self._token):
