@@ -6,17 +6,18 @@ import asyncio
 import collections
 import contextlib
 import json.encoder
+import os
 import sqlite3
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
 
 from gateway import __version__
 from gateway.config import UpstreamConfig
-from gateway.delivery.client import Reply, UpstreamClient, UpstreamError
+from gateway.delivery.client import Reply, UpstreamClient, UpstreamError, proxy_from_environment
 from gateway.delivery.pacing import Circuit, Pacer, PacerSnapshot
 from gateway.delivery.policy import Policy, Verdict
 from gateway.errors import StoreError
@@ -139,8 +140,10 @@ class DeliveryWorker:
         keep_finished: float,
         clock: Callable[[], float] = time.time,
         ssl_context: ssl.SSLContext | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self._outbox = outbox
+        self._environ = os.environ if environ is None else environ  # proxies: read at start
         self._cfg = cfg
         self._metrics = metrics
         self._keep_finished = keep_finished
@@ -184,15 +187,21 @@ class DeliveryWorker:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Release stale leases and start delivering. Raises ConfigError (before claiming
+        anything) when the environment names a proxy that cannot be used."""
+        proxy = proxy_from_environment(self._cfg.url, self._environ)
         released = await self._outbox.release_stale_leases()
         if released:
             log.info("delivery.leases_released", count=released)
+        if proxy is not None:
+            log.info("delivery.proxy_used", proxy=proxy.address, variable=proxy.variable)
         self._client = UpstreamClient(
             self._cfg.url,
             self._headers,
             timeout=self._cfg.timeout,
             body_limit=BODY_LIMIT,
             ssl_context=self._ssl_context,
+            proxy=proxy,
         )
         self._task = asyncio.create_task(self._run(), name="delivery-worker")
         self._maintenance = asyncio.create_task(self._maintain(), name="delivery-maintenance")

@@ -375,7 +375,8 @@ async def test_a_non_200_is_returned_as_it_came_and_never_followed(
     standin.script.append(answer_)
     client = make_client(standin.url)
     reply = await client.post(push(1))
-    assert reply == Reply(answer_.status, answer_.body.encode(), None)
+    location = answer_.headers.get("Location")
+    assert reply == Reply(answer_.status, answer_.body.encode(), None, location)
     assert standin.received == 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -31,6 +32,7 @@ async def workers(outbox: Outbox) -> AsyncIterator[WorkerFactory]:
     started: list[DeliveryWorker] = []
 
     def make(cfg: UpstreamConfig, **kw: Any) -> DeliveryWorker:
+        kw.setdefault("environ", {})  # no proxy from the environment of whoever runs the tests
         worker = DeliveryWorker(outbox, cfg, Metrics(), keep_finished=3600, **kw)
         started.append(worker)
         return worker
@@ -101,3 +103,21 @@ async def test_any_exception_in_a_push_is_recorded_with_its_cause_and_retried(
     line = await logs.wait("push.failed", sms_id=sms_id)
     assert line["reason"] == "outer failure (from ValueError: inner detail)"
     assert worker.status().in_flight <= 1
+
+
+async def test_the_recorded_error_keeps_its_cause(
+    outbox: Outbox, workers: WorkerFactory, logs: LogWatch
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    proxy = f"http://gw:pw@127.0.0.1:{port}"
+    worker = workers(upstream("https://upstream.test/p"), environ={"HTTPS_PROXY": proxy})
+    (sms_id,) = await queue(outbox, 1)
+    await worker.start()
+    ((attempt,),) = await attempts_of(outbox, logs, [sms_id], at_least=1)
+    assert attempt.error is not None
+    assert attempt.error.startswith(f"ConnectionRefused: proxy 127.0.0.1:{port} (from ")
+    assert "ConnectionRefusedError: " in attempt.error and "pw@" not in attempt.error
+    line = await logs.wait("push.failed", sms_id=sms_id)
+    assert line["error"] == "ConnectionRefused" and line["log_level"] == "info"
