@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar, get_args, get_type_hints
 from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
+from gateway.fields import normalize_phone
 
 DEFAULT_CONFIG_PATH = "/etc/sms-gateway/config.toml"
 DEFAULT_DROP_ON = ("NO_OPERATION", "NO_OP", "BAD_SERVICE")
@@ -105,14 +106,6 @@ def _string_map(value: object) -> dict[str, str]:
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise ValueError('expected a table of strings, e.g. { "modem1" = "79001234567" }')
     return dict(value)
-
-
-def _phone_digits(value: str) -> str | None:
-    """'+7 (900) 123-45-67' -> '79001234567'; None when it is not 3 to 20 digits."""
-    digits = "".join(c for c in value if c not in "+ -()")
-    if not (digits.isascii() and digits.isdigit() and 3 <= len(digits) <= 20):
-        return None
-    return digits
 
 
 def _iccid(value: str) -> str:
@@ -245,7 +238,7 @@ class _Phone(_Rule):
                     f"{t.where(key)}: missing; the number as digits, e.g. 79001234567"
                 )
             return ""
-        digits = _phone_digits(value)
+        digits = normalize_phone(value)
         if digits is None:
             raise ConfigError(f"{t.where(key)}: {value!r} is not a phone number (3 to 20 digits)")
         return digits
@@ -259,7 +252,7 @@ class _Phones(_Rule):
         raw: dict[str, str] = t.check(key, {}, _string_map)
         phones = {}
         for name, value in raw.items():
-            digits = _phone_digits(value)
+            digits = normalize_phone(value)
             if digits is None:
                 raise ConfigError(f"{t.where(key)}.{name}: {value!r} is not a phone number")
             phones[name] = digits

@@ -26,6 +26,7 @@ from gateway.config import (
     UpstreamConfig,
 )
 from gateway.errors import ConfigError
+from gateway.fields import normalize_phone
 
 URL = "https://partner-host.example/v1/PUSH_SMS"
 KEY = "s3cret-API-key-0123456789"
@@ -876,3 +877,49 @@ def test_every_declared_secret_is_masked_hidden_from_repr_and_given_to_the_scrub
 
 def test_secret_values_lists_only_what_is_set() -> None:
     assert config.secret_values(config.parse(minimal())) == (KEY,)
+
+
+# -- phone numbers: the same rule as every source's (gateway.fields) -------------------------------
+
+
+def phones_in_config(number: str) -> list[str | ConfigError]:
+    """The number as read from [[modem]] phone, [[sim]] phone and [gammu]/[smstools] phones."""
+    places: list[tuple[dict[str, Any], Callable[[Config], str]]] = [
+        ({"modem": [{"port": "/dev/ttyUSB0", "phone": number}]}, lambda c: c.modem[0].phone),
+        ({"sim": [{"iccid": "8970199", "phone": number}]}, lambda c: c.sim[0].phone),
+        ({"gammu": {"phones": {"m1": number}}}, lambda c: c.gammu.phones["m1"]),
+        ({"smstools": {"phones": {"GSM1": number}}}, lambda c: c.smstools.phones["GSM1"]),
+    ]
+    results: list[str | ConfigError] = []
+    for tables, get in places:
+        try:
+            results.append(get(config.parse({**minimal(), **tables})))
+        except ConfigError as e:
+            results.append(e)
+    return results
+
+
+@pytest.mark.parametrize("number", ["+7.900.123.45.67", "+7 (900) 123-45-67", "7\t900 1234567"])
+def test_a_phone_the_ingest_api_accepts_is_accepted_in_config(number: str) -> None:
+    assert phones_in_config(number) == ["79001234567"] * 4
+
+
+@given(number=st.text(max_size=30) | st.from_regex(r"\+?[0-9 ().\-]{0,25}", fullmatch=True))
+def test_config_and_the_ingest_api_agree_on_every_phone(number: str) -> None:
+    expected = normalize_phone(number)
+    for result in phones_in_config(number):
+        if isinstance(result, ConfigError):
+            # An empty [[modem]] phone is simply unset; everywhere else it must be a number.
+            assert expected is None, (number, str(result))
+            assert "phone" in str(result)
+        else:
+            assert result == expected or (result == "" and number == "")
+
+
+def test_a_bad_phone_in_config_is_named_as_before() -> None:
+    doc = {**minimal(), "modem": [{"port": "/dev/ttyUSB0", "phone": "12"}]}
+    assert config_error(doc) == "modem[0].phone: '12' is not a phone number (3 to 20 digits)"
+    doc = {**minimal(), "gammu": {"phones": {"m1": "abc"}}}
+    assert config_error(doc) == "gammu.phones.m1: 'abc' is not a phone number"
+    doc = {**minimal(), "sim": [{"iccid": "8970199"}]}
+    assert config_error(doc) == "sim[0].phone: missing; the number as digits, e.g. 79001234567"
