@@ -18,7 +18,8 @@ from gateway.outbox.models import Accepted, Hold, Incoming, Part, PartResult
 
 # Everything here runs on the store's thread, inside the writer's transaction.
 Insert = Callable[[sqlite3.Connection, list[Incoming]], list[Accepted]]
-_PART_COLUMNS = "id, source, group_key, seq, total, text, phone, phone_from, received_at"
+_UNITS = "utf-16-le"
+_PART_COLUMNS = "id, source, group_key, seq, total, text, phone, phone_from, received_at, units"
 
 
 def gap_marker(seq: int, total: int) -> str:
@@ -33,11 +34,12 @@ def add_part(conn: sqlite3.Connection, part: Part, now: float, insert: Insert) -
     if row is not None:
         joined = Accepted(int(row[0]), duplicate=True) if row[0] is not None else None
         return PartResult(duplicate=True, joined=joined)
+    text, units = _storable(part.text)
     conn.execute(
         "INSERT INTO parts (source, group_key, source_ref, seq, total, text, phone, phone_from,"
-        " received_at, accepted_at, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        (part.source, part.group_key, part.source_ref, part.seq, part.total, part.text,
-         part.phone, part.phone_from, part.received_at, now, part.raw),
+        " received_at, accepted_at, raw, units) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (part.source, part.group_key, part.source_ref, part.seq, part.total, text,
+         part.phone, part.phone_from, part.received_at, now, part.raw, units),
     )  # fmt: skip
     if part.total == 0:
         return PartResult(duplicate=False, joined=None)  # open-ended: the source closes it
@@ -95,15 +97,34 @@ def _one_per_seq(rows: list[Any]) -> dict[int, Any]:
     return chosen
 
 
+def _storable(text: str) -> tuple[str, bytes | None]:
+    """(text SQLite can hold, its UTF-16 code units if it holds a lone surrogate, else None)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        units = text.encode(_UNITS, "surrogatepass")
+        return units.decode(_UNITS, "replace"), units
+    return text, None
+
+
+def _units(row: Any) -> bytes:
+    return bytes(row[9]) if row[9] is not None else str(row[5]).encode(_UNITS)
+
+
 def _join(conn: sqlite3.Connection, chosen: dict[int, Any], total: int, insert: Insert) -> Accepted:
     first = chosen[min(chosen)]
-    pieces = [chosen[s][5] if s in chosen else gap_marker(s, total) for s in range(1, total + 1)]
+    # Joined as UTF-16 code units: the halves of a pair split between parts meet again; a half
+    # whose partner never came becomes U+FFFD.
+    units = b"".join(
+        _units(chosen[s]) if s in chosen else gap_marker(s, total).encode(_UNITS)
+        for s in range(1, total + 1)
+    )
     phone = next((r[6] for r in chosen.values() if r[6]), "")
     message = Incoming(
         source=first[1],
         phone=phone,
         phone_from=first[7],
-        text="".join(pieces),
+        text=units.decode(_UNITS, "replace"),
         received_at=min(float(r[8]) for r in chosen.values()),
         source_ref=f"parts:{first[2]}:{first[0]}",
         hold=None if phone else Hold.NO_PHONE,

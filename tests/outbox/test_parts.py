@@ -194,3 +194,78 @@ async def test_an_open_ended_group_left_by_a_crash_goes_out_without_a_false_gap(
     m = await outbox.get_message(joined.sms_id)
     assert m is not None
     assert m.text == "<1>" + gap_marker(2, 3) + "<3>"  # a real gap below the last part only
+
+
+# -- an emoji split between two parts ---------------------------------------------------------
+
+GRIN = "\U0001f600"  # 😀: UTF-16 D83D DE00
+
+
+def ucs2_part_pdu(seq: int, total: int, data: bytes, ref: int = 0x42) -> str:
+    """An SMS-DELIVER PDU (no SMSC) of one UCS-2 part, built by hand from its bytes."""
+    sender = "79001234567"
+    digits = sender + "F" * (len(sender) % 2)
+    swapped = "".join(digits[i + 1] + digits[i] for i in range(0, len(digits), 2))
+    header = bytes([5, 0, 3, ref, total, seq])
+    ud = header + data
+    return (
+        "00"  # no SMSC address
+        + "40"  # SMS-DELIVER with a user data header
+        + f"{len(sender):02X}91{swapped}"
+        + "00"  # TP-PID
+        + "08"  # TP-DCS: UCS-2
+        + "62211221000000"  # TP-SCTS
+        + f"{len(ud):02X}"
+        + ud.hex().upper()
+    )
+
+
+async def test_an_emoji_split_between_two_parts_comes_back_whole(
+    store: tuple[Outbox, Clock],
+) -> None:
+    outbox, _ = store
+    first = Part("modem:m1", "split", 1, 2, "ab\ud83d", "79001234567", "Bank", 1.0, "s/1")
+    second = Part("modem:m1", "split", 2, 2, "\ude00cd", "79001234567", "Bank", 1.0, "s/2")
+    assert (await outbox.accept_part(first)).joined is None
+    assert (await outbox.accept_part(first)).duplicate  # read again: still recognised
+    result = await outbox.accept_part(second)
+    assert result.joined is not None
+    m = await outbox.get_message(result.joined.sms_id)
+    assert m is not None
+    assert m.text == f"ab{GRIN}cd"
+
+
+async def test_a_half_pair_whose_other_part_never_came_is_a_replacement_character(
+    store: tuple[Outbox, Clock],
+) -> None:
+    outbox, clock = store
+    await outbox.accept_part(
+        Part("modem:m1", "lonely", 1, 2, "ab\ud83d", "79001234567", "Bank", 1.0, "l/1")
+    )
+    clock.now += 3600
+    (joined,) = await outbox.flush_stale_parts(60)
+    m = await outbox.get_message(joined.sms_id)
+    assert m is not None
+    assert m.text == "ab\ufffd" + gap_marker(2, 2)
+
+
+async def test_an_emoji_split_by_the_network_reaches_the_outbox_whole_from_the_modem(
+    store: tuple[Outbox, Clock],
+) -> None:
+    from gateway.sources.modem.inbound import Received, to_item
+
+    outbox, clock = store
+    units = f"Hi {GRIN}!".encode("utf-16-be")  # 00480069002000D83DDE000021
+    cut = units.index(bytes.fromhex("DE00"))  # between the two halves of the pair
+    joined = None
+    for seq, data in ((1, units[:cut]), (2, units[cut:])):
+        item = to_item(
+            ucs2_part_pdu(seq, 2, data),
+            Received("modem:m1", "sim1", "79001234567", str(seq), clock.now),
+        )
+        assert isinstance(item, Part)
+        joined = (await outbox.accept_part(item)).joined
+    assert joined is not None
+    m = await outbox.get_message(joined.sms_id)
+    assert m is not None
+    assert m.text == f"Hi {GRIN}!"

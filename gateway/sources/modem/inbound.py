@@ -12,7 +12,7 @@ from datetime import datetime
 from gateway.errors import DecodeError
 from gateway.outbox.models import Hold, Incoming, Part
 from gateway.sources.modem.keys import dedup_key, group_key
-from gateway.sources.modem.pdu import PduKind, Sms, decode_pdu
+from gateway.sources.modem.pdu import Encoding, PduKind, Sms, decode_pdu
 
 __all__ = ["MAX_CLOCK_SKEW", "Received", "plausible_time", "to_item"]
 
@@ -72,7 +72,7 @@ def to_item(pdu: str, where: Received) -> Incoming | Part:
             group_key=group_key(where.sim, sms),
             seq=sms.concat.seq,
             total=sms.concat.total,
-            text=sms.text,
+            text=_part_text(sms),
             phone=phone,
             phone_from=sms.sender,
             received_at=received_at,
@@ -90,3 +90,12 @@ def to_item(pdu: str, where: Received) -> Incoming | Part:
         hold=hold,
         raw=pdu,
     )
+
+
+def _part_text(sms: Sms) -> str:
+    """A UCS-2 part's text with a lone surrogate kept (half of a pair the network split between
+    two parts): the outbox joins parts as code units, so the pair comes back whole."""
+    if sms.encoding is Encoding.UCS2 and sms.text:  # text is "" when compressed
+        even = sms.data[: len(sms.data) & ~1]
+        return even.decode("utf-16-be", "surrogatepass") + ("\ufffd" if len(sms.data) % 2 else "")
+    return sms.text
