@@ -19,6 +19,7 @@ from gateway.errors import DecodeError
 from gateway.fields import MAX_TEXT, normalize_phone
 from gateway.outbox.models import Hold, Incoming
 from gateway.sources.dedup import digest
+from gateway.sources.hookfile import read_spool_file
 
 __all__ = ["SOURCE", "messages_from_gammu"]
 
@@ -186,17 +187,15 @@ def _unicode_files(files: Sequence[str]) -> str | None:
 
 
 def _read(name: str) -> bytes:
+    """A regular file, never through a symbolic link (one planted in the inbox could point
+    anywhere gammu's user may read), at most ``MAX_FILE`` bytes read."""
     try:
-        with open(name, "rb") as f:
-            data = f.read(MAX_FILE + 1)
+        return read_spool_file(name, MAX_FILE)
     except OSError as e:
         raise DecodeError(
             f"{name}: cannot read the inbox file ({e.strerror}); run the hook in gammu's inbox "
             "directory (inboxpath) or pass full paths"
         ) from None
-    if len(data) > MAX_FILE:
-        raise DecodeError(f"{name}: larger than {MAX_FILE} bytes; not an SMS inbox file")
-    return data
 
 
 def _file_text(name: str, data: bytes) -> str:

@@ -16,9 +16,10 @@ from gateway.errors import DecodeError
 from gateway.fields import MAX_TEXT, device_time, normalize_phone
 from gateway.outbox.models import Hold, Incoming
 from gateway.sources.dedup import digest
+from gateway.sources.hookfile import read_spool_file
 from gateway.sources.modem.pdu import gsm7_decode
 
-__all__ = ["SOURCE", "message_from_smstools"]
+__all__ = ["SOURCE", "message_from_smstools", "read_message_file"]
 
 SOURCE = "smstools"
 MAX_FILE = 256 * 1024
@@ -30,6 +31,13 @@ _YES = ("yes", "true", "on", "1")
 class _File:
     headers: dict[str, str]
     body: bytes
+
+
+def read_message_file(name: str) -> bytes:
+    """The incoming file smstools named: a regular file, not a symbolic link (which could
+    lead out of the spool directory), read no further than ``MAX_FILE`` + 1 bytes. Raises
+    ``DecodeError`` for those, ``OSError`` when it cannot be read."""
+    return read_spool_file(name, MAX_FILE)
 
 
 def message_from_smstools(

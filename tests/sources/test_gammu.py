@@ -248,3 +248,39 @@ def test_garbage_gives_a_message_or_a_decode_error(
     (m,) = result
     m.text.encode("utf-8")  # storable
     assert m.source_ref
+
+
+def test_a_symlink_in_the_inbox_is_not_followed(tmp_path: Path) -> None:
+    """A link planted in the inbox used to send the file it points at (/etc/passwd) upstream."""
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    link = inbox / INBOX_NAME
+    link.symlink_to(secret)
+    with pytest.raises(DecodeError, match="symbolic link"):
+        messages_from_gammu({"PHONE_ID": "modem1"}, [str(link)], CFG, None, NOW)
+    env = {"SMS_MESSAGES": "1", "PHONE_ID": "modem1", "SMS_1_NUMBER": "+79001112233"}
+    with pytest.raises(DecodeError, match="symbolic link"):
+        messages_from_gammu(env, [str(link)], CFG, None, NOW)
+    (m,) = messages_from_gammu(SINGLE, [str(link)], CFG, None, NOW)
+    assert m.text == SINGLE["SMS_1_TEXT"]  # the environment's text; the link is not read
+
+
+@pytest.mark.timeout(10)
+def test_a_fifo_or_device_in_the_inbox_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / INBOX_NAME
+    os.mkfifo(fifo)
+    for name in (str(fifo), "/dev/zero"):
+        with pytest.raises(DecodeError, match="not a regular file"):
+            messages_from_gammu({"PHONE_ID": "modem1", "SMS_MESSAGES": "1",
+                                 "SMS_1_NUMBER": "+7900"}, [name], CFG, None, NOW)  # fmt: skip
+
+
+def test_an_oversized_inbox_file_is_refused(tmp_path: Path) -> None:
+    name = tmp_path / INBOX_NAME
+    with open(name, "wb") as f:
+        f.truncate(1024**3)
+    with pytest.raises(DecodeError, match="at most 65536"):
+        messages_from_gammu({"PHONE_ID": "modem1"}, [str(name)], CFG, None, NOW)
+

@@ -7,7 +7,11 @@ wrote when run against the simulated modem (see test_real_hooks.py).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -16,7 +20,7 @@ from hypothesis import strategies as st
 from gateway.config import HookConfig
 from gateway.errors import DecodeError
 from gateway.outbox.models import Hold
-from gateway.sources.smstools import SOURCE, message_from_smstools
+from gateway.sources.smstools import MAX_FILE, SOURCE, message_from_smstools, read_message_file
 
 NOW = time.time()
 CFG = HookConfig(phones={"GSM1": "79001234567"})
@@ -176,3 +180,105 @@ def test_random_files_give_a_message_or_a_decode_error(
         return
     m.text.encode("utf-8")
     assert m.source_ref
+
+
+# -- reading the file the eventhandler names -----------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def gateway_config(tmp_path: Path) -> Path:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        '[upstream]\nurl = "http://127.0.0.1:9/push"\napi_key = "k"\n'
+        f'[store]\npath = "{tmp_path / "outbox.sqlite3"}"\n',
+        encoding="utf-8",
+    )
+    return config
+
+
+def ingest_argv(tmp_path: Path, name: str) -> list[str]:
+    config = gateway_config(tmp_path)
+    return [sys.executable, "-m", "gateway", "ingest", "-c", str(config), "--smstools", name]
+
+
+def ingest_smstools(tmp_path: Path, name: str) -> tuple[int, str]:
+    """``sms-gateway ingest --smstools NAME`` in a subprocess, bounded to 60 s: exit status and
+    stderr."""
+    try:
+        done = subprocess.run(
+            ingest_argv(tmp_path, name), cwd=ROOT, capture_output=True, timeout=60, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"ingest --smstools {name} still running after 60 s") from None
+    return done.returncode, done.stderr.decode(errors="replace")
+
+
+def peak_rss_kib(argv: list[str]) -> tuple[int, int]:
+    """Run ``argv`` (bounded to 60 s) and return (exit status, peak RSS in KiB) of that child."""
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage.ru_maxrss
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"{argv} still running after 60 s")
+        time.sleep(0.05)  # polling a child process: no event to wait on
+
+
+def test_reading_stops_one_byte_past_the_limit(tmp_path: Path) -> None:
+    """A 1 GiB (sparse) file used to be read whole before the size check."""
+    big = tmp_path / "GSM1.big"
+    with open(big, "wb") as f:
+        f.truncate(1024**3)
+    status, rss_kib = peak_rss_kib(ingest_argv(tmp_path, str(big)))
+    assert status == 2
+    assert rss_kib < 200 * 1024, f"peak RSS {rss_kib} KiB reading a 1 GiB file"
+
+
+def test_a_file_growing_past_the_limit_is_refused_having_read_at_most_limit_plus_one(
+    tmp_path: Path,
+) -> None:
+    name = tmp_path / "GSM1.grown"
+    name.write_bytes(DOC_EXAMPLE + b"x" * MAX_FILE)
+    with pytest.raises(DecodeError, match=f"at most {MAX_FILE}"):
+        read_message_file(str(name))
+    name.write_bytes(DOC_EXAMPLE)
+    assert read_message_file(str(name)) == DOC_EXAMPLE
+
+
+def test_dev_zero_is_refused_at_once(tmp_path: Path) -> None:
+    status, stderr = ingest_smstools(tmp_path, "/dev/zero")
+    assert status == 2 and "not a regular file (a device)" in stderr
+    with pytest.raises(DecodeError, match="not a regular file"):
+        read_message_file("/dev/zero")
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "GSM1.fifo"
+    os.mkfifo(fifo)
+    status, stderr = ingest_smstools(tmp_path, str(fifo))
+    assert status == 2 and "not a regular file (a FIFO)" in stderr
+
+
+def test_a_symlink_out_of_the_spool_is_not_followed(tmp_path: Path) -> None:
+    spool = tmp_path / "incoming"
+    spool.mkdir()
+    secret = tmp_path / "secret"
+    secret.write_bytes(DOC_EXAMPLE)  # a readable SMS file, yet reached through a link
+    (spool / "GSM1.link").symlink_to(secret)
+    status, stderr = ingest_smstools(tmp_path, str(spool / "GSM1.link"))
+    assert status == 2 and "a symbolic link" in stderr
+
+
+def test_a_spool_directory_reached_through_a_link_is_fine(tmp_path: Path) -> None:
+    real = tmp_path / "real-incoming"
+    real.mkdir()
+    (real / "GSM1.AbCdEf").write_bytes(DOC_EXAMPLE)
+    (tmp_path / "incoming").symlink_to(real)
+    data = read_message_file(str(tmp_path / "incoming" / "GSM1.AbCdEf"))
+    assert message_from_smstools(data, CFG, None, NOW, "GSM1.AbCdEf").text.startswith("This is")
