@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -752,8 +752,3 @@ async def test_a_claim_costs_the_same_with_100_or_100k_queued(
     finally:
         await big.close()
     assert big_work <= 2 * small_work + 5, (small_work, big_work)
-
-
-def test_fake_clock_is_a_plain_callable() -> None:
-    c: Callable[[], float] = FakeClock(5.0)
-    assert c() == 5.0
