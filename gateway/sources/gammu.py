@@ -117,7 +117,7 @@ def _content(
     and in standard files), else the text gammu joined, else each part's, else the files."""
     lossless = _unicode_files(files)
     if lossless is not None:
-        return lossless, None, None
+        return "".join(_cross_check(lossless, environ, count)), None, None
     parts_value = environ.get("DECODED_PARTS", "0").strip()
     decoded_parts = int(parts_value) if parts_value.isdigit() else 0
     decoded = [
@@ -164,8 +164,38 @@ def _from_files(files: Sequence[str]) -> tuple[str, Hold | None, str | None]:
     return "".join(texts), None, None
 
 
-def _unicode_files(files: Sequence[str]) -> str | None:
-    """The text of ``files`` when every one is in a lossless format; ``None`` otherwise."""
+def _cross_check(parts: list[str], environ: Mapping[str, str], count: int) -> list[str]:
+    """Each unicode file's text checked against the same part's ``SMS_<n>_TEXT`` when gammu named
+    one file per part. gammu 1.42 writes ``strlen(text in its locale) * 2`` bytes of UCS-2, so
+    under a UTF-8 locale every non-ASCII character adds two bytes read past the text: NULs as a
+    rule (stripped in ``_file_text``), though nothing makes that memory zero. The environment
+    has the part's exact length in any locale (under the C locale ``?`` for every character the
+    locale lacks, the characters themselves under a UTF-8 one), so it bounds the file's text;
+    where the two disagree otherwise, the environment wins unless it is the lossy one."""
+    if len(parts) != count:
+        return parts
+    checked = []
+    for n, text in enumerate(parts, start=1):
+        env = _env_text(environ, f"SMS_{n}_TEXT")
+        if env is None or _agrees(text, env):
+            checked.append(text)
+        elif _agrees(text[: len(env)], env):
+            checked.append(text[: len(env)])
+        else:
+            checked.append(text if "?" in env else env)
+    return checked
+
+
+def _agrees(text: str, env: str) -> bool:
+    """``env`` is ``text`` as gammu wrote it in its locale: equal, or ``?`` where the locale
+    has no such character."""
+    return len(text) == len(env) and all(
+        e == t or (e == "?" and not t.isascii()) for t, e in zip(text, env, strict=True)
+    )
+
+
+def _unicode_files(files: Sequence[str]) -> list[str] | None:
+    """The text of each of ``files`` when every one is in a lossless format; ``None`` otherwise."""
     texts = []
     for name in files:
         if not name.endswith(".txt"):
@@ -183,7 +213,7 @@ def _unicode_files(files: Sequence[str]) -> str | None:
             texts.append(_file_text(name, data))
         except DecodeError:
             return None
-    return "".join(texts) if texts else None
+    return texts or None
 
 
 def _read(name: str) -> bytes:
@@ -205,7 +235,9 @@ def _file_text(name: str, data: bytes) -> str:
         body = data[2:]
         if len(body) % 2:
             raise DecodeError(f"{name}: odd length for UCS-2 text; the file is cut short")
-        return body.decode(codec, "replace")
+        # gammu 1.42 writes strlen(text in its locale) * 2 bytes: under a UTF-8 locale one NUL
+        # character more per non-ASCII one. An SMS text never ends in U+0000.
+        return body.decode(codec, "replace").rstrip("\0")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

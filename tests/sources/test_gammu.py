@@ -284,3 +284,47 @@ def test_an_oversized_inbox_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DecodeError, match="at most 65536"):
         messages_from_gammu({"PHONE_ID": "modem1"}, [str(name)], CFG, None, NOW)
 
+
+CYRILLIC = "Привет, мир! Это сообщение пришло через gammu."  # 46 characters, 32 not ASCII
+
+
+def gammu_142_unicode_file(text: str, past_the_text: bytes | None = None) -> bytes:
+    """What gammu-smsd 1.42's files service writes for InboxFormat = unicode under a UTF-8
+    locale: a BOM, then ``strlen(utf-8 text) * 2`` bytes of the UCS-2 buffer, i.e. the text and
+    two bytes per extra UTF-8 byte from past its end (zeroed memory as a rule)."""
+    ucs2 = text.encode("utf-16-be")
+    extra = 2 * len(text.encode("utf-8")) - len(ucs2)
+    tail = past_the_text if past_the_text is not None else b"\0" * extra
+    assert len(tail) == extra
+    return b"\xfe\xff" + ucs2 + tail
+
+
+def test_nul_padding_of_a_unicode_file_is_stripped(tmp_path: Path) -> None:
+    """Seen with the real gammu-smsd 1.42 under LANG=C.UTF-8: one NUL per non-ASCII character."""
+    name = tmp_path / INBOX_NAME
+    name.write_bytes(gammu_142_unicode_file(CYRILLIC))
+    assert name.read_bytes().endswith(b"\0" * 2 * 32)
+    (by_hand,) = messages_from_gammu({"PHONE_ID": "modem1"}, [str(name)], CFG, None, NOW)
+    assert by_hand.text == CYRILLIC
+    env = {"SMS_MESSAGES": "1", "PHONE_ID": "modem1", "SMS_1_NUMBER": "+79001112233"}
+    (hook,) = messages_from_gammu(env, [str(name)], CFG, None, NOW)
+    assert hook.text == CYRILLIC and "\0" not in hook.text
+    assert hook.source_ref == by_hand.source_ref
+
+
+def test_unicode_file_parts_are_cut_to_the_length_the_environment_gives(tmp_path: Path) -> None:
+    """Bytes past the text need not be NULs; each part's SMS_<n>_TEXT gives its true length,
+    whether gammu wrote it exactly (UTF-8 locale) or with '?' (C locale)."""
+    pieces = ["Первая часть ", "и вторая"]
+    names = []
+    for i, piece in enumerate(pieces):
+        name = tmp_path / f"IN20261127_161916_00_+79005556677_{i:02}.txt"
+        extra = 2 * len(piece.encode("utf-8")) - 2 * len(piece)
+        name.write_bytes(gammu_142_unicode_file(piece, bytes(range(0x41, 0x41 + extra))))
+        names.append(str(name))
+    base = {"SMS_MESSAGES": "2", "PHONE_ID": "modem1", "SMS_1_NUMBER": "+79005556677"}
+    utf8 = {**base, "SMS_1_TEXT": pieces[0], "SMS_2_TEXT": pieces[1]}
+    c_locale = {k: "".join(c if c.isascii() else "?" for c in v) for k, v in utf8.items()}
+    for env in (utf8, c_locale):
+        (m,) = messages_from_gammu(env, names, CFG, None, NOW)
+        assert m.text == "Первая часть и вторая"

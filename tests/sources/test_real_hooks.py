@@ -95,8 +95,8 @@ async def run_until_stored(argv: list[str], env: dict[str, str], store: Path, lo
 )
 @pytest.mark.parametrize(
     ("inbox_format", "lang"),
-    [("standard", "C.UTF-8"), ("unicode", None)],
-    ids=["environment-utf8-locale", "unicode-files-c-locale"],
+    [("standard", "C.UTF-8"), ("unicode", None), ("unicode", "C.UTF-8")],
+    ids=["environment-utf8-locale", "unicode-files-c-locale", "unicode-files-utf8-locale"],
 )
 async def test_gammu_smsd_run_on_receive(
     tmp_path: Path, modem: FakeModem, inbox_format: str, lang: str | None
