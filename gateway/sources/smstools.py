@@ -66,7 +66,7 @@ def message_from_smstools(
         phone=resolved or "",
         phone_from=_sender(sender, f.headers.get("From_TOA", "")),
         text=text,
-        received_at=device_time(f.headers.get("Received", ""), now, fmt=DATE_FORMAT),
+        received_at=device_time(f.headers.get("Received", ""), now, fmt=DATE_FORMAT, source=SOURCE),
         source_ref="|".join(
             (
                 f.headers.get("IMSI") or modem or "-",

@@ -71,7 +71,7 @@ def item_from_event(
     text = decode_content(content)
     phone = phone_for(sims, source=source, port=span) or ""
     ref = f"{span}|{sender}|{sms_id}|{recvtime}|{index}/{total}|{digest(content)}"
-    received_at = device_time(recvtime, now)
+    received_at = device_time(recvtime, now, source=source)
     if total > 1:
         return Part(
             source=source,
