@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from gateway.play.standin import StandIn
 from tests.fakes.daemon import INGEST_TOKEN, DaemonProcess
-from tests.sources.modem.test_device import FakeFactory, fakes, sms
+from tests.sources.modem.conftest import FakeFactory, fakes, sms
 from tests.sources.modem.test_modem_e2e import modem_config, pushes_for
 
 __all__ = ["fakes"]  # fixture

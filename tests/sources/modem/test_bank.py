@@ -19,24 +19,7 @@ from gateway.outbox.models import Hold
 from gateway.play.modem import FakeModem
 from gateway.play.pdu import split_deliver
 from gateway.sources.modem.bank import NO_PHONE_PROBLEM, ModemBank, flush_interval
-from tests.sources.modem.test_device import (
-    FAST,
-    PHONE,
-    FakeFactory,
-    LogWatch,
-    StoreWatch,
-    db_path,
-    fakes,
-    intake,
-    logs,
-    metrics,
-    outbox,
-    ready,
-    sms,
-    store,
-)
-
-__all__ = ["db_path", "fakes", "intake", "logs", "metrics", "outbox", "store"]  # fixtures
+from tests.sources.modem.conftest import FAST, PHONE, FakeFactory, LogWatch, StoreWatch, ready, sms
 
 UPSTREAM = UpstreamConfig(url="http://127.0.0.1:9/v1/PUSH_SMS", api_key="k")
 BankFactory = Callable[..., ModemBank]

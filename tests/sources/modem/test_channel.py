@@ -12,6 +12,7 @@ from gateway.sources.modem.answers import ICCID_PREFIXES, parse_cmgr, parse_cmgs
 from gateway.sources.modem.channel import AtChannel, AtError, AtResponse, AtTimeout
 from gateway.sources.modem.lines import Urc
 from gateway.sources.modem.serial_link import LinkClosed
+from tests.sources.modem.conftest import SlowToStopLink
 
 WAIT = 5.0
 
@@ -25,6 +26,7 @@ class MemoryLink:
         self.closed = False
         self._respond = respond
         self._incoming: asyncio.Queue[bytes] = asyncio.Queue()
+        self.wrote = asyncio.Event()
 
     def push(self, data: bytes) -> None:
         self._incoming.put_nowait(data)
@@ -36,6 +38,7 @@ class MemoryLink:
         if self.closed:
             raise LinkClosed("memory: closed")
         self.written.append(data)
+        self.wrote.set()
         if self._respond is not None:
             answer = self._respond(data)
             if answer:
@@ -114,7 +117,7 @@ async def test_channel_prompt_timeout_cancels_input_with_esc() -> None:
 async def test_channel_eof_fails_the_command_and_later_ones() -> None:
     channel, link, _ = await open_memory()
     task = asyncio.create_task(channel.command("AT", timeout=5))
-    await asyncio.sleep(0)
+    await asyncio.wait_for(link.wrote.wait(), WAIT)  # the command is in flight
     link.push(b"")
     with pytest.raises(LinkClosed):
         await asyncio.wait_for(task, 1)
@@ -171,26 +174,9 @@ async def test_answer_prefixes_named_by_the_caller_belong_to_the_answer() -> Non
     await channel.close()
 
 
-class SlowToStopLink(MemoryLink):
-    """A link whose pending read takes a while to give up when cancelled (a driver finishing a
-    transfer): ``close()`` is then still awaiting the reader when a cancel lands."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.read_cancelled = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def read(self) -> bytes:
-        try:
-            return await super().read()
-        except asyncio.CancelledError:
-            self.read_cancelled.set()
-            await self.release.wait()
-            raise
-
-
 async def test_a_cancel_while_close_awaits_the_reader_is_not_swallowed() -> None:
-    link = SlowToStopLink()
+    memory = MemoryLink()
+    link = SlowToStopLink(memory)
     channel = AtChannel(link, on_urc=lambda urc: None)
     channel.start()
     closer = asyncio.create_task(channel.close())
@@ -198,5 +184,5 @@ async def test_a_cancel_while_close_awaits_the_reader_is_not_swallowed() -> None
     closer.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(closer, WAIT)
-    assert link.closed  # the port is released all the same
+    assert memory.closed  # the port is released all the same
     assert channel.closed

@@ -1,41 +1,40 @@
-"""One Modem against the simulated modem (a real pty) and a real SQLite outbox.
-
-The helpers and fixtures here are shared with test_bank.py, test_probe.py and test_modem_e2e.py.
-"""
+"""One Modem against the simulated modem (a real pty) and a real SQLite outbox (fixtures in
+conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-import structlog
-from structlog.testing import LogCapture
 
-from gateway.config import ModemConfig, ModemsConfig, SimConfig
-from gateway.intake import Intake
+from gateway.config import SimConfig
 from gateway.metrics import Metrics
-from gateway.outbox import Message, Outbox, State
+from gateway.outbox import Outbox, State
 from gateway.outbox.models import Hold
-from gateway.play.modem import PROFILES, FakeModem
-from gateway.play.pdu import encode_deliver, encode_status_report, split_deliver
+from gateway.play.modem import PROFILES
+from gateway.play.pdu import encode_status_report, split_deliver
 from gateway.sources.modem import device
 from gateway.sources.modem.channel import AtChannel, AtTimeout
-from gateway.sources.modem.device import Modem
-from gateway.sources.modem.serial_link import SerialLink, open_serial_link
+from gateway.sources.modem.serial_link import open_serial_link
 from gateway.sources.modem.session import Session, SimNotReady, Storage
+from tests.sources.modem.conftest import (
+    PHONE,
+    PIN,
+    SCANNING,
+    WAIT,
+    FakeFactory,
+    LogWatch,
+    ModemFactory,
+    SlowToStopLink,
+    StoreWatch,
+    ready,
+    sms,
+)
 
-T = TypeVar("T")
-WAIT = 5.0
-PHONE = "79001234567"
-PIN = "4321"
-FAST = ModemsConfig(scan_interval=30.0, command_timeout=0.5, reopen_max=0.2)
-SCANNING = ModemsConfig(scan_interval=0.3, command_timeout=0.5, reopen_max=0.2)
 ICCID_COMMAND = {
     "simcom": "AT+CCID",
     "huawei": "AT^ICCID?",
@@ -43,166 +42,6 @@ ICCID_COMMAND = {
     "wavecom": "AT+CCID",
     "telit": "AT+ICCID",
 }
-
-
-# --- shared helpers ------------------------------------------------------------------------
-
-
-class LogWatch(LogCapture):
-    """Captures structlog events and wakes waiters on each one."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.changed = asyncio.Event()
-
-    def __call__(self, logger: Any, method_name: str, event_dict: Any) -> Any:
-        self.changed.set()
-        return super().__call__(logger, method_name, event_dict)
-
-    def named(self, event: str, **match: Any) -> list[dict[str, Any]]:
-        return [
-            e
-            for e in self.entries
-            if e["event"] == event and all(e.get(k) == v for k, v in match.items())
-        ]
-
-    async def wait(self, event: str, timeout: float = WAIT, **match: Any) -> dict[str, Any]:
-        """The first ``event`` (with the given fields) logged, waiting for it if need be."""
-        async with asyncio.timeout(timeout):
-            while True:
-                self.changed.clear()
-                found = self.named(event, **match)
-                if found:
-                    return found[0]
-                await self.changed.wait()
-
-
-class StoreWatch:
-    """Wakes waiters whenever the outbox commits something new."""
-
-    def __init__(self, outbox: Outbox) -> None:
-        self.outbox = outbox
-        self.changed = asyncio.Event()
-        outbox.on_accepted(self.changed.set)
-
-    async def messages(self) -> list[Message]:
-        return list(reversed(await self.outbox.list_messages(limit=10_000)))
-
-    async def until(self, check: Callable[[], Awaitable[T | None]], timeout: float = WAIT) -> T:
-        async with asyncio.timeout(timeout):
-            while True:
-                self.changed.clear()
-                result = await check()
-                if result:
-                    return result
-                await self.changed.wait()
-
-    async def count(self, n: int, timeout: float = WAIT) -> list[Message]:
-        async def enough() -> list[Message] | None:
-            found = await self.messages()
-            return found if len(found) >= n else None
-
-        return await self.until(enough, timeout)
-
-
-@pytest.fixture
-def logs() -> Iterator[LogWatch]:
-    """Every structlog event (processors swapped in place, as structlog.testing does)."""
-    watch = LogWatch()
-    processors = structlog.get_config()["processors"]
-    saved = list(processors)
-    processors.clear()
-    processors.append(watch)
-    structlog.configure(processors=processors)
-    yield watch
-    processors.clear()
-    processors.extend(saved)
-    structlog.configure(processors=processors)
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> str:
-    return str(tmp_path / "outbox.sqlite3")
-
-
-@pytest.fixture
-async def outbox(db_path: str) -> AsyncIterator[Outbox]:
-    box = await Outbox.open(db_path, busy_timeout_ms=50)
-    yield box
-    await box.close()
-
-
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics()
-
-
-@pytest.fixture
-def intake(outbox: Outbox, metrics: Metrics) -> Intake:
-    return Intake(outbox, metrics)
-
-
-@pytest.fixture
-def store(outbox: Outbox) -> StoreWatch:
-    return StoreWatch(outbox)
-
-
-FakeFactory = Callable[..., FakeModem]
-
-
-@pytest.fixture
-async def fakes(tmp_path: Path) -> AsyncIterator[FakeFactory]:
-    made: list[FakeModem] = []
-
-    def make(profile: str = "simcom", **kw: Any) -> FakeModem:
-        kw.setdefault("link_dir", tmp_path)
-        fake = FakeModem(profile, **kw)
-        fake.start()
-        made.append(fake)
-        return fake
-
-    yield make
-    for fake in made:
-        fake.stop()
-
-
-ModemFactory = Callable[..., Modem]
-
-
-@pytest.fixture
-async def modems(intake: Intake, metrics: Metrics, logs: LogWatch) -> AsyncIterator[ModemFactory]:
-    made: list[Modem] = []
-
-    def make(
-        fake: FakeModem,
-        *,
-        settings: ModemsConfig = FAST,
-        sims: list[SimConfig] | None = None,
-        start: bool = True,
-        **cfg: Any,
-    ) -> Modem:
-        cfg.setdefault("name", f"m{len(made) + 1}")
-        if sims is None:
-            sims = [SimConfig(phone=PHONE, iccid=fake.iccid)]
-        modem = Modem(
-            ModemConfig(port=fake.port, **cfg), settings, sims, intake=intake, metrics=metrics
-        )
-        made.append(modem)
-        if start:
-            modem.start()
-        return modem
-
-    yield make
-    await asyncio.gather(*(m.stop() for m in made))
-
-
-async def ready(fake: FakeModem) -> None:
-    """The modem finished its start-up scan: indications are on, storage was read once."""
-    await fake.wait_command("AT+CMGL=4")
-
-
-def sms(text: str = "code 1234", sender: str = "Instagram", **kw: Any) -> str:
-    return encode_deliver(sender, text, **kw)
 
 
 # --- start-up ------------------------------------------------------------------------------
@@ -613,37 +452,13 @@ async def test_a_modem_that_powers_up_on_its_own_is_set_up_again(
     assert message.text == "after the reboot"
 
 
-class SlowToStopPort:
-    """The real pty link, except that its pending read takes a while to give up when
-    cancelled: the channel's ``close()`` is then still awaiting its reader."""
-
-    def __init__(self, link: SerialLink) -> None:
-        self.link = link
-        self.name = link.name
-        self.read_cancelled = asyncio.Event()
-
-    async def read(self) -> bytes:
-        try:
-            return await self.link.read()
-        except asyncio.CancelledError:
-            self.read_cancelled.set()
-            await asyncio.Event().wait()  # gives up only when cancelled once more
-            raise
-
-    def write(self, data: bytes) -> None:
-        self.link.write(data)
-
-    async def close(self) -> None:
-        await self.link.close()
-
-
 async def test_a_stop_while_the_port_closes_is_not_swallowed(
     fakes: FakeFactory, modems: ModemFactory, logs: LogWatch, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ports: list[SlowToStopPort] = []
+    ports: list[SlowToStopLink] = []
 
-    async def open_slow(url: str, **kw: Any) -> SlowToStopPort:
-        ports.append(SlowToStopPort(await open_serial_link(url, **kw)))
+    async def open_slow(url: str, **kw: Any) -> SlowToStopLink:
+        ports.append(SlowToStopLink(await open_serial_link(url, **kw)))
         return ports[-1]
 
     monkeypatch.setattr(device, "open_serial_link", open_slow)

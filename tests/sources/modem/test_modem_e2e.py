@@ -13,9 +13,7 @@ import aiohttp
 from gateway.play.modem import FakeModem
 from gateway.play.standin import StandIn
 from tests.fakes.daemon import DaemonProcess, write_config
-from tests.sources.modem.test_device import PHONE, FakeFactory, fakes, sms
-
-__all__ = ["fakes"]  # fixture
+from tests.sources.modem.conftest import PHONE, FakeFactory, sms
 
 MODEMS = """
 [modems]

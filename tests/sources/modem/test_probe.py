@@ -10,9 +10,7 @@ import pytest
 from gateway.errors import DecodeError
 from gateway.sources.modem.probe import ProbeResult, probe_port, render_snippet
 from gateway.sources.modem.session import decode_crsm_iccid
-from tests.sources.modem.test_device import PIN, FakeFactory, fakes
-
-__all__ = ["fakes"]  # fixture
+from tests.sources.modem.conftest import PIN, FakeFactory
 
 
 @pytest.mark.parametrize(("profile", "number"), [("huawei", None), ("telit", "+79161234567")])
