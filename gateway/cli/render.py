@@ -1,9 +1,15 @@
-"""Turn values into text for people: TOML for config, aligned tables, ages and times."""
+"""Turn values into text for people: TOML for config, aligned tables, ages and times.
+
+Every human-facing line the CLI prints about stored data goes through `visible`: sender and
+text come from anyone who can send an SMS, and a raw escape sequence would reach the
+operator's terminal. `--json` output is exact instead (json.dumps escapes what it must).
+"""
 
 from __future__ import annotations
 
 import json
 import time
+import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -42,8 +48,47 @@ def _value(v: Any) -> str:
     return json.dumps(str(v), ensure_ascii=False)
 
 
+# Format characters that do no harm and that real text needs: zero-width (non-)joiners join
+# emoji sequences and Persian/Indic letters; tags U+E0020-E007F spell subdivision flags.
+_HARMLESS_FORMAT = frozenset("\u200c\u200d") | frozenset(map(chr, range(0xE0020, 0xE0080)))
+# Cc: C0, DEL, C1 (escape sequences, CR, BS, NEL...); Cf: bidi overrides and isolates, zero-width
+# spaces; Zl/Zp: line and paragraph separators; Cs: lone surrogates (print would fail on them).
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def visible(text: str) -> str:
+    """`text` with every character that could move the cursor, change the terminal, reorder a
+    line or start a new one written as a Python-style escape (`\\x1b`, `\\n`, `\\u202e`).
+
+    The result is all printable, so a stored SMS cannot retitle, clear or forge lines on the
+    operator's terminal; applying it twice changes nothing.
+    """
+    if text.isprintable():  # the common case; isprintable() is False for every unsafe one
+        return text
+    return "".join(_escape(c) if _unsafe(c) else c for c in text)
+
+
+def _unsafe(c: str) -> bool:
+    return unicodedata.category(c) in _UNSAFE_CATEGORIES and c not in _HARMLESS_FORMAT
+
+
+def _escape(c: str) -> str:
+    if c in _NAMED:
+        return _NAMED[c]
+    n = ord(c)
+    if n <= 0xFF:
+        return f"\\x{n:02x}"
+    if n <= 0xFFFF:
+        return f"\\u{n:04x}"
+    return f"\\U{n:08x}"
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    """Aligned columns; every cell through `visible`, so each row stays one line."""
+    cells = [[visible(str(h)) for h in headers]] + [
+        ["" if c is None else visible(str(c)) for c in r] for r in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
@@ -70,7 +115,8 @@ def age(ts: float | None, now: float | None = None) -> str:
 
 
 def one_line(text: str, width: int = 40) -> str:
-    flat = text.replace("\r", " ").replace("\n", " ")
+    """`text` made `visible` (newlines shown as `\\n`) and cut to `width` characters."""
+    flat = visible(text)
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 

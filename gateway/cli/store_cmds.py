@@ -7,6 +7,7 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from gateway.config import Config
 from gateway.errors import DecodeError, GatewayError, StoreUnavailable, UsageError
 from gateway.http.ingest import IngestError, parse_body
 from gateway.intake import Intake
-from gateway.outbox import Incoming, Message, Outbox, State
+from gateway.outbox import Attempt, Drop, Incoming, Message, Outbox, State
 
 
 async def run(cmd: str, args: argparse.Namespace, cfg: Config) -> int:
@@ -67,13 +68,28 @@ async def status(outbox: Outbox, args: argparse.Namespace, cfg: Config) -> int:
     if args.json:
         print(render.dumps(data))
         return 0
-    print(f"store: {cfg.store.path}")
-    print("messages: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    print(f"oldest queued: {render.age(oldest, now)} ago" if oldest else "oldest queued: -")
-    print(f"last delivery: {render.when(summary.last_delivered_at)}")
+    print(status_text(cfg.store.path, counts, oldest, summary.last_delivered_at, drops, now))
+    return 0
+
+
+def status_text(
+    store: str,
+    counts: dict[str, int],
+    oldest: float | None,
+    last_delivered: float | None,
+    drops: Sequence[Drop],
+    now: float,
+) -> str:
+    """`status` for people: every line and cell through render.visible (senders are untrusted)."""
+    lines = [
+        f"store: {render.visible(store)}",
+        "messages: " + ", ".join(f"{k} {v}" for k, v in counts.items()),
+        f"oldest queued: {render.age(oldest, now)} ago" if oldest else "oldest queued: -",
+        f"last delivery: {render.when(last_delivered)}",
+    ]
     if drops:
-        print("recent drops:")
-        print(
+        lines.append("recent drops:")
+        lines.append(
             render.table(
                 ["smsId", "state", "code", "phone", "from", "at"],
                 [
@@ -89,7 +105,7 @@ async def status(outbox: Outbox, args: argparse.Namespace, cfg: Config) -> int:
                 ],
             )
         )
-    return 0
+    return "\n".join(lines)
 
 
 def _message_json(m: Message) -> dict[str, Any]:
@@ -106,24 +122,7 @@ async def messages(outbox: Outbox, args: argparse.Namespace) -> int:
         if args.json:
             print(render.dumps([_message_json(m) for m in found]))
         else:
-            print(
-                render.table(
-                    ["smsId", "state", "phone", "from", "received", "tries", "code", "text"],
-                    [
-                        [
-                            m.sms_id,
-                            m.state.value,
-                            m.phone,
-                            m.phone_from,
-                            render.when(m.received_at),
-                            m.attempts,
-                            m.final_code,
-                            render.one_line(m.text),
-                        ]
-                        for m in found
-                    ],
-                )
-            )
+            print(list_text(found))
         return 0
     if args.action == "show":
         m = await outbox.get_message(args.sms_id)
@@ -138,28 +137,7 @@ async def messages(outbox: Outbox, args: argparse.Namespace) -> int:
             ]
             print(render.dumps(data))
             return 0
-        for key, value in _message_json(m).items():
-            if key.endswith("_at") and isinstance(value, float):
-                value = render.when(value)
-            print(f"{key:12} {value}")
-        print(f"attempts ({len(attempts)}):")
-        print(
-            render.table(
-                ["time", "took", "outcome", "http", "code", "error", "body"],
-                [
-                    [
-                        render.when(a.started_at),
-                        f"{a.duration:.3f}s",
-                        a.outcome.value,
-                        a.http_status,
-                        a.code,
-                        a.error,
-                        render.one_line(a.body or "", 60),
-                    ]
-                    for a in attempts
-                ],
-            )
-        )
+        print(show_text(m, attempts))
         return 0
     # retry
     ids = await outbox.requeue(
@@ -172,6 +150,54 @@ async def messages(outbox: Outbox, args: argparse.Namespace) -> int:
             f"not dropped or expired (left alone): {', '.join(map(str, missing))}", file=sys.stderr
         )
     return 0
+
+
+def list_text(found: Sequence[Message]) -> str:
+    """`messages list` for people: one line per message, whatever its sender and text hold."""
+    return render.table(
+        ["smsId", "state", "phone", "from", "received", "tries", "code", "text"],
+        [
+            [
+                m.sms_id,
+                m.state.value,
+                m.phone,
+                m.phone_from,
+                render.when(m.received_at),
+                m.attempts,
+                m.final_code,
+                render.one_line(m.text),
+            ]
+            for m in found
+        ],
+    )
+
+
+def show_text(m: Message, attempts: Sequence[Attempt]) -> str:
+    """`messages show` for people: one line per field, then the attempts as a table."""
+    lines = []
+    for key, value in _message_json(m).items():
+        if key.endswith("_at") and isinstance(value, float):
+            value = render.when(value)
+        lines.append(f"{key:12} {render.visible(str(value))}")
+    lines.append(f"attempts ({len(attempts)}):")
+    lines.append(
+        render.table(
+            ["time", "took", "outcome", "http", "code", "error", "body"],
+            [
+                [
+                    render.when(a.started_at),
+                    f"{a.duration:.3f}s",
+                    a.outcome.value,
+                    a.http_status,
+                    a.code,
+                    a.error,
+                    render.one_line(a.body or "", 60),
+                ]
+                for a in attempts
+            ],
+        )
+    )
+    return "\n".join(lines)
 
 
 async def ingest(outbox: Outbox, args: argparse.Namespace, cfg: Config) -> int:

@@ -8,8 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from gateway.outbox import Attempt, AttemptRecord, Outbox, Outcome
 from gateway.play.standin import Answer, StandIn
 from tests.fakes.daemon import API_KEY, INGEST_TOKEN, DaemonProcess, write_config
 
@@ -102,6 +104,44 @@ async def test_status_show_and_retry_while_the_daemon_runs(
     # The daemon picks it up (it polls the store for other writers) with the same smsId.
     await standin.wait_for(lambda s: sms_id in s.delivered_ids(), timeout=10)
     assert len([p for p in standin.pushes if p.sms_id == sms_id]) == 3
+
+
+HOSTILE_TEXT = "code 1234\x1b]0;pwned\x07\x1b[2J\nsmsId 99  delivered\u202e"
+HOSTILE_SENDER = "Bank\x1b[1A\r\u2066"
+
+
+async def test_sms_text_cannot_act_on_the_terminal(tmp_path: Path) -> None:
+    """Escape sequences, CR, newlines and bidi controls in an SMS are shown, never sent raw."""
+    cfg = str(write_config(tmp_path, "http://127.0.0.1:9/v1/PUSH_SMS"))
+    took = cli("ingest", "-c", cfg, "--phone", "79001234567", "--from", HOSTILE_SENDER,
+               "--text", HOSTILE_TEXT)  # fmt: skip
+    assert took.returncode == 0, took.stderr
+    sms_id = int(took.stdout)
+    # A drop, so that `status` lists the sender too.
+    outbox = await Outbox.open(str(tmp_path / "outbox.sqlite3"))
+    try:
+        [claimed] = await outbox.claim_due(limit=1, lease=60, max_age=0)
+        attempt = Attempt(sms_id, time.time(), 0.1, Outcome.DROPPED, 404, "NO_OPERATION",
+                          body="NO_OPERATION\x1b]2;upstream\x07")  # fmt: skip
+        await outbox.record([AttemptRecord(attempt, None)])
+    finally:
+        await outbox.close()
+    assert claimed.sms_id == sms_id
+
+    listed = cli("messages", "list", "-c", cfg)
+    shown = cli("messages", "show", str(sms_id), "-c", cfg)
+    status = cli("status", "-c", cfg)
+    for result, lines in ((listed, 2), (shown, 19), (status, 7)):
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert not [c for c in out if c in "\x1b\x07\r\u202e\u2066"], out
+        assert len(out.splitlines()) == lines, out
+    assert "\\x1b]0;pwned\\x07\\x1b[2J\\nsmsId" in listed.stdout
+    assert "Bank\\x1b[1A\\r\\u2066" in status.stdout
+    assert "NO_OPERATION\\x1b]2;upstream\\x07" in shown.stdout
+    # --json stays exact.
+    exact = json.loads(cli("messages", "show", str(sms_id), "--json", "-c", cfg).stdout)
+    assert (exact["text"], exact["phone_from"]) == (HOSTILE_TEXT, HOSTILE_SENDER)
 
 
 def test_show_of_an_unknown_id_exits_1(tmp_path: Path) -> None:
