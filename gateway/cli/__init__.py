@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from gateway import __version__, config, logs
 from gateway.cli import render, store_cmds
 from gateway.errors import ConfigError, GatewayError, UsageError
+from gateway.outbox import State
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -37,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     msgs = sub.add_parser("messages", help="list, show or retry messages")
     msub = msgs.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = msub.add_parser("list", parents=[common], help="messages, newest first")
-    p.add_argument("--state", choices=["queued", "delivered", "dropped", "expired"])
+    # Every state the store has, `held` included (kept but never pushed: see its hold reason).
+    p.add_argument("--state", choices=[s.value for s in State])
     p.add_argument("--phone")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")

@@ -164,7 +164,7 @@ def list_text(found: Sequence[Message]) -> str:
                 m.phone_from,
                 render.when(m.received_at),
                 m.attempts,
-                m.final_code,
+                m.final_code or m.hold_reason,  # a held message has no code: why it is held
                 render.one_line(m.text),
             ]
             for m in found

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from gateway.cli import render
 from gateway.cli.store_cmds import list_text, show_text, status_text
-from gateway.outbox import Attempt, Drop, Message, Outcome, State
+from gateway.outbox import Attempt, Drop, Hold, Message, Outcome, State
 
 # What an SMS could use against a terminal: escape sequences (title, clear screen, cursor moves),
 # CR and BS to overwrite, C1 CSI/OSC/NEL, bidi overrides and isolates, line separators.
@@ -120,3 +120,23 @@ def test_status_has_one_line_per_drop(store: str, drops: list[tuple[str, str]]) 
     counts = {s.value: 0 for s in State}
     out = status_text(store, counts, None, None, recent, 1_800_000_100.0)
     assert_inert(out, lines=4 + (1 + 1 + len(recent) if recent else 0))
+
+
+def test_a_held_message_shows_why_it_is_held() -> None:
+    held = Message(
+        sms_id=7,
+        source="modem",
+        source_ref=None,
+        phone="",
+        phone_from="Bank",
+        text="",
+        received_at=1_800_000_000.0,
+        accepted_at=1_800_000_000.0,
+        state=State.HELD,
+        due_at=1_800_000_000.0,
+        attempts=0,
+        finished_at=None,
+        final_code=None,
+        hold_reason=Hold.UNDECODABLE,
+    )
+    assert "undecodable" in list_text([held]).splitlines()[1]

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from gateway.outbox import Attempt, AttemptRecord, Outbox, Outcome
+from gateway.outbox import Attempt, AttemptRecord, Hold, Incoming, Outbox, Outcome
 from gateway.play.standin import Answer, StandIn
 from tests.fakes.daemon import API_KEY, INGEST_TOKEN, DaemonProcess, write_config
 
@@ -142,6 +142,33 @@ async def test_sms_text_cannot_act_on_the_terminal(tmp_path: Path) -> None:
     # --json stays exact.
     exact = json.loads(cli("messages", "show", str(sms_id), "--json", "-c", cfg).stdout)
     assert (exact["text"], exact["phone_from"]) == (HOSTILE_TEXT, HOSTILE_SENDER)
+
+
+async def test_list_held_messages_with_why_they_are_held(tmp_path: Path) -> None:
+    cfg = str(write_config(tmp_path, "http://127.0.0.1:9/v1/PUSH_SMS"))
+    outbox = await Outbox.open(str(tmp_path / "outbox.sqlite3"))
+    try:
+        now = time.time()
+        await outbox.accept(
+            [
+                Incoming("modem", "", "Bank", "code 1", now, "m-1", hold=Hold.NO_PHONE),
+                Incoming("modem", "79001234567", "Shop", "", now, "m-2", hold=Hold.UNDECODABLE),
+                Incoming("modem", "79001234567", "Shop", "queued one", now, "m-3"),
+            ]
+        )
+    finally:
+        await outbox.close()
+    held = cli("messages", "list", "--state", "held", "-c", cfg)
+    assert held.returncode == 0, held.stderr
+    rows = held.stdout.splitlines()[1:]
+    assert [(r.split()[0], r.split()[1]) for r in rows] == [("2", "held"), ("1", "held")]
+    assert "undecodable" in rows[0]
+    assert "no_phone" in rows[1]
+    as_json = json.loads(cli("messages", "list", "--state", "held", "--json", "-c", cfg).stdout)
+    assert [(m["sms_id"], m["hold_reason"]) for m in as_json] == [
+        (2, "undecodable"),
+        (1, "no_phone"),
+    ]
 
 
 def test_show_of_an_unknown_id_exits_1(tmp_path: Path) -> None:
