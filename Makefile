@@ -1,5 +1,7 @@
 # make run: the demo (stand-in upstream + daemon + a few messages). make test: the whole suite.
+# make run PORT=8081: the demo's HTTP port when 8080 is taken (0: any free port).
 PYTHON ?= python3.11
+PORT ?= 8080
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -13,7 +15,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/sms-gateway demo
+	$(BIN)/sms-gateway demo --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
 from gateway import __version__, config, logs
 from gateway.cli import render, store_cmds
 from gateway.errors import ConfigError, GatewayError, UsageError
+from gateway.fields import normalize_phone
 from gateway.outbox import State
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -40,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = msub.add_parser("list", parents=[common], help="messages, newest first")
     # Every state the store has, `held` included (kept but never pushed: see its hold reason).
     p.add_argument("--state", choices=[s.value for s in State])
-    p.add_argument("--phone")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--phone", type=_phone, help="as /v1/sms takes it, e.g. '+7 900 123-45-67'")
+    p.add_argument("--limit", type=_positive_int, default=50, help="at most this many (default 50)")
     p.add_argument("--json", action="store_true")
     p = msub.add_parser("show", parents=[common], help="one message with its attempts")
     p.add_argument("sms_id", type=int, metavar="SMSID")
@@ -108,7 +110,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def _phone(text: str) -> str:
+    """The number as stored (digits), by the same rule as /v1/sms's `phone`."""
+    digits = normalize_phone(text)
+    if digits is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a phone number: expected 3 to 20 digits"
+            " (+, spaces, dashes, dots, parentheses allowed)"
+        )
+    return digits
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit, so a closed pipe is caught below
+        return code
+    except BrokenPipeError:
+        # The reader went away (`status | head`): stop quietly, as other Unix tools do.
+        # Point stdout at /dev/null so the interpreter's final flush does not complain.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_FAILURE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)

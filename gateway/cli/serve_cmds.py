@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 
+from gateway.errors import GatewayError
 from gateway.play.standin import StandIn
 
 
@@ -17,7 +19,14 @@ async def stand_in(args: argparse.Namespace) -> int:
         rate_limit=args.rate,
         keep=1000,
     )
-    await server.start(args.host, args.port)
+    try:
+        await server.start(args.host, args.port)
+    except OSError as e:
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise GatewayError(
+            f"stand-in: cannot listen on {args.host}:{args.port}: {reason};"
+            " choose another port with --port"
+        ) from e
     print(f"stand-in PUSH_SMS listening: http://{args.host}:{server.port}{server.path}", flush=True)
     print(f"what it received: http://{args.host}:{server.port}/received", flush=True)
     stop = asyncio.Event()

@@ -23,8 +23,18 @@ async def run(cmd: str, args: argparse.Namespace, cfg: Config) -> int:
     # Only migrate and ingest change the schema; reading commands never migrate a store
     # an older daemon may still be using.
     writes = cmd in ("migrate", "ingest")
+    if cmd == "ingest":
+        # Bad input is refused before the store is opened (or created): nothing to undo.
+        items = ingest_items(args, cfg, time.time())
+        if not items:
+            print("sms-gateway: nothing to ingest", file=sys.stderr)
+            return 0
     outbox = await Outbox.open(
-        cfg.store.path, node=cfg.ids.node, nodes=cfg.ids.nodes, create=writes, migrate=writes
+        cfg.store.path,
+        node=cfg.ids.node,
+        nodes=cfg.ids.nodes,
+        create=writes,
+        migrate=writes,
     )
     try:
         match cmd:
@@ -34,7 +44,7 @@ async def run(cmd: str, args: argparse.Namespace, cfg: Config) -> int:
             case "status":
                 return await status(outbox, args, cfg)
             case "ingest":
-                return await ingest(outbox, args, cfg)
+                return await ingest(outbox, items)
             case "messages":
                 return await messages(outbox, args)
         raise GatewayError(f"unknown command {cmd}")
@@ -200,9 +210,8 @@ def show_text(m: Message, attempts: Sequence[Attempt]) -> str:
     return "\n".join(lines)
 
 
-async def ingest(outbox: Outbox, args: argparse.Namespace, cfg: Config) -> int:
-    """Exit 0 only once committed: hooks (gammu, smstools) keep the message on anything else."""
-    now = time.time()
+def ingest_items(args: argparse.Namespace, cfg: Config, now: float) -> list[Incoming]:
+    """What `ingest` was given, checked; UsageError (exit 2) names what is wrong."""
     try:
         if args.gammu:
             from gateway.sources.gammu import messages_from_gammu
@@ -219,9 +228,11 @@ async def ingest(outbox: Outbox, args: argparse.Namespace, cfg: Config) -> int:
         raise UsageError(f"ingest: {e}") from None
     except OSError as e:
         raise UsageError(f"ingest: cannot read {e.filename}: {e.strerror}") from None
-    if not items:
-        print("sms-gateway: nothing to ingest", file=sys.stderr)
-        return 0
+    return items
+
+
+async def ingest(outbox: Outbox, items: list[Incoming]) -> int:
+    """Exit 0 only once committed: hooks (gammu, smstools) keep the message on anything else."""
     try:
         accepted = await Intake(outbox).accept(items)
     except StoreUnavailable as e:

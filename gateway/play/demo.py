@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
+import os
 import random
+import shlex
 import signal
+import sys
 from pathlib import Path
 
 import aiohttp
 
 from gateway import config
 from gateway.daemon import Daemon
+from gateway.errors import GatewayError
 from gateway.play.modem import FakeModem
 from gateway.play.pdu import split_deliver
 from gateway.play.standin import StandIn
@@ -91,6 +96,17 @@ def write_config(directory: Path, upstream_url: str, port: int, extra: str = "")
     return path
 
 
+def cli_command() -> str:
+    """How to run `sms-gateway` as the demo was run, so the printed commands work as shown.
+
+    The script sits beside the interpreter (`.venv/bin/`), which is rarely on the PATH.
+    """
+    script = Path(sys.executable).parent / "sms-gateway"
+    if script.is_file() and os.access(script, os.X_OK):
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m gateway"
+
+
 async def run_demo(*, port: int, directory: str) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -103,17 +119,27 @@ async def run_demo(*, port: int, directory: str) -> int:
         rate_limit=50,
     )
     await standin.start()
-    modems = start_modems(Path(directory))
-    cfg_path = write_config(Path(directory), standin.url, port, modem_tables(modems))
-    cfg = config.load(cfg_path)
-    daemon = Daemon(cfg)
-    parts = await daemon.start()
-    base = f"http://127.0.0.1:{parts.http.bound_port}"
-    print(f"stand-in PUSH_SMS upstream: {standin.url}")
-    print(f"daemon store:               {cfg.store.path}")
-    print(f"config written to:          {cfg_path}")
-    print(f"\nsending {len(SAMPLES)} SMS through the ingest API ({base}/v1/sms):")
+    modems: list[FakeModem] = []
+    daemon: Daemon | None = None
     try:
+        modems = start_modems(Path(directory))
+        cfg_path = write_config(Path(directory), standin.url, port, modem_tables(modems))
+        cfg = config.load(cfg_path)
+        daemon = Daemon(cfg)
+        try:
+            parts = await daemon.start()
+        except GatewayError as e:
+            if isinstance(e.__cause__, OSError) and e.__cause__.errno == errno.EADDRINUSE:
+                raise GatewayError(
+                    f"demo: port {port} is in use; pick another with --port N"
+                    " (make run PORT=N), or 0 for any free port"
+                ) from e
+            raise
+        base = f"http://127.0.0.1:{parts.http.bound_port}"
+        print(f"stand-in PUSH_SMS upstream: {standin.url}")
+        print(f"daemon store:               {cfg.store.path}")
+        print(f"config written to:          {cfg_path}")
+        print(f"\nsending {len(SAMPLES)} SMS through the ingest API ({base}/v1/sms):")
         async with aiohttp.ClientSession() as session:
             for sample in SAMPLES:
                 async with session.post(
@@ -148,14 +174,16 @@ async def run_demo(*, port: int, directory: str) -> int:
         print("\nwhere to look (the daemon keeps running; Ctrl-C stops everything):")
         print(f"  curl {base}/health")
         print(f"  curl {base}/metrics")
-        print(f"  sms-gateway status -c {cfg_path}")
-        print(f"  sms-gateway messages list -c {cfg_path}")
-        print(f"  sms-gateway ingest -c {cfg_path} --phone 79001234567 --from Demo --text hello")
+        cli, cfg_arg = cli_command(), shlex.quote(str(cfg_path.resolve()))
+        print(f"  {cli} status -c {cfg_arg}")
+        print(f"  {cli} messages list -c {cfg_arg}")
+        print(f"  {cli} ingest -c {cfg_arg} --phone 79001234567 --from Demo --text hello")
         print(f"  curl {standin.url.rsplit('/v1', 1)[0]}/received")
         await stop.wait()
     finally:
-        with contextlib.suppress(Exception):
-            await daemon.stop()
+        if daemon is not None:
+            with contextlib.suppress(Exception):
+                await daemon.stop()
         for modem in modems:
             modem.stop()
         await standin.stop()

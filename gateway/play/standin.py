@@ -108,9 +108,14 @@ class StandIn:
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        try:
+            await site.start()
+        except OSError:
+            await self._runner.cleanup()  # nothing is left half-open behind a busy port
+            self._runner = None
+            raise
+        addresses = self._runner.addresses
+        self.port = addresses[0][1] if addresses else port
 
     async def stop(self) -> None:
         if self._runner is not None:

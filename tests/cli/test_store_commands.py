@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -57,6 +58,10 @@ def test_ingest_refuses_bad_input_with_exit_2_and_commits_nothing(tmp_path: Path
     missing = cli("ingest", "-c", cfg, "--phone", "79001234567", "--text", "t")
     assert missing.returncode == 2
     assert "--from" in missing.stderr
+    assert not (tmp_path / "outbox.sqlite3").exists()  # refused before the store is touched
+    assert cli("migrate", "-c", cfg).returncode == 0
+    again = cli("ingest", "-c", cfg, "--phone", "abc", "--from", "X", "--text", "t")
+    assert again.stderr.startswith("sms-gateway: --phone:")
     status = json.loads(cli("status", "--json", "-c", cfg).stdout)
     assert sum(status["messages"].values()) == 0
 
@@ -251,3 +256,15 @@ async def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "HTTP 404" in output  # a phone without an active operation
     assert "HTTP 400" in output  # a refused sender
     assert "demo stopped" in output
+    # The commands it prints work as shown, from any directory, without .venv/bin on the PATH.
+    [status_line] = [line for line in output.splitlines() if " status -c " in line]
+    shown = subprocess.run(
+        shlex.split(status_line),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        env={**os.environ, "PATH": "/usr/bin:/bin"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "delivered 6" in shown.stdout
