@@ -10,11 +10,19 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.outbox import Attempt, AttemptRecord, Hold, Incoming, Outbox, Outcome
 from gateway.play.standin import Answer, StandIn
 from tests.fakes.daemon import API_KEY, INGEST_TOKEN, DaemonProcess, write_config
+
+
+async def until(condition: Callable[[], bool], timeout: float) -> None:
+    """Wait, bounded, for what another process does (its log file): nothing there to await."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - no event crosses the process boundary
+            await asyncio.sleep(0.02)
 
 
 def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -82,7 +90,8 @@ async def test_status_show_and_retry_while_the_daemon_runs(
     _, answer = await daemon.post_sms({"phone": "79001234567", "phoneFrom": "Shop", "text": "hi"})
     sms_id = answer["smsId"]
     await standin.wait_for(lambda s: len(s.pushes) == 2, timeout=10)
-    await asyncio.sleep(0.2)  # the drop is recorded right after the answer
+    # The drop is recorded just after the answer; the daemon logs it once committed.
+    await until(lambda: any(e.get("event") == "push.dropped" for e in daemon.logs()), timeout=10)
 
     status = json.loads(cli("status", "--json", "-c", cfg).stdout)
     assert status["messages"]["dropped"] == 1
