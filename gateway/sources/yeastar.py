@@ -17,7 +17,8 @@ client sends ``Action: Login`` / ``Username`` / ``Secret``; the TG answers ``Res
     --END SMS EVENT--
 
 ``Content`` is URL-encoded UTF-8 (``+`` is a space; some firmware starts it with a BOM); parts of
-one long SMS share ``ID`` and are joined by ``Index`` / ``Total``. The TG does not repeat an event,
+one long SMS share ``ID`` and are joined by ``Index`` / ``Total``. Firmware numbers the parts from
+1 (``1..Total``) or from 0 (``0..Total-1``): see ``Numbering``. The TG does not repeat an event,
 so one that cannot be committed is retried here until it is (reading pauses meanwhile).
 """
 
@@ -26,12 +27,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from urllib.parse import unquote_plus
 
 import structlog
-from tenacity import RetryCallState, Retrying, wait_exponential, wait_random
 
 from gateway.config import SimConfig, YeastarConfig
 from gateway.errors import DecodeError, GatewayError, StoreError
@@ -43,21 +45,47 @@ from gateway.sources.dedup import digest
 from gateway.sources.sim_match import phone_for
 from gateway.sources.status import SourceStatus
 
-__all__ = ["KIND", "YeastarClient", "item_from_event"]
+__all__ = ["KIND", "Numbering", "YeastarClient", "item_from_event", "part_position"]
 
 log = structlog.get_logger(__name__)
 KIND = "yeastar"
 _ENDS = ("--END SMS EVENT--", "--END COMMAND--")
+MAX_PARTS = 255
+UNSETTLED_MAX = 60.0  # seconds a part whose numbering is unknown waits for one that settles it
 
 
 class LoginRejected(GatewayError):
     """The TG refused the API user or password."""
 
 
+def part_position(fields: Mapping[str, str]) -> tuple[int, int]:
+    """(Index, Total) of an event, each part numbered from 0 or from 1; ``DecodeError`` when
+    they fit neither numbering."""
+    index, total = _number(fields, "Index"), _number(fields, "Total")
+    if not (1 <= total <= MAX_PARTS and 0 <= index <= total):
+        raise DecodeError(
+            f"Index {index} of Total {total}; expected 0 <= Index <= Total <= {MAX_PARTS}"
+        )
+    return index, total
+
+
+def group_of(fields: Mapping[str, str]) -> str:
+    """The key the parts of one long SMS share."""
+    span, sender = fields.get("GsmSpan", "").strip(), fields.get("Sender", "").strip()
+    total = fields.get("Total", "1").strip() or "1"
+    return f"{span}|{sender}|{fields.get('ID', '').strip() or '-'}|{total}"
+
+
 def item_from_event(
-    fields: Mapping[str, str], *, source: str, sims: Sequence[SimConfig], now: float
+    fields: Mapping[str, str],
+    *,
+    source: str,
+    sims: Sequence[SimConfig],
+    now: float,
+    first: int = 1,
 ) -> Incoming | Part:
-    """The message (or part of one) a ReceivedSMS event carries; ``DecodeError`` if malformed."""
+    """The message (or part of one) a ReceivedSMS event carries, its parts numbered from
+    ``first`` (0 or 1: ``Numbering`` tells which); ``DecodeError`` if malformed."""
     span = fields.get("GsmSpan", "").strip()
     sender = fields.get("Sender", "").strip()
     sms_id = fields.get("ID", "").strip()
@@ -65,9 +93,9 @@ def item_from_event(
     content = fields.get("Content")
     if not span or content is None:
         raise DecodeError("ReceivedSMS without GsmSpan or Content")
-    index, total = _number(fields, "Index"), _number(fields, "Total")
-    if not 1 <= index <= total <= 255:
-        raise DecodeError(f"Index {index} of Total {total}; expected 1 <= Index <= Total <= 255")
+    index, total = part_position(fields)
+    if total > 1 and not first <= index < first + total:
+        raise DecodeError(f"Index {index} of Total {total} in parts numbered from {first}")
     text = decode_content(content)
     phone = phone_for(sims, source=source, port=span) or ""
     ref = f"{span}|{sender}|{sms_id}|{recvtime}|{index}/{total}|{digest(content)}"
@@ -75,8 +103,8 @@ def item_from_event(
     if total > 1:
         return Part(
             source=source,
-            group_key=f"{span}|{sender}|{sms_id or '-'}|{total}",
-            seq=index,
+            group_key=group_of(fields),
+            seq=index - first + 1,
             total=total,
             text=text,
             phone=phone,
@@ -116,6 +144,77 @@ def _number(fields: Mapping[str, str], key: str) -> int:
     return int(value)
 
 
+@dataclass
+class _Group:
+    started: float
+    first: int | None = None
+    seen: set[int] = field(default_factory=set)
+    waiting: list[Mapping[str, str]] = field(default_factory=list)
+
+
+class Numbering:
+    """Whether a TG numbers the parts of a long SMS from 0 or from 1, decided per SMS.
+
+    Only some parts say which: ``Index 0`` exists only when numbered from 0, ``Index == Total``
+    only when numbered from 1, and every complete set holds one of them. A part in between
+    takes its SMS's numbering once one of its parts has settled it, else the numbering this TG
+    used last; before anything is known it waits here (in memory, at most ``UNSETTLED_MAX``
+    seconds, then taken as numbered from 1, the documented way) for the part that settles it.
+    A set mixing both (``0`` and ``Total``) is inconsistent: the part that breaks it is refused.
+    """
+
+    def __init__(self) -> None:
+        self.last: int | None = None  # the numbering this TG used last
+        self._groups: dict[str, _Group] = {}
+
+    def place(self, fields: Mapping[str, str], now: float) -> list[tuple[Mapping[str, str], int]]:
+        """The events that can be taken now, each with its numbering (``first``): this one and
+        those of its SMS that waited for it, or nothing while it must wait. ``DecodeError``
+        for a part whose position fits neither numbering or contradicts its set's."""
+        index, total = part_position(fields)
+        if total == 1:
+            return [(fields, index)]  # a whole SMS: Index 0 or 1 says nothing more
+        key = group_of(fields)
+        group = self._groups.setdefault(key, _Group(now))
+        settles = 0 if index == 0 else 1 if index == total else None
+        if settles is not None and group.first not in (None, settles):
+            raise DecodeError(
+                f"Index {index} of Total {total} in an SMS whose parts are numbered "
+                f"from {group.first}: the parts fit neither numbering"
+            )
+        first = settles if settles is not None else group.first
+        if first is None:
+            first = self.last
+        if settles is not None:
+            self.last = settles
+        group.seen.add(index)
+        if first is None:
+            group.waiting.append(fields)
+            return []
+        group.first = first
+        ready = [(f, first) for f in group.waiting] + [(fields, first)]
+        group.waiting.clear()
+        if len(group.seen) >= total:
+            del self._groups[key]
+        return ready
+
+    def expired(self, now: float) -> list[tuple[Mapping[str, str], int]]:
+        """Waiting events of SMS whose numbering nothing settled in ``UNSETTLED_MAX`` seconds,
+        taken as numbered from 1; forgets those SMS."""
+        return self._drop([k for k, g in self._groups.items() if now - g.started > UNSETTLED_MAX])
+
+    def drain(self) -> list[tuple[Mapping[str, str], int]]:
+        """Every waiting event, as numbered from 1 (on stop)."""
+        return self._drop(list(self._groups))
+
+    def _drop(self, keys: list[str]) -> list[tuple[Mapping[str, str], int]]:
+        out = []
+        for key in keys:
+            group = self._groups.pop(key)
+            out += [(f, group.first if group.first is not None else 1) for f in group.waiting]
+        return out
+
+
 class YeastarClient:
     """One ``[[yeastar]]`` TG: stays logged in, reconnecting with capped, jittered backoff."""
 
@@ -130,6 +229,7 @@ class YeastarClient:
         ping_interval: float = 20.0,
         idle_timeout: float = 60.0,
         connect_timeout: float = 10.0,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.cfg = cfg
         self.source = f"{KIND}:{cfg.name}"
@@ -140,10 +240,8 @@ class YeastarClient:
         self._ping_interval = ping_interval
         self._idle_timeout = idle_timeout
         self._connect_timeout = connect_timeout
-        jitter = min(1.0, cfg.reconnect_max / 4)
-        self._wait = wait_exponential(multiplier=0.5, max=cfg.reconnect_max) + wait_random(
-            0, jitter
-        )
+        self._rand = rand
+        self._numbering = Numbering()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.connected = False
@@ -151,23 +249,28 @@ class YeastarClient:
         self.last_connected_at: float | None = None
 
     def reconnect_delay(self, failures: int) -> float:
-        """Seconds before the next attempt after ``failures`` failed ones in a row."""
-        state = RetryCallState(Retrying(), None, (), {})
-        state.attempt_number = max(1, failures)
-        return float(min(self._wait(state), self.cfg.reconnect_max))
+        """Seconds before the next attempt after ``failures`` failed ones in a row: 0.5 s,
+        doubling, capped at ``reconnect_max``, plus up to 1 s (a quarter of a smaller cap) of
+        jitter so TGs cut off together do not reconnect together; never above the cap."""
+        cap = self.cfg.reconnect_max
+        exponent = min(max(1, failures) - 1, 64)  # 2**64 * 0.5 s is past any cap
+        jitter = min(1.0, cap / 4) * self._rand()
+        return min(min(cap, 0.5 * 2.0**exponent) + jitter, cap)
 
     async def start(self) -> None:
         self._stopping.clear()
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self.source)
 
     async def stop(self) -> None:
+        """Cancel the session; parts still waiting to learn their numbering are taken as
+        numbered from 1 (one try each). A cancel of ``stop`` itself propagates."""
         self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            task, self._task = self._task, None
+            await _cancel_and_wait(task)
         self._set_connected(False)
+        for fields, first in self._numbering.drain():
+            await self._take(fields, first, retry=False)
 
     def check(self) -> Check:
         now = self._clock()
@@ -229,12 +332,13 @@ class YeastarClient:
             while (block := await self._block(reader)) is not None:
                 if block.get("Event") == "ReceivedSMS":
                     await self._received(block)
+                # Pings are answered every ping_interval, so this runs often enough.
+                for fields, first in self._numbering.expired(self._clock()):
+                    await self._take(fields, first)
         finally:
-            if pinger is not None:
-                pinger.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pinger
             writer.close()
+            if pinger is not None:
+                await _cancel_and_wait(pinger)
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
@@ -271,10 +375,25 @@ class YeastarClient:
 
     async def _received(self, fields: dict[str, str]) -> None:
         try:
-            item = item_from_event(fields, source=self.source, sims=self._sims, now=self._clock())
+            ready = self._numbering.place(fields, self._clock())
         except DecodeError as e:
-            log.warning("yeastar.event_rejected", source=self.source, reason=str(e))
-            self.status.rejected_input(str(e))
+            self._rejected(str(e))
+            return
+        for event, first in ready:
+            await self._take(event, first)
+
+    def _rejected(self, reason: str) -> None:
+        log.warning("yeastar.event_rejected", source=self.source, reason=reason)
+        self.status.rejected_input(reason)
+
+    async def _take(self, fields: Mapping[str, str], first: int, *, retry: bool = True) -> None:
+        """Commit one event, retrying while the store cannot (the TG will not send it again)."""
+        try:
+            item = item_from_event(
+                fields, source=self.source, sims=self._sims, now=self._clock(), first=first
+            )
+        except DecodeError as e:
+            self._rejected(str(e))
             return
         for attempt in itertools.count(1):
             try:
@@ -289,8 +408,24 @@ class YeastarClient:
             except StoreError as e:
                 self.status.store_failed(str(e))
                 log.error("yeastar.store_unavailable", source=self.source, error=str(e))
+                if not retry:
+                    log.error("yeastar.event_lost", source=self.source, sender=item.phone_from)
+                    return
             try:
                 await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
             except asyncio.CancelledError:
                 log.error("yeastar.event_lost", source=self.source, sender=item.phone_from)
                 raise
+
+
+async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for its end. Only the cancellation asked for here is absorbed:
+    when the caller itself is being cancelled (``stop`` under a timeout, a shutdown), that
+    CancelledError propagates instead of being swallowed with the task's."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise

@@ -9,7 +9,7 @@ Sender: ... / Recvtime: 2025-03-06 06:12:09 / Index: 1 / Total: 2 / Smsc: ... / 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,13 @@ from gateway.intake import Intake
 from gateway.metrics import Metrics
 from gateway.outbox import Message, Outbox
 from gateway.outbox.models import Hold, Incoming, Part
-from gateway.sources.yeastar import YeastarClient, decode_content, item_from_event
+from gateway.sources.yeastar import (
+    UNSETTLED_MAX,
+    Numbering,
+    YeastarClient,
+    decode_content,
+    item_from_event,
+)
 from tests.fakes.store import wait_messages
 from tests.fakes.yeastar import FakeYeastar
 
@@ -56,6 +62,66 @@ def test_parts_are_joined_by_index_and_total() -> None:
     part = item_from_event({**EVENT, "Total": "2", "Index": "2"}, source=SOURCE, sims=SIMS, now=NOW)
     assert isinstance(part, Part)
     assert (part.seq, part.total, part.group_key) == (2, 2, "2|+79005556677|244|2")
+
+
+def test_parts_numbered_from_zero_take_their_place() -> None:
+    """Some firmware sends ``Index: 0`` of 2: that part used to be refused and lost."""
+    events = [{**EVENT, "Total": "2", "Index": str(i)} for i in (0, 1)]
+    parts = [item_from_event(e, source=SOURCE, sims=SIMS, now=NOW, first=0) for e in events]
+    assert [p.seq for p in parts if isinstance(p, Part)] == [1, 2]
+    with pytest.raises(DecodeError, match="numbered from 0"):
+        item_from_event({**EVENT, "Total": "2", "Index": "2"}, source=SOURCE, sims=SIMS,
+                        now=NOW, first=0)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([0, 1]),
+    st.lists(st.integers(2, 12).flatmap(lambda n: st.permutations(range(n))), max_size=4),
+)
+def test_any_consistent_numbering_in_any_order_gives_each_place_once(
+    first: int, sms: list[list[int]]
+) -> None:
+    """A TG numbers its parts one way (from 0 or from 1); each SMS's parts in any order."""
+    numbering = Numbering()
+    for n, order in enumerate(sms):
+        placed = []
+        for index in order:
+            event = {**EVENT, "ID": str(n), "Index": str(index + first), "Total": str(len(order))}
+            placed += numbering.place(event, NOW)
+        assert numbering.drain() == []  # a whole set always settles its numbering
+        items = [item_from_event(e, source=SOURCE, sims=SIMS, now=NOW, first=f) for e, f in placed]
+        assert sorted(p.seq for p in items if isinstance(p, Part)) == list(range(1, len(order) + 1))
+        assert sorted(items, key=lambda p: p.seq if isinstance(p, Part) else 0) == sorted(
+            items, key=lambda p: int(str(p.source_ref).split("|")[4].split("/")[0])
+        )
+
+
+def test_a_part_waits_for_the_one_that_settles_its_numbering_then_both_go() -> None:
+    numbering = Numbering()
+    middle = {**EVENT, "Index": "1", "Total": "3"}
+    assert numbering.place(middle, NOW) == []  # 1 of 3: from 0 or from 1?
+    last = {**EVENT, "Index": "3", "Total": "3"}
+    assert numbering.place(last, NOW) == [(middle, 1), (last, 1)]
+    # learnt: the next SMS's middle part goes at once
+    other = {**EVENT, "ID": "245", "Index": "2", "Total": "3"}
+    assert numbering.place(other, NOW) == [(other, 1)]
+
+
+def test_an_unsettled_part_is_taken_as_numbered_from_one_after_a_while() -> None:
+    numbering = Numbering()
+    middle = {**EVENT, "Index": "1", "Total": "3"}
+    assert numbering.place(middle, NOW) == []
+    assert numbering.expired(NOW + UNSETTLED_MAX / 2) == []
+    assert numbering.expired(NOW + UNSETTLED_MAX + 1) == [(middle, 1)]
+    assert numbering.drain() == []
+
+
+def test_a_set_mixing_both_numberings_is_refused_at_the_part_that_breaks_it() -> None:
+    numbering = Numbering()
+    numbering.place({**EVENT, "Index": "0", "Total": "2"}, NOW)
+    with pytest.raises(DecodeError, match="neither numbering"):
+        numbering.place({**EVENT, "Index": "2", "Total": "2"}, NOW)
 
 
 def test_unknown_span_is_held() -> None:
@@ -105,7 +171,23 @@ def test_reconnect_delay_grows_and_is_capped() -> None:
     assert delays[0] < 2 and delays[-1] >= 7  # exponential, then at the cap (jitter within)
 
 
+@pytest.mark.parametrize("rand", [0.0, 0.5, 0.999])
+def test_reconnect_delay_is_half_a_second_doubling_plus_jitter(rand: float) -> None:
+    cfg = YeastarConfig(name="tg-1", host="127.0.0.1", username="u", password="p", reconnect_max=8)
+    client = YeastarClient(cfg, intake=None, rand=lambda: rand)  # type: ignore[arg-type]
+    expected = [min(0.5 * 2**n + rand, 8.0) for n in range(6)] + [8.0]
+    assert [client.reconnect_delay(n) for n in (1, 2, 3, 4, 5, 6, 10_000)] == expected
+    assert client.reconnect_delay(0) == client.reconnect_delay(1)
+
+
 # -- against the fake TG over loopback -----------------------------------------------------
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``predicate()`` holds, checking every 20 ms, at most ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 (the client has no event to wait on)
+            await asyncio.sleep(0.02)
 
 
 class Rig:
@@ -183,6 +265,29 @@ async def test_parts_of_a_long_sms_become_one_message(rig: Rig, tg: FakeYeastar)
     assert m.text == "Первая часть, вторая часть"
 
 
+@pytest.mark.parametrize("order", [(0, 1, 2), (1, 2, 0), (2, 0, 1)])
+async def test_parts_numbered_from_zero_become_one_message(
+    rig: Rig, tg: FakeYeastar, order: tuple[int, ...]
+) -> None:
+    pieces = ["Первая часть, ", "вторая ", "и третья"]
+    for i in order:
+        await tg.send_sms(2, "+79005556677", pieces[i], sms_id="78", index=i, total=3)
+    (m,) = await rig.wait_messages(1)
+    assert m.text == "".join(pieces) and not m.partial
+    assert rig.client.check().details["rejected"] == 0
+
+
+async def test_a_cancel_of_stop_itself_propagates(rig: Rig) -> None:
+    """stop() used to swallow a CancelledError aimed at itself with the session's."""
+    stopper = asyncio.get_running_loop().create_task(rig.client.stop())
+    await asyncio.sleep(0)  # one turn: stop() has cancelled the session and awaits its end
+    assert rig.client._stopping.is_set() and not stopper.done()
+    stopper.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(stopper, 5.0)
+    assert stopper.cancelled()
+
+
 async def test_pings_keep_the_link_checked(rig: Rig, tg: FakeYeastar) -> None:
     await tg.wait_until(lambda: tg.pings >= 2, timeout=3.0)
 
@@ -199,8 +304,9 @@ async def test_reconnects_after_the_tg_drops_the_connection(rig: Rig, tg: FakeYe
 async def test_reconnects_after_the_tg_restarts(rig: Rig, tg: FakeYeastar) -> None:
     port = tg.port
     await tg.stop()
-    await asyncio.sleep(0.5)  # the client retries against a closed port meanwhile
-    assert not rig.client.connected
+    await eventually(  # the client retries against the closed port meanwhile
+        lambda: not rig.client.connected and "Connect" in (rig.client.status.last_error or "")
+    )
     assert rig.client.check().level is Level.DEGRADED
     restarted = FakeYeastar()
     await restarted.start(port)
