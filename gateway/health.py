@@ -6,11 +6,19 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any
 
 from gateway.delivery import DeliveryWorker
 from gateway.outbox import Outbox
+
+
+def _iso(when: float | None) -> str | None:
+    """A time as ISO 8601 in UTC, to the second."""
+    if when is None:
+        return None
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds")
 
 
 class Level(IntEnum):
@@ -139,6 +147,8 @@ class Health:
         level = Level.OK
         if s.key_rejected or s.consecutive_failures >= self._degraded_after:
             level = Level.DEGRADED
+        if s.paused_until is not None:  # a 429 stopped every push (for up to an hour)
+            level = Level.DEGRADED
         return Check(
             level,
             {
@@ -152,6 +162,7 @@ class Health:
                 "circuit": s.pacer.circuit.value,
                 "window": s.pacer.window,
                 "paused_for": round(s.pacer.paused_for, 3),
+                "paused_until": _iso(s.paused_until),
                 "rate_cap": s.pacer.rate_cap,
                 "in_flight": s.in_flight,
             },

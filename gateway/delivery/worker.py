@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import structlog
 
 from gateway import __version__
-from gateway.config import UpstreamConfig
+from gateway.config import MASK, UpstreamConfig
 from gateway.delivery.client import Reply, UpstreamClient, UpstreamError, proxy_from_environment
 from gateway.delivery.pacing import Circuit, Pacer, PacerSnapshot
 from gateway.delivery.policy import Policy, Verdict
@@ -87,6 +87,7 @@ class _Result:
     kind: str  # the short error class, for the log line
     reason: str  # what the OS, TLS or the exception said about it
     unexpected: bool  # an exception the client does not know: a bug, or a case to handle
+    location: str | None  # where a redirect pointed (never followed)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class UpstreamStatus:
     key_error: str | None
     pacer: PacerSnapshot
     in_flight: int
+    paused_until: float | None  # a 429 stopped every push until then (None: not paused)
 
 
 def push_body(message: Message, cfg: UpstreamConfig) -> bytes:
@@ -113,6 +115,35 @@ def push_body(message: Message, cfg: UpstreamConfig) -> bytes:
         f'"phone":{phone},"text":{_str(message.text)},"action":"PUSH_SMS",'
         f'"key":{_str(cfg.api_key)}}}'
     ).encode()
+
+
+class KeyScrubber:
+    """Masks the API key in what the upstream sent back, before it is stored or shown.
+
+    An upstream that echoes the request echoes the key: it is masked as written and as JSON
+    writes it (escaped, up to three times over for a request echoed inside a string inside a
+    string, and with PHP's escaped slashes too). A body cut at the size limit may end in the
+    first characters of the key: that tail is masked as well.
+    """
+
+    def __init__(self, key: str) -> None:
+        forms = {key}
+        escaped = key
+        for _ in range(3):
+            escaped = json.dumps(escaped)[1:-1]
+            forms |= {escaped, escaped.replace("/", "\\/")}
+        self._forms = sorted(forms - {""}, key=len, reverse=True)  # longest first
+
+    def __call__(self, text: str, *, cut: bool = False) -> str:
+        for form in self._forms:
+            while form in text:  # until none is left, even one the masking itself joined
+                text = text.replace(form, MASK)
+        if cut:
+            for form in self._forms:
+                for n in range(min(len(form) - 1, len(text)), 0, -1):
+                    if text.endswith(form[:n]):
+                        return text[:-n] + MASK
+        return text
 
 
 def describe(exc: BaseException) -> str:
@@ -150,6 +181,7 @@ class DeliveryWorker:
         self._clock = clock
         self._ssl_context = ssl_context  # None: the system's trust store
         self._policy = Policy(cfg.drop_on)
+        self._scrub = KeyScrubber(cfg.api_key)
         self._pacer = Pacer(
             concurrency=cfg.concurrency,
             circuit_after=cfg.circuit_after,
@@ -243,6 +275,8 @@ class DeliveryWorker:
         return self._task is not None and not self._task.done()
 
     def status(self) -> UpstreamStatus:
+        now = self._clock()
+        pacer = self._pacer.snapshot(now)
         return UpstreamStatus(
             alive=self.alive,
             last_success_at=self._last_success_at,
@@ -250,8 +284,9 @@ class DeliveryWorker:
             consecutive_failures=self._consecutive_failures,
             key_rejected=self._key_error is not None,
             key_error=self._key_error,
-            pacer=self._pacer.snapshot(self._clock()),
+            pacer=pacer,
             in_flight=len(self._in_flight),
+            paused_until=now + pacer.paused_for if pacer.paused_for > 0 else None,
         )
 
     # -- the loop ------------------------------------------------------------------------
@@ -372,12 +407,16 @@ class DeliveryWorker:
         body = ""
         error: str | None = None  # recorded with the attempt: what failed, and its cause
         kind = reason = ""
+        location: str | None = None
         if isinstance(result, Reply):
             status, body = result.status, result.body.decode("utf-8", "replace")
             verdict = self._policy.classify(status, body, result.retry_after)
+            # An upstream that echoes the request must not put the key into the store.
+            body = self._scrub(body, cut=len(result.body) > BODY_LIMIT)
+            location = result.location and self._scrub(result.location)
         else:
             kind = result.kind if isinstance(result, UpstreamError) else type(result).__name__
-            error = describe(result)[:ERROR_LIMIT]
+            error = self._scrub(describe(result)[:ERROR_LIMIT])
             reason = error.removeprefix(kind).lstrip(": ").strip()
             verdict = self._policy.classify_error(kind)
         self._attempt_counters[verdict.outcome].inc()
@@ -404,7 +443,7 @@ class DeliveryWorker:
         )
         unexpected = error is not None and not isinstance(result, UpstreamError)
         self._results.append(
-            _Result(message, verdict, attempt, next_due, ended, kind, reason, unexpected)
+            _Result(message, verdict, attempt, next_due, ended, kind, reason, unexpected, location)
         )
         if self._recorder is None:
             self._recorder = asyncio.create_task(self._record(), name="delivery-record")
@@ -435,12 +474,14 @@ class DeliveryWorker:
     def _tell(self, r: _Result) -> None:
         """The log line (and delivery-time metric) of one recorded attempt."""
         attempt, outcome = r.attempt, r.attempt.outcome
-        fields = {
+        fields: dict[str, object] = {
             "sms_id": attempt.sms_id,
             "http_status": attempt.http_status,
             "duration": round(attempt.duration, 4),
             "attempt": r.message.attempts + 1,
         }
+        if r.location is not None:
+            fields["location"] = r.location  # a redirect: where the upstream wanted us to go
         next_in = r.next_due and round(r.next_due - r.ended, 3)
         match outcome:
             case Outcome.DELIVERED:
