@@ -8,11 +8,18 @@ without an answer it sends the packet again. A long SMS comes as one packet per 
 any header saying so: parts from one sender are joined once ``quiet_period`` passes without a
 new one. Each packet is committed (as a part) before it is acknowledged, so nothing acknowledged
 lives only in memory; the quiet period only decides when the parts become one message.
+
+The password travels in clear in every keepalive, so it alone proves little: a packet is taken
+only from an address in ``allow`` (any when empty), and a RECEIVE (or report) only from the
+address of the line's last good keepalive. Nothing is answered to a packet that fails any of
+these (an answer would go to a spoofable address), and rejections are logged at most once a
+minute per address, with the number left out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +33,7 @@ from gateway.errors import DecodeError, StoreError
 from gateway.fields import MAX_TEXT, normalize_phone
 from gateway.health import Check, Level
 from gateway.intake import Intake
-from gateway.outbox.models import Part
+from gateway.outbox.models import Hold, Incoming, Part
 from gateway.sources.dedup import digest
 from gateway.sources.sim_match import phone_for
 from gateway.sources.status import SourceStatus
@@ -38,6 +45,8 @@ KIND = "goip"
 KEEPALIVE_STALE = 180.0  # seconds without a keepalive before /health calls the line degraded
 MAX_SEQ = 64  # characters of a recvid or keepalive counter
 MAX_PARTS = 255  # a concatenated SMS has at most this many: a longer burst is cut
+REJECT_LOG_WINDOW = 60.0  # seconds: at most one goip.packet_rejected line per address in each
+REJECT_LOG_ADDRESSES = 1024  # addresses remembered for that; beyond, they share one entry
 
 
 @dataclass(frozen=True)
@@ -49,43 +58,80 @@ class Packet:
     kind: str
     seq: str
     fields: dict[str, str]
-    lossy: bool = False  # the bytes were not UTF-8; undecodable ones were replaced
+    undecodable: bytes | None = None  # a RECEIVE's msg bytes when they are not UTF-8
 
     @property
     def password(self) -> str | None:
         return self.fields.get("password", self.fields.get("pass"))
 
     def redacted(self) -> str:
-        """The packet as text without its password, for the audit copy."""
+        """The packet as text without its password, for the audit copy; undecodable message
+        bytes as ``msg_hex``."""
         parts = [f"{self.kind}:{self.seq}"]
         for key, value in self.fields.items():
             parts.append(f"{key}:{'***' if key in ('password', 'pass') else value}")
+        if self.undecodable is not None:
+            parts.append(f"msg_hex:{self.undecodable.hex().upper()}")
         return ";".join(parts)
 
 
 def parse_packet(data: bytes) -> Packet:
-    """Split a GoIP datagram into its fields; ``DecodeError`` when it is not one."""
-    try:
-        text, lossy = data.decode("utf-8"), False
-    except UnicodeDecodeError:
-        text, lossy = data.decode("utf-8", "replace"), True
-    head, _, rest = text.partition(";")
-    kind, colon, seq = head.partition(":")
+    """Split a GoIP datagram into its fields; ``DecodeError`` when it is not one. A RECEIVE's
+    text that is not UTF-8 is kept as bytes (``undecodable``), never with replacement marks."""
+    head, _, rest = data.partition(b";")
+    kind, colon, seq = head.decode("utf-8", "replace").partition(":")
     kind, seq = kind.strip(), seq.strip()
     if not colon or not kind.isascii() or not kind.isalpha() or len(kind) > 16:
         raise DecodeError("not a GoIP packet (expected KIND:<seq>;key:value;...)")
-    if not seq or len(seq) > MAX_SEQ or any(c.isspace() for c in seq):
+    if not seq or len(seq) > MAX_SEQ or not seq.isprintable() or any(c.isspace() for c in seq):
         raise DecodeError(f"{kind}: the sequence number is empty or malformed")
     fields: dict[str, str] = {}
+    undecodable = None
     while rest:
-        if kind == "RECEIVE" and rest.startswith("msg:"):
-            fields["msg"] = rest[4:]  # the text may hold ';' and ':'
+        if kind == "RECEIVE" and rest.startswith(b"msg:"):
+            try:
+                fields["msg"] = rest[4:].decode("utf-8")  # the text may hold ';' and ':'
+            except UnicodeDecodeError:
+                fields["msg"], undecodable = "", rest[4:]
             break
-        item, _, rest = rest.partition(";")
-        key, colon, value = item.partition(":")
+        item, _, rest = rest.partition(b";")
+        key, colon, value = item.decode("utf-8", "replace").partition(":")
         if colon and key.strip():
             fields.setdefault(key.strip().lower(), value.strip())
-    return Packet(kind, seq, fields, lossy)
+    return Packet(kind, seq, fields, undecodable)
+
+
+class RejectLog:
+    """``goip.packet_rejected`` at most once per ``REJECT_LOG_WINDOW`` per source address,
+    saying how many were left out since the last line: a flood of spoofed packets must not
+    flood the journal. Remembers at most ``REJECT_LOG_ADDRESSES`` addresses."""
+
+    def __init__(self, source: str, clock: Callable[[], float]) -> None:
+        self._source = source
+        self._clock = clock
+        self._seen: dict[str, tuple[float, int]] = {}  # address -> (last line at, left out)
+
+    def reject(self, reason: str, peer: str) -> None:
+        now = self._clock()
+        key = peer
+        if key not in self._seen and len(self._seen) >= REJECT_LOG_ADDRESSES:
+            self._seen = {
+                a: v for a, v in self._seen.items() if now - v[0] < REJECT_LOG_WINDOW or v[1]
+            }
+            if len(self._seen) >= REJECT_LOG_ADDRESSES:
+                key = "(other addresses)"
+        last = self._seen.get(key)
+        if last is not None and now - last[0] < REJECT_LOG_WINDOW:
+            self._seen[key] = (last[0], last[1] + 1)
+            return
+        self._seen[key] = (now, 0)
+        log.warning(
+            "goip.packet_rejected",
+            source=self._source,
+            reason=reason,
+            peer=key,
+            suppressed=last[1] if last is not None else 0,
+        )
 
 
 @dataclass(eq=False)
@@ -127,6 +173,9 @@ class GoipServer:
         self._started_at: float | None = None
         self.last_keepalive_at: float | None = None
         self._line: dict[str, str] = {}  # what the last good keepalive said (num, imsi, signal)
+        self._allow = tuple(ipaddress.ip_network(a, strict=False) for a in cfg.allow)
+        self.peer: str | None = None  # the address of the last good keepalive
+        self._rejects = RejectLog(self.source, clock)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -181,38 +230,53 @@ class GoipServer:
     # -- packets -------------------------------------------------------------------------
 
     def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Unauthenticated packets get no answer at all: it would go to a spoofable address."""
+        if not self._allowed(addr[0]):
+            self._reject("address not in allow", addr)
+            return
         try:
             packet = parse_packet(data)
         except DecodeError as e:
             self._reject(str(e), addr)
             return
-        if packet.lossy:
-            log.warning("goip.not_utf8", source=self.source, kind=packet.kind, seq=packet.seq)
         trusted = packet.fields.get("id") == self.cfg.id and token_matches(
             packet.password, self.cfg.password
         )
-        if packet.kind == "req":
-            self._keepalive(packet, trusted, addr)
-        elif not trusted:
+        if not trusted:
             self._reject(f"{packet.kind} with a wrong id or password", addr)
-            self._send(f"{packet.kind} {packet.seq} ERROR invalid id or password", addr)
+        elif packet.kind == "req":
+            self._keepalive(packet, addr)
+        elif addr[0] != self.peer:
+            # The password is in every keepalive in clear: whoever saw it could send from
+            # anywhere. The GoIP sends this again, and is heard once it has kept alive from here.
+            self._reject(f"{packet.kind} from an address this id has not kept alive from", addr)
         elif packet.kind == "RECEIVE":
             self._spawn(self._take(packet, addr))
         else:  # delivery reports, call records, state changes: nothing for us, but acknowledged
             self._send(f"{packet.kind} {packet.seq} OK", addr)
 
-    def _keepalive(self, packet: Packet, trusted: bool, addr: tuple[str, int]) -> None:
-        if not trusted:
-            self._reject("keepalive with a wrong id or password", addr)
-            self._send(f"reg:{packet.seq};status:400;", addr)
-            return
+    def _allowed(self, host: str) -> bool:
+        if not self._allow:
+            return True
+        try:
+            ip = ipaddress.ip_address(host.partition("%")[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self._allow)
+
+    def _keepalive(self, packet: Packet, addr: tuple[str, int]) -> None:
+        if addr[0] != self.peer:
+            log.info("goip.registered", source=self.source, peer=addr[0], before=self.peer)
+            self.peer = addr[0]
         self.last_keepalive_at = self._clock()
         self.status.set_up(True)
         self._line = {k: packet.fields.get(k, "") for k in ("num", "imsi", "signal", "gsm_status")}
         self._send(f"reg:{packet.seq};status:200;", addr)
 
     def _reject(self, reason: str, addr: tuple[str, int]) -> None:
-        log.warning("goip.packet_rejected", source=self.source, reason=reason, peer=addr[0])
+        self._rejects.reject(reason, addr[0])
         self.status.rejected_input(reason)
 
     def _send(self, text: str, addr: tuple[str, int]) -> None:
@@ -234,6 +298,9 @@ class GoipServer:
     async def _take(self, packet: Packet, addr: tuple[str, int]) -> None:
         sender = packet.fields.get("srcnum", "")
         text = packet.fields.get("msg", "")
+        if packet.undecodable is not None:
+            await self._take_undecodable(packet, packet.undecodable, sender, addr)
+            return
         if len(text) > MAX_TEXT:
             self._reject(f"RECEIVE {packet.seq}: text longer than {MAX_TEXT}", addr)
             self._send(f"RECEIVE {packet.seq} ERROR text too long", addr)
@@ -250,6 +317,31 @@ class GoipServer:
                 if not await self._add(burst, packet, sender, text):
                     return  # not committed: no answer, so the GoIP sends it again
             break
+        self._send(f"RECEIVE {packet.seq} OK", addr)
+
+    async def _take_undecodable(
+        self, packet: Packet, msg: bytes, sender: str, addr: tuple[str, int]
+    ) -> None:
+        """A text that is not UTF-8: kept held with its bytes for a person, apart from any
+        burst (it cannot be joined to text), and acknowledged once committed."""
+        item = Incoming(
+            source=self.source,
+            phone=self._phone(),
+            phone_from=sender,
+            text="",
+            received_at=self._clock(),
+            source_ref=f"{self.cfg.id}|{packet.seq}|{digest(sender, msg.hex())}",
+            hold=Hold.UNDECODABLE,
+            raw=packet.redacted()[:4096],
+        )
+        try:
+            (accepted,) = await self._intake.accept([item])
+        except StoreError as e:
+            log.error("goip.store_unavailable", source=self.source, recvid=packet.seq, error=str(e))
+            self.status.store_failed(str(e))
+            return
+        log.warning("goip.not_utf8", source=self.source, smsId=accepted.sms_id, recvid=packet.seq)
+        self.status.accepted(0 if accepted.duplicate else 1)
         self._send(f"RECEIVE {packet.seq} OK", addr)
 
     async def _add(self, burst: _Burst, packet: Packet, sender: str, text: str) -> bool:

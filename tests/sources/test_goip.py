@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +24,7 @@ from gateway.intake import Intake
 from gateway.metrics import Metrics
 from gateway.outbox import Message, Outbox
 from gateway.outbox.models import Hold
-from gateway.sources.goip import GoipServer, parse_packet
+from gateway.sources.goip import REJECT_LOG_WINDOW, GoipServer, RejectLog, parse_packet
 from tests.fakes.store import wait_messages
 
 PASSWORD = "goip-secret-pw"
@@ -62,6 +64,36 @@ def test_garbage_packets_are_refused(data: bytes) -> None:
         parse_packet(data)
 
 
+def test_text_that_is_not_utf8_is_kept_as_bytes_not_replaced() -> None:
+    p = parse_packet(receive(1, "x").encode()[:-1] + b"\xff\xfe;\xd0")
+    assert p.fields["msg"] == "" and p.undecodable == b"\xff\xfe;\xd0"
+    assert "msg_hex:FFFE3BD0" in p.redacted() and PASSWORD not in p.redacted()
+
+
+def test_rejections_are_logged_once_a_minute_per_address_with_the_count_left_out() -> None:
+    now = [1000.0]
+    rejects = RejectLog("goip:g", lambda: now[0])
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(100):
+            rejects.reject("wrong password", "192.0.2.1")
+        rejects.reject("wrong password", "192.0.2.2")
+        now[0] += REJECT_LOG_WINDOW
+        rejects.reject("wrong password", "192.0.2.1")
+    assert [(e["peer"], e["suppressed"]) for e in logs] == [
+        ("192.0.2.1", 0),
+        ("192.0.2.2", 0),
+        ("192.0.2.1", 99),
+    ]
+
+
+def test_reject_log_remembers_a_bounded_number_of_addresses() -> None:
+    rejects = RejectLog("goip:g", lambda: 1000.0)
+    with structlog.testing.capture_logs() as logs:
+        for i in range(5000):
+            rejects.reject("x", f"10.0.{i // 256}.{i % 256}")
+    assert len(rejects._seen) <= 1025 and len(logs) <= 1025
+
+
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=300) | st.text(max_size=200).map(lambda t: ("RECEIVE:" + t).encode()))
 def test_any_datagram_parses_or_gives_a_decode_error(data: bytes) -> None:
@@ -83,7 +115,7 @@ class Line:
         self.answers: asyncio.Queue[str] = asyncio.Queue()
         self.transport: asyncio.DatagramTransport | None = None
 
-    async def open(self, addr: tuple[str, int]) -> None:
+    async def open(self, addr: tuple[str, int], local: str = "127.0.0.1") -> None:
         line = self
 
         class Proto(asyncio.DatagramProtocol):
@@ -91,18 +123,29 @@ class Line:
                 line.answers.put_nowait(data.decode())
 
         loop = asyncio.get_running_loop()
-        self.transport, _ = await loop.create_datagram_endpoint(Proto, remote_addr=addr)
+        self.transport, _ = await loop.create_datagram_endpoint(
+            Proto, local_addr=(local, 0), remote_addr=addr
+        )
 
-    def send(self, text: str) -> None:
+    def send(self, text: str | bytes) -> None:
         assert self.transport is not None
-        self.transport.sendto(text.encode())
+        self.transport.sendto(text.encode() if isinstance(text, str) else text)
+
+    async def register(self) -> None:
+        """A good keepalive: the server then takes this line's RECEIVE packets."""
+        self.send(KEEPALIVE)
+        assert await self.answer() == "reg:12;status:200;"
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
     async def answer(self, timeout: float = 3.0) -> str:
         return await asyncio.wait_for(self.answers.get(), timeout)
 
 
 class Rig:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, **goip: Any) -> None:
         self.cfg = config.parse(
             {
                 "upstream": {"url": "http://127.0.0.1:9/push", "api_key": "k"},
@@ -114,6 +157,7 @@ class Rig:
                         "password": PASSWORD,
                         "listen": "127.0.0.1:0",
                         "quiet_period": 0.3,
+                        **goip,
                     }
                 ],
                 "sim": [{"source": "goip-1", "port": "goip01", "phone": "79001230001"}],
@@ -124,11 +168,13 @@ class Rig:
         self.line = Line()
         self.messages: list[Message] = []
 
-    async def start(self) -> None:
+    async def start(self, *, register: bool = True) -> None:
         self.outbox = await Outbox.open(self.cfg.store.path)
         self.server = GoipServer(self.cfg.goip[0], Intake(self.outbox, Metrics()), self.cfg.sim)
         await self.server.start()
         await self.line.open(self.server.address)
+        if register:
+            await self.line.register()
 
     async def stop(self) -> None:
         await self.server.stop()
@@ -148,11 +194,10 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         r.line.transport.close()
 
 
-async def test_keepalive_is_answered_by_password(rig: Rig) -> None:
+async def test_keepalive_is_answered_by_password_and_a_wrong_one_not_at_all(rig: Rig) -> None:
+    rig.line.send(KEEPALIVE.replace(PASSWORD, "wrong").replace("req:12", "req:13"))
     rig.line.send(KEEPALIVE)
-    assert await rig.line.answer() == "reg:12;status:200;"
-    rig.line.send(KEEPALIVE.replace(PASSWORD, "wrong"))
-    assert await rig.line.answer() == "reg:12;status:400;"
+    assert await rig.line.answer() == "reg:12;status:200;"  # nothing came for req:13
     check = rig.server.check()
     assert check.details["last_keepalive_age"] is not None and check.details["rejected"] == 1
 
@@ -172,11 +217,85 @@ async def test_sms_is_acknowledged_after_commit_and_pushed_after_the_quiet_perio
     assert PASSWORD not in (m.raw or "") and m.hold_reason is None
 
 
-async def test_wrong_password_is_refused_and_nothing_taken(rig: Rig) -> None:
-    rig.line.send(receive(1002, "hi", pw="nope"))
-    assert await rig.line.answer() == "RECEIVE 1002 ERROR invalid id or password"
-    await asyncio.sleep(0.5)  # longer than the quiet period: nothing may appear
-    assert await rig.outbox.list_messages() == []
+async def test_wrong_password_gets_no_answer_and_nothing_is_taken(rig: Rig) -> None:
+    """An answer (32 bytes) to an unauthenticated packet would go to a spoofable address."""
+    for garbage in (receive(1002, "hi", pw="nope"), "hello", b"\xff" * 40, "DELIVER:5;id:x"):
+        rig.line.send(garbage)
+    rig.line.send(receive(1003, "good"))
+    assert await rig.line.answer() == "RECEIVE 1003 OK"  # the first answer: none came before
+    (m,) = await rig.wait_messages(1)
+    assert m.text == "good" and rig.server.check().details["rejected"] == 4
+
+
+async def test_receive_only_from_the_address_of_the_last_good_keepalive(rig: Rig) -> None:
+    """The password is in every keepalive in clear: knowing it is not enough to inject SMS."""
+    other = Line()
+    await other.open(rig.server.address, local="127.0.0.2")
+    try:
+        other.send(receive(1100, "injected"))
+        rig.line.send(receive(1101, "from the line"))
+        assert await rig.line.answer() == "RECEIVE 1101 OK"
+        (m,) = await rig.wait_messages(1)
+        assert m.text == "from the line" and other.answers.empty()
+        assert rig.server.peer == "127.0.0.1" and rig.server.check().details["rejected"] == 1
+        # The GoIP moved (DHCP): its next keepalive binds the id to the new address.
+        await other.register()
+        assert rig.server.peer == "127.0.0.2"
+        rig.line.send(receive(1102, "old address"))
+        other.send(receive(1103, "new address"))
+        assert await other.answer() == "RECEIVE 1103 OK"
+        assert rig.line.answers.empty()
+    finally:
+        other.close()
+
+
+async def test_a_receive_before_any_keepalive_waits_for_one(tmp_path: Path) -> None:
+    """After a restart the GoIP may resend before its next keepalive: no answer, so it sends
+    again, and once it has kept alive the packet is taken."""
+    r = Rig(tmp_path)
+    await r.start(register=False)
+    try:
+        r.line.send(receive(1200, "resent"))
+        await r.line.register()  # the first answer is the keepalive's: the RECEIVE got none
+        r.line.send(receive(1200, "resent"))
+        assert await r.line.answer() == "RECEIVE 1200 OK"
+        (m,) = await r.wait_messages(1)
+        assert m.text == "resent"
+    finally:
+        await r.stop()
+        r.line.close()
+
+
+async def test_packets_from_outside_allow_get_nothing(tmp_path: Path) -> None:
+    r = Rig(tmp_path, allow=["127.0.0.2/32"])
+    await r.start(register=False)
+    inside = Line()
+    await inside.open(r.server.address, local="127.0.0.2")
+    try:
+        with structlog.testing.capture_logs() as logs:
+            for n in range(50):
+                r.line.send(KEEPALIVE)  # right password, wrong address
+                r.line.send(receive(1300 + n, "from outside"))
+            await inside.register()
+            inside.send(receive(1400, "from inside"))
+            assert await inside.answer() == "RECEIVE 1400 OK"
+        (m,) = await r.wait_messages(1)
+        assert m.text == "from inside" and r.line.answers.empty()
+        assert r.server.check().details["rejected"] == 100
+        rejected = [e for e in logs if e["event"] == "goip.packet_rejected"]
+        assert len(rejected) == 1 and rejected[0]["reason"] == "address not in allow"
+    finally:
+        inside.close()
+        await r.stop()
+        r.line.close()
+
+
+async def test_text_not_valid_utf8_is_held_not_sent_with_replacement_marks(rig: Rig) -> None:
+    rig.line.send(receive(1500, "").encode() + b"\xd0\x9f\xff\xfe")
+    assert await rig.line.answer() == "RECEIVE 1500 OK"
+    (m,) = await rig.wait_messages(1)
+    assert m.hold_reason is Hold.UNDECODABLE and m.text == "" and "\ufffd" not in m.text
+    assert "msg_hex:D09FFFFE" in (m.raw or "") and PASSWORD not in (m.raw or "")
 
 
 async def test_long_sms_in_separate_packets_is_joined_in_order(rig: Rig) -> None:
@@ -201,8 +320,7 @@ async def test_retransmission_after_a_lost_ack_is_acknowledged_again_not_taken_t
     (m,) = await rig.wait_messages(1)
     assert m.text == "code 1111"
     rig.line.send(receive(4000, "code 1111"))  # and again after the message was joined
-    assert await rig.line.answer() == "RECEIVE 4000 OK"
-    await asyncio.sleep(0.5)
+    assert await rig.line.answer() == "RECEIVE 4000 OK"  # answered once the part is committed
     assert len(await rig.outbox.list_messages()) == 1
 
 
@@ -213,12 +331,11 @@ async def test_retransmission_reaching_a_restarted_server_is_not_a_second_messag
     assert await rig.line.answer() == "RECEIVE 5000 OK"
     await rig.wait_messages(1)
     await rig.stop()
-    rig.line.transport.close()  # type: ignore[union-attr]
+    rig.line.close()
     rig.line = Line()
     await rig.start()
     rig.line.send(receive(5000, "before restart"))
-    assert await rig.line.answer() == "RECEIVE 5000 OK"
-    await asyncio.sleep(0.5)
+    assert await rig.line.answer() == "RECEIVE 5000 OK"  # answered once the part is committed
     assert len(await rig.outbox.list_messages()) == 1
 
 
