@@ -331,11 +331,21 @@ async def test_sequential_posts_share_one_connection(
 async def test_concurrent_posts_each_get_their_own_answer(
     upstream: RecordingUpstream, make_client: Callable[..., UpstreamClient]
 ) -> None:
-    async def slow_echo(body: bytes) -> web.StreamResponse:
-        await asyncio.sleep(0.02)  # so that the posts overlap
+    rounds = [asyncio.Event() for _ in range(3)]
+    arrived = 0
+
+    async def echo_once_all_eight_are_in(body: bytes) -> web.StreamResponse:
+        # No answer until the whole round has arrived: the eight posts really overlap.
+        nonlocal arrived
+        arrived += 1
+        this_round = rounds[(arrived - 1) // 8]
+        if arrived % 8 == 0:
+            this_round.set()
+        async with asyncio.timeout(5):
+            await this_round.wait()
         return await echo(body)
 
-    upstream.answer = slow_echo
+    upstream.answer = echo_once_all_eight_are_in
     client = make_client(f"http://127.0.0.1:{upstream.port}/p")
     for _ in range(3):  # the second and third rounds reuse the first round's connections
         bodies = [f"request-{i}".encode() for i in range(8)]

@@ -16,7 +16,7 @@ import pytest
 
 from gateway import __version__
 from gateway.play.standin import Answer, StandIn
-from tests.fakes.daemon import API_KEY, DaemonProcess
+from tests.fakes.daemon import API_KEY, DaemonProcess, write_config
 
 TEXTS = [
     "Your verification code is 800142",
@@ -84,10 +84,26 @@ async def test_drop_codes_end_a_message_after_one_attempt(
     _, answer = await daemon.post_sms({"phone": "79001234567", "phoneFrom": "S", "text": "t"})
     sms_id = answer["smsId"]
     await standin.wait_for(lambda s: len(attempts_for(s, sms_id)) == 1, timeout=5)
-    await asyncio.sleep(0.5 * 3)  # three retry intervals: a retry would have happened by now
+    drop = await daemon_logged(daemon, "push.dropped", sms_id=sms_id)
+    assert drop["http_status"] == status
+    # Recorded as dropped: a final state, never claimed again (no need to wait for a retry).
+    with sqlite3.connect(daemon.dir / "outbox.sqlite3") as db:
+        row = db.execute("SELECT state, leased FROM messages WHERE sms_id = ?", (sms_id,))
+        assert row.fetchone() == ("dropped", 0)
     assert len(attempts_for(standin, sms_id)) == 1
-    drops = [e for e in daemon.logs() if e.get("event") == "push.dropped"]
-    assert drops and drops[-1]["sms_id"] == sms_id
+
+
+async def daemon_logged(
+    daemon: DaemonProcess, event: str, timeout: float = 10.0, **match: Any
+) -> dict[str, Any]:
+    """The first log line of `event` with these fields, waiting for it at most `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for entry in daemon.logs():
+            if entry.get("event") == event and all(entry.get(k) == v for k, v in match.items()):
+                return entry
+        assert time.monotonic() < deadline, f"no {event} {match} within {timeout} s"
+        await asyncio.sleep(0.05)
 
 
 def gaps(standin: StandIn, sms_id: int) -> list[float]:
@@ -129,23 +145,25 @@ async def test_timeout_is_retried_after_the_attempt_ends(
     assert errors[0]["error"] == "Timeout" and errors[0]["sms_id"] == sms_id
 
 
-async def test_real_default_retry_interval_is_ten_seconds(
-    daemon_factory: Callable[..., Any], standin: StandIn
+async def test_without_retry_interval_in_the_config_a_retry_comes_ten_seconds_later(
+    tmp_path: Path, standin: StandIn
 ) -> None:
-    daemon = await daemon_factory(upstream={"retry_interval": 10.0})
-    standin.script.append(Answer(500, "down"))
-    _, answer = await daemon.post_sms({"phone": "79001234567", "phoneFrom": "S", "text": "t"})
-    sms_id = answer["smsId"]
-    await standin.wait_for(lambda s: sms_id in s.delivered_ids(), timeout=15)
-    (gap,) = gaps(standin, sms_id)
-    assert 10.0 <= gap < 11.0
-
-
-async def test_default_config_retry_interval_is_ten_seconds(tmp_path: Any) -> None:
-    from gateway import config
-
-    cfg = config.parse({"upstream": {"url": "https://h/v1/PUSH_SMS", "api_key": "k"}})
-    assert cfg.upstream.retry_interval == 10.0
+    """The real default: the config does not set retry_interval at all."""
+    path = write_config(tmp_path, standin.url)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join(x for x in lines if not x.startswith("retry_interval")) + "\n")
+    assert "\nretry_interval" not in path.read_text(encoding="utf-8")
+    daemon = DaemonProcess(path)
+    await daemon.start()
+    try:
+        standin.script.append(Answer(500, "down"))
+        _, answer = await daemon.post_sms({"phone": "79001234567", "phoneFrom": "S", "text": "t"})
+        sms_id = answer["smsId"]
+        await standin.wait_for(lambda s: sms_id in s.delivered_ids(), timeout=15)
+        (gap,) = gaps(standin, sms_id)
+        assert 10.0 <= gap < 11.0
+    finally:
+        await daemon.stop()
 
 
 async def test_429_with_retry_after_pauses_all_sending(
@@ -276,8 +294,14 @@ async def test_messages_claimed_ahead_are_handed_back_when_the_circuit_opens(
     while "upstream.circuit_open" not in daemon.log_text():
         assert time.monotonic() < deadline, "the circuit never opened"
         await asyncio.sleep(0.05)
-    await asyncio.sleep(0.5)  # the in-flight answers come back, the buffer is handed back
-    with sqlite3.connect(daemon.dir / "outbox.sqlite3") as db:
-        (leased,) = db.execute("SELECT count(*) FROM messages WHERE leased = 1").fetchone()
-    assert leased <= 1  # at most the probe
+    # The in-flight answers come back and the buffer is handed back: then at most the probe
+    # holds a lease (claimed ahead and kept, they would hold theirs for 6 x timeout + 5 s).
+    deadline = time.monotonic() + 3.0
+    while True:
+        with sqlite3.connect(daemon.dir / "outbox.sqlite3") as db:
+            (leased,) = db.execute("SELECT count(*) FROM messages WHERE leased = 1").fetchone()
+        if leased <= 1:
+            break
+        assert time.monotonic() < deadline, f"{leased} messages still leased"
+        await asyncio.sleep(0.05)
     assert len(standin.pushes) <= 8  # about a window before it opened; no probe yet
