@@ -8,7 +8,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from gateway.cli import render
@@ -218,9 +217,9 @@ def ingest_items(args: argparse.Namespace, cfg: Config, now: float) -> list[Inco
 
             items = messages_from_gammu(os.environ, args.files, cfg.gammu, args.phone, now)
         elif args.smstools:
-            from gateway.sources.smstools import message_from_smstools
+            from gateway.sources.smstools import message_from_smstools, read_message_file
 
-            data = Path(args.smstools).read_bytes()
+            data = read_message_file(args.smstools)
             items = [message_from_smstools(data, cfg.smstools, args.phone, now, args.smstools)]
         else:
             items = [_plain_item(args, now)]
