@@ -13,6 +13,7 @@ import dataclasses
 import ipaddress
 import math
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
@@ -106,6 +107,44 @@ def _string_map(value: object) -> dict[str, str]:
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise ValueError('expected a table of strings, e.g. { "modem1" = "79001234567" }')
     return dict(value)
+
+
+def _network_names(value: object) -> dict[str, str]:
+    names = _string_map(value)
+    for code, name in names.items():
+        if not re.fullmatch(r"[0-9]{3}(-[0-9]{2,3})?", code):
+            raise ValueError(f"{code!r} is not an MCC (250) or MCC-MNC (250-01)")
+        if not name.strip():
+            raise ValueError(f"{code!r}: the name must not be empty")
+    return names
+
+
+def _mcc_mnc(value: object) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{3}-[0-9]{2,3}", value):
+        raise ValueError("expected MCC-MNC such as 250-01")
+    return value
+
+
+def _pattern(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a regular expression whose first group is the number")
+    try:
+        compiled = re.compile(value)
+    except re.error as e:
+        raise ValueError(f"not a regular expression: {e}") from None
+    if compiled.groups < 1:
+        raise ValueError("needs a group, e.g. (\\d{10,15}), that captures the number")
+    return value
+
+
+def _optional_url(value: object) -> str:
+    return "" if value == "" else _upstream_url(value)
+
+
+def _optional_path(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a file path")
+    return value
 
 
 def _iccid(value: str) -> str:
@@ -268,6 +307,17 @@ class _Section(_Rule):
 
 
 @dataclass(frozen=True)
+class _OptionalSection(_Rule):
+    """A [table] that switches a feature on: None when the file has no such table."""
+
+    def read(self, t: _Table, key: str, default: Any, hint: Any, ctx: _Reading) -> Any:
+        if not t.has(key):
+            return None
+        (cls, _) = get_args(hint)
+        return _read(cls, t.table(key), ctx)
+
+
+@dataclass(frozen=True)
 class _Sections(_Rule):
     """[[tables]] read into the field's tuple of dataclasses; `unique` keys must all differ."""
 
@@ -350,6 +400,11 @@ def _phone_number(*, required: bool) -> Any:
 
 def _phone_table() -> Any:
     return field(default_factory=dict, metadata={_RULE: _Phones()})
+
+
+def _optional_section() -> Any:
+    """A [table] whose presence turns a feature on; None when absent."""
+    return _key(_OptionalSection(), None)
 
 
 def _sections(*unique: str) -> Any:
@@ -484,6 +539,44 @@ class YeastarConfig:
 
 
 @dataclass(frozen=True)
+class NumberQueryConfig:
+    """[[partner.number_query]]: how to ask one operator for a SIM's own number."""
+
+    network: str = _checked(_mcc_mnc)  # MCC-MNC of the SIM's home network, e.g. "250-01"
+    code: str = _required_string("the USSD code, e.g. *111*0887#")
+    answer: Literal["ussd", "sms"] = _choice("ussd")  # the number comes as a USSD reply or an SMS
+    pattern: str = _checked(_pattern, r"(\d{10,15})")  # its first group is the number
+    sender: str = _string()  # answer = "sms": the operator's sender; "" any
+    timeout: float = _seconds(60.0, minimum=1)  # how long to wait for the answer
+
+
+@dataclass(frozen=True)
+class PartnerConfig:
+    """[partner]: the partner side (Onlinesim's calls for numbers); off without this table."""
+
+    listen: str = _checked(_listen_address, "0.0.0.0:8443")  # faces the internet
+    key: str = _secret(required=False)  # the key Onlinesim's calls carry; "": the upstream key
+    allow: tuple[str, ...] = _checked(_networks, ())  # Onlinesim's addresses; empty: any
+    tls_cert: str = _checked(_optional_path, "")  # PEM files; "" = plain HTTP (behind a proxy)
+    tls_key: str = _checked(_optional_path, "")
+    services: tuple[str, ...] = _words((), str.lower)  # the services offered, Onlinesim's names
+    push_without_activation: bool = _flag(False)
+    stale_after: float = _seconds(900.0, minimum=0)  # after an activation's end, no FINISH yet
+    cancel_retries: int = _integer(3, minimum=0, maximum=1000)
+    activation_time: float = _seconds(900.0, minimum=60)  # single-service operation length
+    rent_period: float = _seconds(86400.0, minimum=60)  # rent length when GET_NUMBER omits it
+    rent_push_url: str = _checked(_optional_url, "")  # "": the upstream URL's /pushSmsRent
+    rate: float = _seconds(20.0, minimum=0.1)  # requests per second per client address
+    max_body: int = _integer(65536, minimum=1024, maximum=16 * 1024 * 1024)
+    request_timeout: float = _seconds(10.0, minimum=0.01)
+    max_connections: int = _integer(256, minimum=1, maximum=65535)
+    names: dict[str, str] = field(  # MCC or MCC-MNC -> Onlinesim's name
+        default_factory=dict, metadata={_RULE: _Checked(_network_names)}
+    )
+    number_query: tuple[NumberQueryConfig, ...] = _sections("network")
+
+
+@dataclass(frozen=True)
 class Config:
     # A field typed as a config dataclass is a [table] (required without a default); a tuple
     # of them is an array of [[tables]].
@@ -501,6 +594,7 @@ class Config:
     ejoin: tuple[HttpPeerConfig, ...] = _sections("name")
     goip: tuple[GoipConfig, ...] = _sections("name", "listen")
     yeastar: tuple[YeastarConfig, ...] = _sections("name")
+    partner: PartnerConfig | None = _optional_section()  # noqa: RUF009 - a field specifier
     # Not keys of the file (no rule): where it was read from, and what the operator should see.
     source_path: str = ""
     # Not errors, but worth the operator's eye (a secret file others can read). Config is
@@ -705,6 +799,9 @@ class _Table:
         self._seen.add(key)
         return self._raw.get(key)
 
+    def has(self, key: str) -> bool:
+        return self._raw.get(key) is not None
+
     def table(self, key: str, *, required: bool = False) -> _Table:
         value = self._get(key)
         if value is None:
@@ -838,8 +935,8 @@ def _plain(obj: Any) -> dict[str, Any]:
         value = getattr(obj, f.name)
         if isinstance(rule, _Secret):
             value = MASK if value else ""
-        elif isinstance(rule, _Section):
-            value = _plain(value)
+        elif isinstance(rule, _Section | _OptionalSection):
+            value = None if value is None else _plain(value)
         elif isinstance(rule, _Sections):
             value = [_plain(item) for item in value]
         elif isinstance(value, tuple):
@@ -859,7 +956,7 @@ def secret_values(cfg: Config) -> tuple[str, ...]:
             value = getattr(obj, f.name)
             if isinstance(rule, _Secret) and value:
                 found.append(value)
-            elif isinstance(rule, _Section):
+            elif isinstance(rule, _Section | _OptionalSection) and value is not None:
                 walk(value)
             elif isinstance(rule, _Sections):
                 for item in value:
@@ -873,7 +970,7 @@ def secret_values(cfg: Config) -> tuple[str, ...]:
 class DeclaredKey:
     """One key the file may hold, as declared on the dataclasses (for docs and tests)."""
 
-    table: str  # "upstream", or the name of an array of tables such as "modem"
+    table: str  # "upstream", an array of tables such as "modem", or "partner.number_query"
     key: str
     default: Any  # _MISSING when the key is required or is the file form of a secret
     secret: bool
@@ -882,9 +979,19 @@ class DeclaredKey:
 def declared_keys() -> Iterator[DeclaredKey]:
     """Every key of every table, in declaration order; a secret gives `key` and `key_file`."""
     for top, top_rule, hint in _keys_of(Config):
-        cls = get_args(hint)[0] if isinstance(top_rule, _Sections) else hint
-        for f, rule, _ in _keys_of(cls):
-            is_secret = isinstance(rule, _Secret)
-            default = _MISSING if isinstance(rule, _Secret) and rule.required else _default(f)
-            for i, key in enumerate(rule.keys(f.name)):
-                yield DeclaredKey(top.name, key, _MISSING if i else default, is_secret)
+        yield from _declared(top.name, _table_class(top_rule, hint))
+
+
+def _table_class(rule: _Rule, hint: Any) -> Any:
+    return get_args(hint)[0] if isinstance(rule, _Sections | _OptionalSection) else hint
+
+
+def _declared(table: str, cls: Any) -> Iterator[DeclaredKey]:
+    for f, rule, hint in _keys_of(cls):
+        if isinstance(rule, _Section | _Sections | _OptionalSection):
+            yield from _declared(f"{table}.{f.name}", _table_class(rule, hint))
+            continue
+        is_secret = isinstance(rule, _Secret)
+        default = _MISSING if isinstance(rule, _Secret) and rule.required else _default(f)
+        for i, key in enumerate(rule.keys(f.name)):
+            yield DeclaredKey(table, key, _MISSING if i else default, is_secret)

@@ -478,8 +478,9 @@ def test_masked_replaces_every_secret_and_keeps_the_rest() -> None:
     assert "source_path" not in data
     assert set(data) == {
         "upstream", "store", "ids", "http", "log", "modems", "modem", "sim",
-        "gammu", "smstools", "dinstar", "ejoin", "goip", "yeastar",
+        "gammu", "smstools", "dinstar", "ejoin", "goip", "yeastar", "partner",
     }  # fmt: skip
+    assert data["partner"] is None  # off without a [partner] table
     assert KEY not in repr(data)
     assert TOKEN not in repr(data)
 
@@ -764,7 +765,7 @@ def test_secret_files_not_read_give_no_warning(tmp_path: Path) -> None:
 # -- every key declared once: the example and the masking follow the declarations ---------------
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
-_HEADER = re.compile(r"^(#\s*)?\[\[?([a-z_]+)\]\]?(\s|$)")  # [t], [[t]], commented or not
+_HEADER = re.compile(r"^(#\s*)?\[\[?([a-z_.]+)\]\]?(\s|$)")  # [t], [[t]], commented or not
 _KEY_LINE = re.compile(r"^(#\s*)?([a-z_]+) = (.*)$")
 _ALTERNATIVE = re.compile(r"\bor ([a-z_]+_file) = ")  # "...; or pin_file = ..." in a comment
 
@@ -829,7 +830,8 @@ def test_the_example_shows_each_declared_default() -> None:
 
 def test_the_walk_finds_every_table_and_the_file_form_of_every_secret() -> None:
     keys = list(config.declared_keys())
-    assert {k.table for k in keys} == set(config.masked(config.parse(minimal())))
+    tops = {k.table.split(".")[0] for k in keys}
+    assert tops == set(config.masked(config.parse(minimal())))
     secrets = {(k.table, k.key) for k in keys if k.secret}
     assert secrets == {
         ("upstream", "api_key"), ("upstream", "api_key_file"),
@@ -840,6 +842,7 @@ def test_the_walk_finds_every_table_and_the_file_form_of_every_secret() -> None:
         ("ejoin", "token"), ("ejoin", "token_file"),
         ("goip", "password"), ("goip", "password_file"),
         ("yeastar", "password"), ("yeastar", "password_file"),
+        ("partner", "key"), ("partner", "key_file"),
     }  # fmt: skip
 
 
@@ -923,3 +926,63 @@ def test_a_bad_phone_in_config_is_named_as_before() -> None:
     assert config_error(doc) == "gammu.phones.m1: 'abc' is not a phone number"
     doc = {**minimal(), "sim": [{"iccid": "8970199"}]}
     assert config_error(doc) == "sim[0].phone: missing; the number as digits, e.g. 79001234567"
+
+
+# -- [partner] ---------------------------------------------------------------------------------
+
+
+def test_the_partner_side_is_off_without_its_table() -> None:
+    assert config.parse(minimal()).partner is None
+
+
+def test_a_partner_table_turns_it_on_with_its_defaults() -> None:
+    raw = with_table("partner", services=["VK", "wa"])
+    raw["partner"]["names"] = {"250": "russia", "250-01": "mts"}
+    raw["partner"]["number_query"] = [{"network": "250-01", "code": "*111*0887#", "answer": "sms"}]
+    p = config.parse(raw).partner
+    assert p is not None
+    assert p.services == ("vk", "wa") and p.cancel_retries == 3 and p.stale_after == 900.0
+    assert p.names == {"250": "russia", "250-01": "mts"}
+    (q,) = p.number_query
+    assert (q.network, q.code, q.answer, q.pattern) == (
+        "250-01",
+        "*111*0887#",
+        "sms",
+        r"(\d{10,15})",
+    )
+
+
+def test_the_partner_key_is_a_secret() -> None:
+    cfg = config.parse(with_table("partner", key=TOKEN))
+    assert cfg.partner is not None and cfg.partner.key == TOKEN
+    assert config.masked(cfg)["partner"]["key"] == MASK
+    assert TOKEN in config.secret_values(cfg) and TOKEN not in repr(cfg)
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"names": {"russia": "ru"}}, "partner.names: 'russia' is not an MCC (250) or MCC-MNC"),
+        ({"listen": "8443"}, "partner.listen: expected HOST:PORT"),
+        ({"rent_push_url": "ftp://x/"}, "partner.rent_push_url: 'ftp://x/' is not an http(s) URL"),
+        ({"number_query": [{"code": "*1#"}]}, "partner.number_query[0].network: missing"),
+        (
+            {"number_query": [{"network": "250-01", "code": "*1#", "pattern": "\\d+"}]},
+            "partner.number_query[0].pattern: needs a group",
+        ),
+        (
+            {"number_query": [{"network": "25001", "code": "*1#"}]},
+            "partner.number_query[0].network: expected MCC-MNC",
+        ),
+        (
+            {"number_query": [{"network": "250-01", "code": "*1#", "answer": "fax"}]},
+            "partner.number_query[0].answer",
+        ),
+        ({"bogus": 1}, "partner.bogus"),
+    ],
+)
+def test_a_wrong_partner_key_is_named(table: dict[str, Any], message: str) -> None:
+    raw = minimal()
+    raw["partner"] = table
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config.parse(raw)
