@@ -19,6 +19,7 @@ from gateway.config import Config
 from gateway.delivery import DeliveryWorker
 from gateway.errors import ConfigError, GatewayError, StoreError
 from gateway.health import Health
+from gateway.housekeeper import Housekeeper
 from gateway.http import HttpServer
 from gateway.http.guard import FD_RESERVE, connection_cap
 from gateway.intake import Intake
@@ -53,6 +54,7 @@ class Components:
     metrics: Metrics
     intake: Intake
     worker: DeliveryWorker
+    housekeeper: Housekeeper
     health: Health
     http: HttpServer
     modems: ModemBank
@@ -98,7 +100,14 @@ def build(cfg: Config, outbox: Outbox) -> Components:
     """Wire every part to the open store; nothing starts here (no task, socket or port)."""
     metrics = Metrics()
     intake = Intake(outbox, metrics)
-    worker = DeliveryWorker(outbox, cfg.upstream, metrics, keep_finished=cfg.store.keep_finished)
+    worker = DeliveryWorker(outbox, cfg.upstream, metrics)
+    housekeeper = Housekeeper(
+        outbox,
+        intake,
+        max_age=cfg.upstream.max_age,
+        keep_finished=cfg.store.keep_finished,
+        multipart_timeout=cfg.modems.multipart_timeout,
+    )
     health = Health(outbox, worker, degraded_after=cfg.upstream.circuit_after)
     modems = ModemBank(intake, cfg, metrics)
     peers = PeerSources(cfg, intake, metrics)
@@ -121,7 +130,7 @@ def build(cfg: Config, outbox: Outbox) -> Components:
         max_connections=http_connection_cap(cfg),
         extra_routes=peers.routes(),
     )
-    return Components(outbox, metrics, intake, worker, health, http, modems, peers)
+    return Components(outbox, metrics, intake, worker, housekeeper, health, http, modems, peers)
 
 
 class Daemon:
@@ -166,6 +175,7 @@ class Daemon:
 
     async def _start_parts(self, p: Components) -> None:
         await p.worker.start()
+        await p.housekeeper.start()
         p.modems.start()
         await p.peers.start()
         try:
@@ -190,6 +200,7 @@ class Daemon:
         await p.peers.stop()
         await p.modems.stop()
         await p.worker.stop(grace=PUSH_GRACE)
+        await p.housekeeper.stop()
         await p.http.stop()
         await p.outbox.close()
         self._unlock()

@@ -47,7 +47,7 @@ async def outbox(tmp_path: Path) -> AsyncIterator[CountingOutbox]:
 
 def health_for(outbox: Outbox, clock: Clock) -> Health:
     worker = DeliveryWorker(
-        outbox, UpstreamConfig(url="http://127.0.0.1:9/", api_key="k"), Metrics(), keep_finished=0
+        outbox, UpstreamConfig(url="http://127.0.0.1:9/", api_key="k"), Metrics()
     )
     return Health(outbox, worker, degraded_after=5, monotonic=clock)
 

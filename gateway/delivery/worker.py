@@ -29,7 +29,6 @@ log = structlog.get_logger(__name__)
 _str = json.encoder.encode_basestring  # a JSON string literal, non-ASCII kept as it is
 USER_AGENT = f"partner-sms-gateway/{__version__}"
 IDLE_POLL = 1.0  # seconds; picks up messages other processes (sms-gateway ingest) committed
-MAINTENANCE_EVERY = 30.0
 LEASE_MARGIN = 5.0
 STORE_RETRY = 1.0
 MIN_SLEEP = 0.001
@@ -168,7 +167,6 @@ class DeliveryWorker:
         cfg: UpstreamConfig,
         metrics: Metrics,
         *,
-        keep_finished: float,
         clock: Callable[[], float] = time.time,
         ssl_context: ssl.SSLContext | None = None,
         environ: Mapping[str, str] | None = None,
@@ -177,7 +175,6 @@ class DeliveryWorker:
         self._environ = os.environ if environ is None else environ  # proxies: read at start
         self._cfg = cfg
         self._metrics = metrics
-        self._keep_finished = keep_finished
         self._clock = clock
         self._ssl_context = ssl_context  # None: the system's trust store
         self._policy = Policy(cfg.drop_on)
@@ -203,7 +200,6 @@ class DeliveryWorker:
         self._due_changes = 0
         self._client: UpstreamClient | None = None
         self._task: asyncio.Task[None] | None = None
-        self._maintenance: asyncio.Task[None] | None = None
         self._headers = {
             "Content-Type": "application/json; charset=utf-8",
             "User-Agent": USER_AGENT,
@@ -236,17 +232,15 @@ class DeliveryWorker:
             proxy=proxy,
         )
         self._task = asyncio.create_task(self._run(), name="delivery-worker")
-        self._maintenance = asyncio.create_task(self._maintain(), name="delivery-maintenance")
 
     async def stop(self, grace: float) -> None:
         """Stop claiming; let pushes in flight finish within `grace`, abandon the rest."""
         self._stopping = True
         self._wake.ring()
-        for task in (self._task, self._maintenance):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         if self._refilling is not None:  # a claim in progress hands its leases back itself
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._refilling), grace)
@@ -528,17 +522,3 @@ class DeliveryWorker:
             if self._key_error is None:
                 log.error("upstream.key_rejected", http_status=status, code=verdict.code)
             self._key_error = verdict.code
-
-    async def _maintain(self) -> None:
-        """Expire messages past max_age and purge finished ones past keep_finished."""
-        while True:
-            try:
-                expired = await self._outbox.expire_old(self._cfg.max_age)
-                for sms_id in expired:
-                    log.warning("push.expired", sms_id=sms_id, max_age=self._cfg.max_age)
-                purged = await self._outbox.purge_finished(self._keep_finished)
-                if purged:
-                    log.info("store.purged", count=purged)
-            except Exception as e:
-                log.error("store.maintenance_failed", error=str(e))
-            await asyncio.sleep(MAINTENANCE_EVERY)

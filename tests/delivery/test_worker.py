@@ -43,7 +43,7 @@ async def workers(outbox: Outbox) -> AsyncIterator[WorkerFactory]:
 
     def make(cfg: UpstreamConfig, **kw: Any) -> DeliveryWorker:
         kw.setdefault("environ", {})  # no proxy from the environment of whoever runs the tests
-        worker = DeliveryWorker(outbox, cfg, Metrics(), keep_finished=3600, **kw)
+        worker = DeliveryWorker(outbox, cfg, Metrics(), **kw)
         started.append(worker)
         return worker
 

@@ -1,5 +1,5 @@
 """All configured modems as one source: start and stop them together, report their health,
-apply new phone numbers on reload, and flush multi-part messages whose parts never all came.
+and apply new phone numbers on reload.
 
 Each modem runs in its own task and fails alone; the bank only starts, stops and asks.
 """
@@ -15,24 +15,16 @@ from typing import Any
 import structlog
 
 from gateway.config import Config, ModemConfig
-from gateway.errors import StoreUnavailable
 from gateway.health import Check, Level
 from gateway.intake import Intake
 from gateway.metrics import Metrics
 from gateway.sources.modem.device import Modem, ModemStatus
 
-__all__ = ["NO_PHONE_PROBLEM", "ModemBank", "flush_interval"]
+__all__ = ["NO_PHONE_PROBLEM", "ModemBank"]
 
 log = structlog.get_logger(__name__)
 
 NO_PHONE_PROBLEM = "no phone number known: add a [[sim]] with this ICCID or set phone"
-_FLUSH_EVERY_MAX = 30.0
-
-
-def flush_interval(multipart_timeout: float) -> float:
-    """How often incomplete multi-part messages are looked at: a tenth of the timeout, at most
-    every 30 s."""
-    return min(_FLUSH_EVERY_MAX, multipart_timeout / 10)
 
 
 def _restart_needed(old: ModemConfig, new: ModemConfig) -> bool:
@@ -57,27 +49,17 @@ class ModemBank:
             Modem(m, cfg.modems, cfg.sim, intake=intake, metrics=metrics, clock=clock)
             for m in cfg.modem
         ]
-        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def modems(self) -> tuple[Modem, ...]:
         return tuple(self._modems)
 
     def start(self) -> None:
-        """Start every modem, and the flush of stale multi-part messages (for every source:
-        the bank is the one periodic caller of it)."""
+        """Start every modem (stale multi-part messages are the housekeeper's)."""
         for modem in self._modems:
             modem.start()
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(
-                self._flush_stale_parts(), name="modem-bank-flush"
-            )
 
     async def stop(self) -> None:
-        flusher, self._flusher = self._flusher, None
-        if flusher is not None:
-            flusher.cancel()
-            await asyncio.wait({flusher})
         await asyncio.gather(*(m.stop() for m in self._modems))
 
     def statuses(self) -> list[ModemStatus]:
@@ -121,21 +103,6 @@ class ModemBank:
         if cfg.modems != self._cfg.modems:
             log.warning("modem.reload_needs_restart", change="[modems] settings")
         self._cfg = cfg
-
-    async def _flush_stale_parts(self) -> None:
-        timeout = self._cfg.modems.multipart_timeout
-        while True:
-            await asyncio.sleep(flush_interval(timeout))
-            try:
-                joined = await self._intake.flush_stale_parts(timeout)
-            except StoreUnavailable as exc:
-                log.warning("modem.parts_flush_failed", error=str(exc))
-                continue
-            except Exception:
-                log.exception("modem.parts_flush_failed")
-                continue
-            for accepted in joined:
-                log.info("modem.parts_flushed", sms_id=accepted.sms_id, partial=True)
 
 
 def _details(status: ModemStatus, now: float) -> dict[str, Any]:

@@ -12,13 +12,14 @@ import pytest
 
 from gateway.config import Config, ModemConfig, ModemsConfig, SimConfig, UpstreamConfig
 from gateway.health import Level
+from gateway.housekeeper import Housekeeper, flush_interval
 from gateway.intake import Intake
 from gateway.metrics import Metrics
 from gateway.outbox import Incoming, State
 from gateway.outbox.models import Hold
 from gateway.play.modem import FakeModem
 from gateway.play.pdu import split_deliver
-from gateway.sources.modem.bank import NO_PHONE_PROBLEM, ModemBank, flush_interval
+from gateway.sources.modem.bank import NO_PHONE_PROBLEM, ModemBank
 from tests.sources.modem.conftest import FAST, PHONE, FakeFactory, LogWatch, StoreWatch, ready, sms
 
 UPSTREAM = UpstreamConfig(url="http://127.0.0.1:9/v1/PUSH_SMS", api_key="k")
@@ -184,10 +185,14 @@ async def test_storage_nearly_full_is_warned(
 
 
 async def test_incomplete_multipart_goes_out_after_the_timeout_with_the_gap_marked(
-    fakes: FakeFactory, banks: BankFactory, store: StoreWatch
+    fakes: FakeFactory, banks: BankFactory, store: StoreWatch, intake: Intake
 ) -> None:
     settings = ModemsConfig(multipart_timeout=0.5, command_timeout=0.5, reopen_max=0.2)
     assert flush_interval(settings.multipart_timeout) == 0.05
+    keeper = Housekeeper(  # the flush is the housekeeper's, for every source
+        store.outbox, intake, max_age=0, keep_finished=3600, multipart_timeout=0.5
+    )
+    await keeper.start()
     fake = fakes()
     cfg = config([ModemConfig(port=fake.port, name="m")], [SimConfig(PHONE, iccid=fake.iccid)])
     banks(config(list(cfg.modem), list(cfg.sim), settings))
@@ -195,4 +200,5 @@ async def test_incomplete_multipart_goes_out_after_the_timeout_with_the_gap_mark
     first, _second = split_deliver("Bank", "z" * 200, ref=5)
     fake.deliver(first)
     (message,) = await store.count(1)
+    await keeper.stop()
     assert message.partial and message.text == "z" * 153 + "[part 2/2 missing]"
