@@ -31,10 +31,10 @@ class IdMark:
     exists: bool = False
 
     @classmethod
-    def beside(cls, store_path: str, *, read: bool = True) -> IdMark:
+    def beside(cls, store_path: str, *, read: bool = True, suffix: str = ".ids") -> IdMark:
         """The mark of `store_path`; `read=False` only sees whether it exists (for readers, who
-        need not be able to read it)."""
-        mark = cls(path=f"{store_path}.ids", store_path=store_path)
+        need not be able to read it). Another `suffix` keeps another kind of id (activations)."""
+        mark = cls(path=f"{store_path}{suffix}", store_path=store_path)
         if not read:
             mark.exists = os.path.lexists(mark.path)
             return mark

@@ -9,7 +9,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -36,6 +36,7 @@ from gateway.outbox.writer import GroupWriter
 
 log = structlog.get_logger(__name__)
 Clock = Callable[[], float]
+T = TypeVar("T")
 BODY_LIMIT = 4096
 _MESSAGE_COLUMNS = (
     "sms_id, source, source_ref, phone, phone_from, text, received_at, accepted_at, "
@@ -239,6 +240,22 @@ class Outbox:
         if self._writer is None:
             raise StoreUnavailable("the store is open read-only")
         return self._writer
+
+    @property
+    def ids(self) -> tuple[int, int]:
+        """(ids.node, ids.nodes): ids made here are `seq * nodes + node`."""
+        return self._node, self._nodes
+
+    async def write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `op` in the next group-commit transaction; returns once it is on disk.
+
+        For the other tables of this store (gateway/outbox/partner.py), which share its writer.
+        """
+        return await self._write.submit(op)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on the reading connection."""
+        return await self._reader.call(fn)
 
     @property
     def last_write_error(self) -> str | None:

@@ -1,0 +1,260 @@
+"""The partner side's tables: SIM inventory, activations and the per-SIM, per-service ledger.
+
+Like the rest of the outbox, every write goes through the group-commit writer and returns once
+it is on disk; `open_activation` allocates the activationId and commits the activation in one
+transaction, so an id Onlinesim has been given is always in the store.
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.outbox.idmark import BLOCK, IdMark
+from gateway.outbox.store import Outbox
+
+__all__ = [
+    "Activation",
+    "ActivationState",
+    "FinishStatus",
+    "LedgerEntry",
+    "PartnerBook",
+    "SimRecord",
+]
+
+
+class FinishStatus(enum.IntEnum):
+    NOT_FOR_SERVICE = 1  # do not offer this number for this service any more
+    SOLD = 3
+    CANCELLED = 4
+    REFUNDED = 5
+
+
+class ActivationState(enum.Enum):
+    OPEN = "open"
+    FINISHED = "finished"
+    STALE = "stale"  # no FINISH long after its end: its SIM was freed
+
+
+@dataclass(frozen=True)
+class Activation:
+    activation_id: int
+    sim_key: str
+    phone: str
+    service: str  # "rent" for rent operations
+    rent: bool
+    opened_at: float
+    ends_at: float  # when Onlinesim's operation ends (15 minutes, or the rent period)
+    state: ActivationState = ActivationState.OPEN
+    status: FinishStatus | None = None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    sold: bool = False
+    blocked: bool = False  # status 1
+    cancels: int = 0  # statuses 4 and 5
+    refunds: int = 0  # status 5, for the record
+
+
+@dataclass(frozen=True)
+class SimRecord:
+    """One row of the inventory."""
+
+    sim_key: str
+    source: str
+    location: str
+    state: str
+    last_seen: float
+    iccid: str | None = None
+    imsi: str | None = None
+    mcc: str | None = None
+    mnc: str | None = None
+    country: str = ""
+    operator: str = ""
+    phone: str = ""
+    phone_origin: str | None = None
+    signal: int | None = None
+    last_sms: float | None = None
+
+
+_SIM_COLUMNS = (
+    "sim_key, source, location, state, last_seen, iccid, imsi, mcc, mnc, country, operator,"
+    " phone, phone_origin, signal, last_sms"
+)
+_ACTIVATION_COLUMNS = (
+    "activation_id, sim_key, phone, service, rent, opened_at, ends_at, state, status, finished_at"
+)
+
+
+class PartnerBook:
+    """The partner tables of one store (it implements the desk's `DeskStore`).
+
+    activationIds are made like smsIds (`seq * ids.nodes + ids.node`) and kept above a mark
+    file of their own beside the store (`<store>.activation-ids`), so a lost store never makes
+    one again.
+    """
+
+    def __init__(self, outbox: Outbox, *, read_mark: bool = True) -> None:
+        self._outbox = outbox
+        self._mark = IdMark.beside(outbox.path, suffix=".activation-ids", read=read_mark)
+
+    async def start(self) -> None:
+        """Bring the activation sequence above the mark (a replaced store) and the mark up to it."""
+        node, nodes = self._outbox.ids
+        mark = self._mark
+
+        def op(conn: sqlite3.Connection) -> None:
+            (last_seq,) = conn.execute("SELECT last_seq FROM activation_sequence").fetchone()
+            # A new store (last_seq 0) beside a mark replaced a lost one; a store whose last
+            # id is below the one that last moved the mark is an old backup put back.
+            behind = int(last_seq) * nodes + node < mark.max_id - BLOCK * nodes
+            if mark.exists and (last_seq == 0 or behind):
+                last_seq = mark.first_seq_above(node, nodes) - 1
+                conn.execute("UPDATE activation_sequence SET last_seq = ?", (last_seq,))
+            mark.cover(int(last_seq) * nodes + node, node, nodes)
+
+        await self._outbox.write(op)
+
+    # --- activations -----------------------------------------------------------------------
+
+    async def open_activation(
+        self, sim_key: str, phone: str, service: str, rent: bool, opened_at: float, ends_at: float
+    ) -> int:
+        node, nodes = self._outbox.ids
+        mark = self._mark
+
+        def op(conn: sqlite3.Connection) -> int:
+            (seq,) = conn.execute(
+                "UPDATE activation_sequence SET last_seq = last_seq + 1 RETURNING last_seq"
+            ).fetchone()
+            activation_id = int(seq) * nodes + node
+            mark.cover(activation_id, node, nodes)  # on disk before the id reaches anyone
+            conn.execute(
+                f"INSERT INTO activations ({_ACTIVATION_COLUMNS})"  # noqa: S608 - constants only
+                " VALUES (?,?,?,?,?,?,?,'open',NULL,NULL)",
+                (activation_id, sim_key, phone, service, int(rent), opened_at, ends_at),
+            )
+            return activation_id
+
+        return await self._outbox.write(op)
+
+    async def finish_activation(self, activation: Activation, entry: LedgerEntry | None) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE activations SET state = ?, status = ?, finished_at = ?"
+                " WHERE activation_id = ?",
+                (
+                    activation.state.value,
+                    int(activation.status) if activation.status is not None else None,
+                    activation.finished_at,
+                    activation.activation_id,
+                ),
+            )
+            if entry is not None:
+                conn.execute(
+                    "INSERT INTO ledger (sim_key, service, sold, blocked, cancels, refunds)"
+                    " VALUES (?,?,?,?,?,?) ON CONFLICT (sim_key, service) DO UPDATE SET"
+                    " sold = excluded.sold, blocked = excluded.blocked,"
+                    " cancels = excluded.cancels, refunds = excluded.refunds",
+                    (
+                        activation.sim_key,
+                        activation.service,
+                        int(entry.sold),
+                        int(entry.blocked),
+                        entry.cancels,
+                        entry.refunds,
+                    ),
+                )
+
+        await self._outbox.write(op)
+
+    async def activations(
+        self, *, open_only: bool = False, limit: int | None = None
+    ) -> list[Activation]:
+        sql = f"SELECT {_ACTIVATION_COLUMNS} FROM activations"  # noqa: S608 - constants only
+        if open_only:
+            sql += " WHERE state = 'open'"
+        sql += " ORDER BY activation_id DESC"
+        params: tuple[Any, ...] = ()
+        if limit is not None:
+            sql += " LIMIT ?"
+            params = (limit,)
+        rows = await self._outbox.read(lambda conn: conn.execute(sql, params).fetchall())
+        return [_activation(r) for r in rows]
+
+    async def activation(self, activation_id: int) -> Activation | None:
+        row = await self._outbox.read(
+            lambda conn: conn.execute(
+                f"SELECT {_ACTIVATION_COLUMNS} FROM activations WHERE activation_id = ?",  # noqa: S608
+                (activation_id,),
+            ).fetchone()
+        )
+        return _activation(row) if row is not None else None
+
+    async def ledger(self) -> dict[tuple[str, str], LedgerEntry]:
+        rows = await self._outbox.read(
+            lambda conn: conn.execute(
+                "SELECT sim_key, service, sold, blocked, cancels, refunds FROM ledger"
+            ).fetchall()
+        )
+        return {
+            (r[0], r[1]): LedgerEntry(bool(r[2]), bool(r[3]), int(r[4]), int(r[5])) for r in rows
+        }
+
+    # --- inventory -------------------------------------------------------------------------
+
+    async def save_sims(self, sims: Sequence[SimRecord]) -> None:
+        if not sims:
+            return
+        rows = [
+            (
+                s.sim_key, s.source, s.location, s.state, s.last_seen, s.iccid, s.imsi, s.mcc,
+                s.mnc, s.country, s.operator, s.phone, s.phone_origin, s.signal, s.last_sms,
+            )
+            for s in sims
+        ]  # fmt: skip
+        placeholders = ",".join("?" * 15)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                f"INSERT INTO sims ({_SIM_COLUMNS}) VALUES ({placeholders})"  # noqa: S608
+                " ON CONFLICT (sim_key) DO UPDATE SET source = excluded.source,"
+                " location = excluded.location, state = excluded.state,"
+                " last_seen = excluded.last_seen, iccid = excluded.iccid, imsi = excluded.imsi,"
+                " mcc = excluded.mcc, mnc = excluded.mnc, country = excluded.country,"
+                " operator = excluded.operator, phone = excluded.phone,"
+                " phone_origin = excluded.phone_origin, signal = excluded.signal,"
+                " last_sms = COALESCE(excluded.last_sms, sims.last_sms)",
+                rows,
+            )
+
+        await self._outbox.write(op)
+
+    async def sims(self) -> list[SimRecord]:
+        rows = await self._outbox.read(
+            lambda conn: conn.execute(
+                f"SELECT {_SIM_COLUMNS} FROM sims ORDER BY source, location"  # noqa: S608
+            ).fetchall()
+        )
+        return [SimRecord(*r) for r in rows]
+
+
+def _activation(r: Iterable[Any]) -> Activation:
+    (aid, sim_key, phone, service, rent, opened, ends, state, status, finished) = tuple(r)
+    return Activation(
+        activation_id=int(aid),
+        sim_key=sim_key,
+        phone=phone,
+        service=service,
+        rent=bool(rent),
+        opened_at=float(opened),
+        ends_at=float(ends),
+        state=ActivationState(state),
+        status=FinishStatus(status) if status is not None else None,
+        finished_at=float(finished) if finished is not None else None,
+    )
