@@ -33,7 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", parents=[common], help="run the daemon until SIGTERM")
     sub.add_parser("check-config", parents=[common], help="validate and print the config")
-    sub.add_parser("migrate", parents=[common], help="apply pending store migrations")
+    p = sub.add_parser("migrate", parents=[common], help="apply pending store migrations")
+    p.add_argument(
+        "--new-store",
+        action="store_true",
+        help="replace a lost (missing or empty) store with an empty one; smsIds continue",
+    )
     p = sub.add_parser("status", parents=[common], help="what the store holds")
     p.add_argument("--json", action="store_true")
 
@@ -189,7 +194,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     # Store commands (status, messages, ingest, migrate) need no credentials: hooks and
     # operators can run them without access to the service's API key.
     cfg = _load(args, read_secrets=cmd in ("run", "check-config"))
-    secrets = (cfg.upstream.api_key, cfg.http.ingest_token)
+    secrets = config.secret_values(cfg)  # every key the config marks secret
     if cmd == "check-config":
         print(f"# {cfg.source_path}: valid")
         print(render.toml(config.masked(cfg)), end="")

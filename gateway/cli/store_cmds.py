@@ -13,7 +13,8 @@ from typing import Any
 from gateway.cli import render
 from gateway.config import Config
 from gateway.errors import DecodeError, GatewayError, StoreUnavailable, UsageError
-from gateway.http.ingest import IngestError, parse_body
+from gateway.fields import FieldError
+from gateway.http.ingest import parse_body
 from gateway.intake import Intake
 from gateway.outbox import Attempt, Drop, Incoming, Message, Outbox, State
 
@@ -34,6 +35,8 @@ async def run(cmd: str, args: argparse.Namespace, cfg: Config) -> int:
         nodes=cfg.ids.nodes,
         create=writes,
         migrate=writes,
+        readonly=cmd == "status" or (cmd == "messages" and args.action != "retry"),
+        new_store=cmd == "migrate" and args.new_store,
     )
     try:
         match cmd:
@@ -251,7 +254,7 @@ def _plain_item(args: argparse.Namespace, now: float) -> Incoming:
         payload["receivedAt"] = args.received_at
     try:
         return parse_body(payload, source="cli", now=now).items[0]
-    except IngestError as e:
+    except FieldError as e:
         flag = {
             "phone": "--phone",
             "phoneFrom": "--from",
