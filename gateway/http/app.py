@@ -12,9 +12,10 @@ from aiohttp import web
 
 from gateway.auth import token_matches
 from gateway.errors import StoreUnavailable
+from gateway.fields import FieldError
 from gateway.health import Health, Level
 from gateway.http.guard import ConnectionGuard
-from gateway.http.ingest import IngestError, parse_body
+from gateway.http.ingest import parse_body
 from gateway.http.wire import MAX_BODY, bearer, json_response, read_json
 from gateway.intake import Intake
 from gateway.metrics import Metrics
@@ -126,7 +127,7 @@ class HttpServer:
         payload = await read_json(request)
         try:
             parsed = parse_body(payload, source=INGEST_SOURCE, now=self._clock())
-        except IngestError as e:
+        except FieldError as e:
             return json_response({"error": str(e), "field": e.field}, status=400)
         try:
             accepted = await self._intake.accept(parsed.items)

@@ -21,8 +21,6 @@ FIELDS = ("phone", "phoneFrom", "text", "receivedAt", "id")
 _KNOWN = frozenset(FIELDS)
 _EXPECTED = ", ".join(FIELDS)
 
-IngestError = FieldError  # the name the HTTP layer and the CLI knew it by
-
 
 @dataclass(frozen=True)
 class ParsedBody:
@@ -31,12 +29,12 @@ class ParsedBody:
 
 
 def parse_body(payload: Any, *, source: str, now: float) -> ParsedBody:
-    """One JSON object or a list of 1..1000 of them -> Incoming items, or IngestError."""
+    """One JSON object or a list of 1..1000 of them -> Incoming items, or FieldError."""
     if isinstance(payload, list):
         if not payload:
-            raise IngestError("body", "empty list; send 1 to 1000 messages")
+            raise FieldError("body", "empty list; send 1 to 1000 messages")
         if len(payload) > MAX_ITEMS:
-            raise IngestError("body", f"{len(payload)} messages; at most {MAX_ITEMS} per request")
+            raise FieldError("body", f"{len(payload)} messages; at most {MAX_ITEMS} per request")
         return ParsedBody([_item(p, i, source, now) for i, p in enumerate(payload)], is_list=True)
     return ParsedBody([_item(payload, None, source, now)], is_list=False)
 
@@ -45,22 +43,22 @@ def _item(obj: Any, index: int | None, source: str, now: float) -> Incoming:
     # The common case (a valid item) runs without building the field names the errors use:
     # a list of a thousand costs a thousand of these.
     if not isinstance(obj, dict):
-        raise IngestError("body" if index is None else f"[{index}]", "expected a JSON object")
+        raise FieldError("body" if index is None else f"[{index}]", "expected a JSON object")
     if not _KNOWN.issuperset(obj):
         for key in obj:
             if key not in _KNOWN:
                 name = key if key else '""'
-                raise IngestError(_field(index, name), f"unknown field; expected {_EXPECTED}")
+                raise FieldError(_field(index, name), f"unknown field; expected {_EXPECTED}")
     phone_raw = _string(obj, "phone", index, required=True)
     phone = normalize_phone(phone_raw)
     if phone is None:
-        raise IngestError(
+        raise FieldError(
             _field(index, "phone"),
             "expected 3 to 20 digits (+, spaces, dashes, dots, parentheses allowed)",
         )
     phone_from = _string(obj, "phoneFrom", index, required=True)
     if not phone_from or phone_from.isspace():
-        raise IngestError(_field(index, "phoneFrom"), "must not be empty")
+        raise FieldError(_field(index, "phoneFrom"), "must not be empty")
     text = _string(obj, "text", index, required=True, limit=MAX_TEXT)
     ref = _string(obj, "id", index, required=False)
     received = _string(obj, "receivedAt", index, required=False)
@@ -87,8 +85,8 @@ def _string(
         return value  # the common case, checked first
     if value is None:
         if required:
-            raise IngestError(_field(index, key), "missing")
+            raise FieldError(_field(index, key), "missing")
         return ""
     if not isinstance(value, str):
-        raise IngestError(_field(index, key), f"expected a string, got {type(value).__name__}")
+        raise FieldError(_field(index, key), f"expected a string, got {type(value).__name__}")
     return check_string(_field(index, key), value, limit=limit)

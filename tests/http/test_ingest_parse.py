@@ -10,15 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.http.ingest import (
-    MAX_FIELD,
-    MAX_ITEMS,
-    MAX_TEXT,
-    IngestError,
-    ParsedBody,
-    normalize_phone,
-    parse_body,
-)
+from gateway.fields import MAX_FIELD, MAX_ITEMS, MAX_TEXT, FieldError, normalize_phone
+from gateway.http.ingest import ParsedBody, parse_body
 from gateway.outbox import Incoming
 
 NOW = 1_800_000_000.0
@@ -32,8 +25,8 @@ def parse(payload: Any) -> ParsedBody:
     return parse_body(payload, source="http", now=NOW)
 
 
-def error(payload: Any) -> IngestError:
-    with pytest.raises(IngestError) as info:
+def error(payload: Any) -> FieldError:
+    with pytest.raises(FieldError) as info:
         parse(payload)
     return info.value
 
@@ -287,11 +280,11 @@ plausible_items = st.fixed_dictionaries(
 )
 
 
-def parsed_or_error(payload: Any) -> ParsedBody | IngestError:
+def parsed_or_error(payload: Any) -> ParsedBody | FieldError:
     """Any other exception propagates and fails the property."""
     try:
         return parse(payload)
-    except IngestError as e:
+    except FieldError as e:
         return e
 
 
@@ -299,7 +292,7 @@ def parsed_or_error(payload: Any) -> ParsedBody | IngestError:
 @settings(max_examples=400)
 def test_any_json_value_is_parsed_or_refused_with_ingest_error(payload: Any) -> None:
     body = parsed_or_error(payload)
-    if isinstance(body, IngestError):
+    if isinstance(body, FieldError):
         assert str(body).startswith(f"{body.field}: ")  # (field is "" for an unknown key "")
     else:
         assert body.is_list is isinstance(payload, list)
