@@ -187,11 +187,27 @@ def checked_incoming(item: Incoming, now: float) -> Incoming:
     field names; this makes sure nothing they missed reaches the store. A receipt time outside
     the window can only be a device's (the door refuses a client's), so it is replaced by `now`.
     """
-    if item.phone or item.hold is None:
-        _check_phone(item.phone)
-    _check_common(item.source, item.phone_from, item.source_ref, item.raw)
-    check_string("text", item.text, limit=MAX_TEXT)
-    if not in_window(item.received_at, now):
+    phone, ref, raw = item.phone, item.source_ref, item.raw
+    # The common case (ASCII everywhere, digits for a phone) in one expression: every message of
+    # every source passes here, a list of a thousand included.
+    if not (
+        phone.isdigit()
+        and phone.isascii()
+        and 3 <= len(phone) <= 20
+        and item.source.isascii()
+        and len(item.source) <= MAX_FIELD
+        and item.phone_from.isascii()
+        and len(item.phone_from) <= MAX_FIELD
+        and item.text.isascii()
+        and len(item.text) <= MAX_TEXT
+        and (ref is None or (ref.isascii() and len(ref) <= MAX_TEXT))
+        and (raw is None or (raw.isascii() and len(raw) <= MAX_TEXT))
+    ):
+        if phone or item.hold is None:
+            _check_phone(phone)
+        _check_common(item.source, item.phone_from, ref, raw)
+        check_string("text", item.text, limit=MAX_TEXT)
+    if not EARLIEST <= item.received_at <= now + MAX_AHEAD:
         return replace(item, received_at=now)
     return item
 
