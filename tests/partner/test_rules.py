@@ -1,4 +1,4 @@
-"""The ledger rules, exceptionPhoneSet matching and network identification."""
+"""The ledger rules and exceptionPhoneSet matching."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.outbox.partner import FinishStatus, LedgerEntry
-from gateway.partner.networks import Names, identify, split_imsi
 from gateway.partner.rules import after_finish, excluded, offerable
 
 statuses = st.lists(st.sampled_from(list(FinishStatus)), max_size=12)
@@ -56,25 +55,3 @@ def test_excluded_is_a_digit_prefix_match(phone: str, prefixes: list[str]) -> No
 def test_excluded_matches_the_documented_example() -> None:
     assert excluded("46950123456", ["46950"])
     assert not excluded("46951123456", ["46950"])
-
-
-def test_imsi_gives_country_and_operator() -> None:
-    net = identify("250011234567890")
-    assert net is not None
-    assert (net.mcc, net.mnc, net.iso) == ("250", "01", "RU")
-    names = Names({"250-01": "mts"})
-    assert names.country(net) == "russia" and names.operator(net) == "mts"
-
-
-def test_three_digit_mncs_and_the_networks_own_name_as_fallback() -> None:
-    net = identify("310260123456789")
-    assert net is not None and (net.mcc, net.mnc, net.iso) == ("310", "260", "US")
-    unknown = identify("250771234567890", "MyNet")
-    assert unknown is not None and unknown.operator == "MyNet"
-    assert Names({}).operator(unknown) == "mynet"
-
-
-@given(st.text(max_size=20))
-def test_split_imsi_takes_garbage(text: str) -> None:
-    split = split_imsi(text)
-    assert split is None or (text.startswith(split[0] + split[1]) and len(split[0]) == 3)

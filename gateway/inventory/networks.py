@@ -76,7 +76,7 @@ def _operators() -> dict[tuple[str, str], str]:
 
 
 def _rows(name: str) -> list[list[str]]:
-    text = resources.files("gateway.partner").joinpath("data", name).read_text("utf-8")
+    text = resources.files("gateway.inventory").joinpath("data", name).read_text("utf-8")
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]
     return list(csv.reader(lines))[1:]
 

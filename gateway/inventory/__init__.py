@@ -1,0 +1,1 @@
+"""The live SIM inventory (see `gateway.inventory.book`) and network naming (`networks`)."""
