@@ -1,0 +1,78 @@
+"""The real daemon's /metrics, scraped once for the deploy tests: a daemon with a simulated modem
+(a real pty) and a GoIP peer, one SMS from the API and one from the modem delivered to the
+stand-in upstream, so that every metric family the rules and the dashboard may name has samples."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.play.modem import FakeModem
+from gateway.play.pdu import encode_deliver
+from gateway.play.standin import StandIn
+from tests.deploy.promql import Exposition
+from tests.fakes.daemon import DaemonProcess, write_config
+
+PEERS = """
+[modems]
+scan_interval = 1
+command_timeout = 1
+reopen_max = 0.5
+
+[[modem]]
+name = "m1"
+port = {port}
+
+[[sim]]
+iccid = {iccid}
+phone = "79001234567"
+
+[[goip]]
+name = "g1"
+listen = "127.0.0.1:0"
+id = "goip01"
+password = "goip-test-password"
+"""
+
+
+async def _scrape(directory: Path) -> str:
+    standin = StandIn()
+    await standin.start()
+    fake = FakeModem("simcom", link_dir=directory)
+    fake.start()
+    daemon = DaemonProcess(
+        write_config(
+            directory,
+            standin.url,
+            extra=PEERS.format(port=json.dumps(fake.port), iccid=json.dumps(fake.iccid)),
+        )
+    )
+    try:
+        await daemon.start()
+        status, _ = await daemon.post_sms({"phone": "79001234567", "phoneFrom": "S", "text": "t"})
+        assert status == 201
+        await fake.wait_command("AT+CMGL=4", timeout=10)  # the modem is read
+        fake.deliver(encode_deliver("Bank", "code 1234"))
+        await standin.wait_for(lambda s: len(s.delivered()) >= 2, timeout=10)
+        async with aiohttp.ClientSession() as session, asyncio.timeout(15):
+            while True:  # the signal gauge is set once the modem's network has been read
+                async with session.get(daemon.base + "/metrics") as resp:
+                    text = await resp.text()
+                if 'sms_gateway_modem_signal{modem="m1"}' in text:
+                    return text
+                await asyncio.sleep(0.1)  # polled, bounded by the timeout above
+    finally:
+        if daemon.proc is not None:
+            await daemon.stop()
+        fake.stop()
+        await standin.stop()
+
+
+@pytest.fixture(scope="session")
+def exposition(tmp_path_factory: pytest.TempPathFactory) -> Exposition:
+    """One scrape of the real daemon, shared by the alert and the dashboard tests."""
+    return Exposition.parse(asyncio.run(_scrape(tmp_path_factory.mktemp("scrape"))))
