@@ -445,11 +445,12 @@ class IdsConfig:
 class HttpConfig:
     listen: str = _checked(_listen_address, "127.0.0.1:8080")
     ingest_token: str = _secret(required=False)
-    status_token: str = _secret(required=False)  # SIM identities on /health need it
+    status_token: str = _secret(required=False)  # the status page, SIM identities on /health
     allow: tuple[str, ...] = _checked(_networks, ())  # client addresses or networks; empty: any
     request_timeout: float = _seconds(10.0, minimum=0.01)  # to receive a request's head and body
     keepalive_timeout: float = _seconds(15.0, minimum=0.01)  # an idle kept-alive connection
     max_connections: int = _integer(256, minimum=1, maximum=65535)  # open on http.listen
+    status_show_text: bool = _flag(False)  # the status page shows message texts (else length)
 
     @property
     def host(self) -> str:
