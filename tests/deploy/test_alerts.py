@@ -103,3 +103,23 @@ def test_every_metric_in_the_rules_is_one_the_daemon_exports(exposition: Exposit
         for problem in exposition.problems(rule["expr"], EXTERNAL)
     ]
     assert problems == []
+
+
+def test_the_scrape_config_in_deploy_readme_is_valid_and_names_the_rules_jobs(
+    tmp_path: Path,
+) -> None:
+    """The prometheus.yml example operators copy: valid for promtool, with the job names the
+    rules' expressions use."""
+    readme = (ROOT / "deploy" / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"```yaml\n# prometheus.yml\n(.*?)```", readme, re.DOTALL)
+    assert match, "deploy/README.md has no prometheus.yml example"
+    config = yaml.safe_load(match.group(1))
+    jobs = {job["job_name"] for job in config["scrape_configs"]}
+    for rule in rules():
+        for job in re.findall(r'job="([^"]+)"', rule["expr"]):
+            assert job in jobs, f"{rule['alert']}: job {job!r} not in the example"
+    config["rule_files"] = [str(ALERTS)]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = run_promtool("check", "config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
