@@ -12,12 +12,13 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from gateway.errors import StoreUnavailable
 from gateway.partner.desk import Desk
@@ -33,6 +34,7 @@ from gateway.partner.requests import (
 __all__ = ["ApiLimits", "CallStats", "partner_app"]
 
 log = structlog.get_logger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # URL -> (the action it names, rent form)
 _ROUTES: dict[str, tuple[Action | None, bool]] = {
@@ -55,11 +57,18 @@ class ApiLimits:
 
 @dataclass
 class CallStats:
-    """What /health and metrics read: the last authenticated call from Onlinesim."""
+    """What /health and metrics read: the last authenticated call from Onlinesim.
+
+    `on_call(method, answer, seconds)` hears of every call. `method` is the action
+    (`GET_NUMBER`, with `_RENT` for the rent forms; `UNKNOWN` before the action is known);
+    `answer` is one of a fixed few: the answer's status (`SUCCESS`, `NO_NUMBERS`, `ERROR`),
+    else `NO_ACTIVATION`, `NO_KEY`, `WRONG_KEY`, `BAD_REQUEST`, `TOO_LARGE`, `RATE_LIMITED`,
+    `STORE_UNAVAILABLE`.
+    """
 
     last_call_at: float | None = None
     last_action: str | None = None
-    on_call: Callable[[str, str, float], None] | None = None  # (action, answer, seconds)
+    on_call: Callable[[str, str, float], None] | None = None  # (method, answer, seconds)
 
 
 @dataclass
@@ -104,8 +113,10 @@ def partner_app(
     limits: ApiLimits | None = None,
     stats: CallStats | None = None,
     clock: Callable[[], float] = time.monotonic,
+    middlewares: Sequence[Middleware] = (),
 ) -> web.Application:
-    """The aiohttp application; the caller runs it on `[partner] listen`."""
+    """The aiohttp application; the caller runs it on `[partner] listen` (behind the
+    connection guard, whose middleware comes in `middlewares`)."""
     limits = limits or ApiLimits()
     stats = stats or CallStats()
     key_bytes = key.encode()
@@ -114,37 +125,41 @@ def partner_app(
     async def handle(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         default, rent = _ROUTES[request.path]
+        method = _method(default, rent)
         peer = request.remote or "?"
+
+        def refuse(status: int, error: str, answer: str, **headers: str) -> web.Response:
+            _count(stats, method, answer, started)
+            return _error(status, error, **headers)
+
         if not rate.allow(peer):
-            return _error(429, "RATE_LIMITED", **{"Retry-After": "1"})
+            return refuse(429, "RATE_LIMITED", "RATE_LIMITED", **{"Retry-After": "1"})
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return _error(413, f"body over {limits.max_body} bytes")
+            return refuse(413, f"body over {limits.max_body} bytes", "TOO_LARGE")
         try:
             body = json.loads(raw) if raw else {}
         except (ValueError, RecursionError):
-            return _error(400, "body: not valid UTF-8 JSON")
+            return refuse(400, "body: not valid UTF-8 JSON", "BAD_REQUEST")
         given = _given_keys(request, body)
         if not given:
-            return _error(401, "ERROR_NO_KEY")
+            return refuse(401, "ERROR_NO_KEY", "NO_KEY")
         if not all(_key_matches(g, key_bytes) for g in given):
             log.warning("partner.wrong_key", peer=peer, path=request.path)
-            return _error(401, "ERROR_WRONG_KEY")
-        action = "?"
+            return refuse(401, "ERROR_WRONG_KEY", "WRONG_KEY")
         try:
             call = parse_request(body, default=default, rent=rent)
-            action = type(call).__name__
+            method = _method(_ACTIONS[type(call)], call.rent)
             answer = await _answer(desk, call)
         except BadRequest as e:
-            _count(stats, action, "ERROR", started)
-            return _error(400, str(e))
+            return refuse(400, str(e), "BAD_REQUEST")
         except StoreUnavailable:
-            _count(stats, action, "ERROR", started)
-            return _error(503, "STORE_UNAVAILABLE", **{"Retry-After": "1"})
+            return refuse(503, "STORE_UNAVAILABLE", "STORE_UNAVAILABLE", **{"Retry-After": "1"})
         stats.last_call_at = time.time()
-        stats.last_action = action
-        _count(stats, action, str(answer.get("status")), started)
+        stats.last_action = method
+        status = str(answer.get("status"))
+        _count(stats, method, answer.get("error", status) if status == "ERROR" else status, started)
         response = web.json_response(answer)
         if "gzip" in request.headers.get("Accept-Encoding", ""):
             response.enable_compression()
@@ -153,11 +168,34 @@ def partner_app(
     async def not_allowed(request: web.Request) -> web.Response:
         return _error(405, "use POST", Allow="POST")
 
-    app = web.Application(client_max_size=limits.max_body)
+    @web.middleware
+    async def too_large(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # The guard's middleware reads the body before the handler: a body (or an inflated
+        # gzip body) over the limit is refused there, and gets the documented answer here.
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            _count(stats, _method(*_ROUTES.get(request.path, (None, False))), "TOO_LARGE", 0.0)
+            return _error(413, f"body over {limits.max_body} bytes")
+
+    app = web.Application(client_max_size=limits.max_body, middlewares=[too_large, *middlewares])
     for path in _ROUTES:
         app.router.add_post(path, handle)
         app.router.add_get(path, not_allowed)
     return app
+
+
+_ACTIONS: dict[type, Action] = {
+    GetServices: Action.GET_SERVICES,
+    GetNumber: Action.GET_NUMBER,
+    FinishActivation: Action.FINISH_ACTIVATION,
+}
+
+
+def _method(action: Action | None, rent: bool) -> str:
+    if action is None:
+        return "UNKNOWN"
+    return f"{action.value}_RENT" if rent else action.value
 
 
 async def _answer(desk: Desk, call: GetServices | GetNumber | FinishActivation) -> dict[str, Any]:

@@ -10,11 +10,12 @@ take the same SIM.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 ANY = "any"
 RENT = "rent"
 
@@ -89,6 +91,8 @@ class Desk:
     rent_time: float = 24 * 3600.0  # when GET_NUMBER (rent) does not say
     stale_after: float = 15 * 60.0
     clock: Callable[[], float] = field(default=lambda: 0.0)
+    # Told how each activation closed: "1", "3", "4", "5" (FINISH status) or "stale".
+    on_closed: Callable[[str], None] | None = None
     _sims: dict[str, SimView] = field(default_factory=dict)
     _open: dict[int, Activation] = field(default_factory=dict)  # by activation id
     _busy: set[str] = field(default_factory=set)  # SIM keys with an open (or opening) activation
@@ -99,6 +103,10 @@ class Desk:
     # Usable SIMs by (country, operator), least recently ordered first (dicts keep insertion
     # order): GET_NUMBER looks at the first few, not at every SIM.
     _free: dict[tuple[str, str], dict[str, SimView]] = field(default_factory=dict)
+    _by_phone: dict[str, Activation] = field(default_factory=dict)  # open ones
+    # FINISH and the stale sweep read, commit and update the ledger one at a time: two
+    # finishes of one (SIM, service) must not both start from the same entry.
+    _closing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     # --- state from outside -----------------------------------------------------------------
 
@@ -111,6 +119,7 @@ class Desk:
         for a in activations:
             if a.state is ActivationState.OPEN:
                 self._open[a.activation_id] = a
+                self._by_phone[a.phone] = a
                 self._busy.add(a.sim_key)  # indexed below
             else:
                 self._finished[a.activation_id] = a
@@ -135,10 +144,14 @@ class Desk:
 
     def open_activation_for(self, phone: str) -> Activation | None:
         """The open activation on this number, if any (what an SMS to it is pushed for)."""
-        for a in self._open.values():
-            if a.phone == phone:
-                return a
-        return None
+        return self._by_phone.get(phone)
+
+    def activation(self, activation_id: int) -> Activation | None:
+        return self._open.get(activation_id) or self._finished.get(activation_id)
+
+    def stale_activations(self) -> list[Activation]:
+        """Activations freed for want of a FINISH and not settled since (an operator's job)."""
+        return [a for a in self._finished.values() if a.state is ActivationState.STALE]
 
     def open_activations(self) -> list[Activation]:
         return sorted(self._open.values(), key=lambda a: a.activation_id)
@@ -174,28 +187,46 @@ class Desk:
             else self.activation_time
         )
         self._set_busy(sim.key, True)  # reserved before the await: no second order takes it
+        # The commit goes on if the caller is cancelled (its client went away, the listener
+        # stops): the writer commits it anyway, so the desk must record it anyway.
+        opening = asyncio.ensure_future(
+            self._open_activation(sim, service, request.rent, now, length)
+        )
+        activation = await asyncio.shield(opening)
+        return {
+            "number": int(activation.phone),
+            "activationId": activation.activation_id,
+            "status": "SUCCESS",
+        }
+
+    async def _open_activation(
+        self, sim: SimView, service: str, rent: bool, now: float, length: float
+    ) -> Activation:
         try:
             activation_id = await self.store.open_activation(
-                sim.key, sim.phone, service, request.rent, now, now + length
+                sim.key, sim.phone, service, rent, now, now + length
             )
         except BaseException:
             self._set_busy(sim.key, False)
             raise
-        activation = Activation(
-            activation_id, sim.key, sim.phone, service, request.rent, now, now + length
-        )
+        activation = Activation(activation_id, sim.key, sim.phone, service, rent, now, now + length)
         self._open[activation_id] = activation
+        self._by_phone[activation.phone] = activation
         self._last_used[sim.key] = now
         log.info(
             "partner.activation_opened",
             activation_id=activation_id,
             phone=sim.phone,
             service=service,
-            rent=request.rent,
+            rent=rent,
         )
-        return {"number": int(sim.phone), "activationId": activation_id, "status": "SUCCESS"}
+        return activation
 
     async def finish(self, request: FinishActivation) -> dict[str, Any]:
+        # A close begun is carried through (commit and memory) even if the caller is cancelled.
+        return await asyncio.shield(asyncio.ensure_future(self._locked(self._finish(request))))
+
+    async def _finish(self, request: FinishActivation) -> dict[str, Any]:
         activation = self._open.get(request.activation_id)
         if activation is None:
             done = self._finished.get(request.activation_id)
@@ -221,9 +252,10 @@ class Desk:
         )
         await self.store.finish_activation(finished, entry)
         self._ledger[key] = entry
-        self._open.pop(activation.activation_id, None)
+        self._forget_open(activation)
         self._finished[activation.activation_id] = finished
-        self._set_busy(activation.sim_key, False)
+        self._changed()  # the ledger entry may change what is offerable
+        self._closed(str(int(request.status)))
         log.info(
             "partner.activation_finished",
             activation_id=activation.activation_id,
@@ -235,6 +267,13 @@ class Desk:
 
     async def sweep_stale(self) -> list[Activation]:
         """Free the SIMs of activations that got no FINISH long after their end."""
+        return await asyncio.shield(asyncio.ensure_future(self._locked(self._sweep_stale())))
+
+    async def _locked(self, step: Awaitable[T]) -> T:
+        async with self._closing:
+            return await step
+
+    async def _sweep_stale(self) -> list[Activation]:
         now = self.clock()
         stale: list[Activation] = []
         for a in list(self._open.values()):
@@ -242,9 +281,9 @@ class Desk:
                 continue
             marked = replace(a, state=ActivationState.STALE, finished_at=now)
             await self.store.finish_activation(marked, None)
-            self._open.pop(a.activation_id, None)
+            self._forget_open(a)
             self._finished[a.activation_id] = marked
-            self._set_busy(a.sim_key, False)
+            self._closed("stale")
             stale.append(marked)
             log.warning(
                 "partner.activation_stale",
@@ -259,6 +298,19 @@ class Desk:
 
     def _changed(self) -> None:
         self._counts = _Counts()
+
+    def _closed(self, how: str) -> None:
+        if self.on_closed is not None:
+            self.on_closed(how)
+
+    def _forget_open(self, activation: Activation) -> None:
+        """`activation` is no longer open: free its SIM unless a newer activation holds it
+        (a late FINISH of a stale activation must not free the SIM's current order)."""
+        if self._open.pop(activation.activation_id, None) is None:
+            return
+        if self._by_phone.get(activation.phone) is activation:
+            del self._by_phone[activation.phone]
+        self._set_busy(activation.sim_key, False)
 
     def _set_busy(self, key: str, busy: bool) -> None:
         if busy:

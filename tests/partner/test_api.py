@@ -68,7 +68,7 @@ async def test_get_number_then_finish_over_http(
         },
     )
     assert (status, answer) == (200, {"status": "SUCCESS"})
-    assert stats.last_call_at is not None and stats.last_action == "FinishActivation"
+    assert stats.last_call_at is not None and stats.last_action == "FINISH_ACTIVATION"
 
 
 async def test_one_url_by_the_bodys_action_and_the_key_as_bearer_or_query(
