@@ -76,7 +76,9 @@ class ConnectionGuard:
         request_timeout: float,
         keepalive_timeout: float,
         max_body: int,
+        table: str = "http",  # the config table whose keys these are (in log lines)
     ) -> None:
+        self.table = table
         self.factory: Callable[[], asyncio.Protocol] | None = None  # aiohttp's, once set up
         self._allow = parse_networks(allow)
         self.max_connections = max_connections
@@ -120,7 +122,7 @@ class ConnectionGuard:
         peer = transport.get_extra_info("peername")
         host = peer[0] if isinstance(peer, tuple) and peer else None
         if not allowed(self._allow, host):
-            self._refused("not in http.allow", host)
+            self._refused(f"not in {self.table}.allow", host)
             return False
         if len(self._by_transport) >= self.max_connections:
             self._refused("max_connections reached", host)
@@ -136,6 +138,7 @@ class ConnectionGuard:
         if held is not None:
             log.warning(
                 "http.connection_refused",
+                listener=self.table,
                 reason=reason,
                 peer=host,
                 open=len(self._by_transport),
@@ -148,6 +151,7 @@ class ConnectionGuard:
         if held is not None:
             log.warning(
                 "http.idle_connection_closed" if idle else "http.request_timeout",
+                listener=self.table,
                 peer=host,
                 timeout=self.idle_timeout if idle else self.request_timeout,
                 not_logged_before=held,
