@@ -125,6 +125,12 @@ def _mcc_mnc(value: object) -> str:
     return value
 
 
+def _digits_only(value: object) -> str:
+    if not isinstance(value, str) or (value and not (value.isascii() and value.isdigit())):
+        raise ValueError("expected digits, e.g. 7")
+    return value
+
+
 def _pattern(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("expected a regular expression whose first group is the number")
@@ -549,6 +555,8 @@ class NumberQueryConfig:
     pattern: str = _checked(_pattern, r"(\d{10,15})")  # its first group is the number
     sender: str = _string()  # answer = "sms": the operator's sender; "" any
     timeout: float = _seconds(60.0, minimum=1)  # how long to wait for the answer
+    prefix: str = _checked(_digits_only, "")  # put before the group (a country code left out)
+    request: Literal["auto", "text", "packed"] = _choice("auto")  # packed: GSM-7 hex (old Huawei)
 
 
 @dataclass(frozen=True)
