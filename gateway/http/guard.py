@@ -13,7 +13,6 @@ aiohttp's own `keepalive_timeout`; the timer only backs it up.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import resource
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,10 +22,10 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from gateway.auth import address_allowed, parse_networks
 from gateway.logs import RateLimit
 
 log = structlog.get_logger(__name__)
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Descriptors kept free for everything that is not an HTTP client: the store (database, WAL,
@@ -48,23 +47,6 @@ def connection_cap(max_connections: int, *, reserve: int) -> tuple[int, int, int
     return max(1, min(max_connections, soft - open_now - reserve)), soft, open_now
 
 
-def parse_networks(entries: Sequence[str]) -> list[Network]:
-    """`http.allow` entries (already checked by the config) as networks."""
-    return [ipaddress.ip_network(e.strip(), strict=False) for e in entries]
-
-
-def allowed(networks: Sequence[Network], host: str | None) -> bool:
-    if not networks:
-        return True
-    try:
-        ip = ipaddress.ip_address((host or "").split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in net for net in networks)
-
-
 class ConnectionGuard:
     """The protocol factory given to `loop.create_server`; counts and polices connections."""
 
@@ -80,7 +62,7 @@ class ConnectionGuard:
     ) -> None:
         self.table = table
         self.factory: Callable[[], asyncio.Protocol] | None = None  # aiohttp's, once set up
-        self._allow = parse_networks(allow)
+        self._allow = parse_networks(allow)  # the one allow rule: gateway.auth
         self.max_connections = max_connections
         self.max_body = max_body
         self.request_timeout = request_timeout
@@ -121,7 +103,7 @@ class ConnectionGuard:
     def admit(self, conn: _Guarded, transport: asyncio.BaseTransport) -> bool:
         peer = transport.get_extra_info("peername")
         host = peer[0] if isinstance(peer, tuple) and peer else None
-        if not allowed(self._allow, host):
+        if not address_allowed(self._allow, host):
             self._refused(f"not in {self.table}.allow", host)
             return False
         if len(self._by_transport) >= self.max_connections:

@@ -3,7 +3,6 @@ SMS to. The box's format parser turns the body into messages; this is the HTTP a
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -11,7 +10,7 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
-from gateway.auth import token_matches
+from gateway.auth import Network, address_allowed, parse_networks, token_matches
 from gateway.config import HttpPeerConfig, SimConfig
 from gateway.errors import ConfigError, DecodeError, StoreError
 from gateway.fields import FieldError
@@ -23,7 +22,6 @@ from gateway.sources.status import SourceStatus
 __all__ = ["Parser", "PushEndpoint"]
 
 log = structlog.get_logger(__name__)
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Parser(Protocol):
@@ -65,7 +63,7 @@ class PushEndpoint:
         return web.post(self.path, self.handle)
 
     async def handle(self, request: web.Request) -> web.Response:
-        if not self._allowed(request.remote):
+        if not address_allowed(self._allow, request.remote):
             return self._refuse(request, 401, "address not allowed", "this address is not allowed")
         if not token_matches(request.query.get("token") or bearer(request), self.cfg.token):
             return self._refuse(request, 401, "missing or wrong token", "missing or wrong token")
@@ -99,17 +97,6 @@ class PushEndpoint:
         self.status.accepted(fresh)
         return json_response(self._success)
 
-    def _allowed(self, remote: str | None) -> bool:
-        if not self._allow:
-            return True
-        try:
-            ip = ipaddress.ip_address(remote or "")
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self._allow)
-
     def _refuse(self, request: web.Request, status: int, reason: str, answer: str) -> web.Response:
         log.warning(f"{self.kind}.refused", source=self.source, reason=reason, peer=request.remote)
         self.status.rejected_input(reason)
@@ -126,14 +113,19 @@ class PushEndpoint:
         self.status.rejected_input(reason)
 
 
-def _networks(entries: Sequence[str], where: str) -> list[Network]:
-    networks = []
-    for entry in entries:
-        try:
-            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
-        except ValueError:
-            raise ConfigError(
-                f"{where}: {entry!r} is not an IP address or network (e.g. 192.0.2.7 or "
-                "192.0.2.0/24)"
-            ) from None
-    return networks
+def _networks(entries: Sequence[str], where: str) -> tuple[Network, ...]:
+    try:
+        return parse_networks(entries)
+    except ValueError:
+        bad = next(e for e in entries if not _is_network(e))
+        raise ConfigError(
+            f"{where}: {bad!r} is not an IP address or network (e.g. 192.0.2.7 or 192.0.2.0/24)"
+        ) from None
+
+
+def _is_network(entry: str) -> bool:
+    try:
+        parse_networks([entry])
+    except ValueError:
+        return False
+    return True

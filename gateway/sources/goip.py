@@ -19,7 +19,6 @@ minute per address, with the number left out.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from gateway.auth import token_matches
+from gateway.auth import address_allowed, parse_networks, token_matches
 from gateway.config import GoipConfig, SimConfig
 from gateway.errors import DecodeError, StoreError
 from gateway.fields import MAX_TEXT, normalize_phone
@@ -173,7 +172,7 @@ class GoipServer:
         self._started_at: float | None = None
         self.last_keepalive_at: float | None = None
         self._line: dict[str, str] = {}  # what the last good keepalive said (num, imsi, signal)
-        self._allow = tuple(ipaddress.ip_network(a, strict=False) for a in cfg.allow)
+        self._allow = parse_networks(cfg.allow)
         self.peer: str | None = None  # the address of the last good keepalive
         self._rejects = RejectLog(self.source, clock)
 
@@ -231,7 +230,7 @@ class GoipServer:
 
     def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         """Unauthenticated packets get no answer at all: it would go to a spoofable address."""
-        if not self._allowed(addr[0]):
+        if not address_allowed(self._allow, addr[0]):
             self._reject("address not in allow", addr)
             return
         try:
@@ -254,17 +253,6 @@ class GoipServer:
             self._spawn(self._take(packet, addr))
         else:  # delivery reports, call records, state changes: nothing for us, but acknowledged
             self._send(f"{packet.kind} {packet.seq} OK", addr)
-
-    def _allowed(self, host: str) -> bool:
-        if not self._allow:
-            return True
-        try:
-            ip = ipaddress.ip_address(host.partition("%")[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self._allow)
 
     def _keepalive(self, packet: Packet, addr: tuple[str, int]) -> None:
         if addr[0] != self.peer:

@@ -253,3 +253,23 @@ async def test_address_outside_allow_is_401(tmp_path: Path) -> None:
         assert await outbox.list_messages() == []
     finally:
         await outbox.close()
+
+
+async def test_allow_in_the_form_a_dual_stack_log_shows_lets_the_box_in(tmp_path: Path) -> None:
+    """A listener on ``::`` logs an IPv4 box as ``::ffff:a.b.c.d``; copied into allow, that
+    entry must admit the box, as it does for the HTTP guard and GoIP (one shared rule)."""
+    cfg = make_config(tmp_path, allow=["::ffff:127.0.0.1", "fe80::/10"])
+    outbox = await Outbox.open(cfg.store.path)
+    try:
+        peers = PeerSources(cfg, Intake(outbox), Metrics())
+        async with (
+            serving(peers) as base,
+            aiohttp.ClientSession() as s,
+            s.post(
+                f"{base}/v1/inbound/dinstar/box-1", params={"token": TOKEN}, json=DOC_PUSH
+            ) as resp,
+        ):
+            assert resp.status == 200
+        assert len(await outbox.list_messages()) == 1
+    finally:
+        await outbox.close()

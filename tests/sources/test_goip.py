@@ -290,6 +290,23 @@ async def test_packets_from_outside_allow_get_nothing(tmp_path: Path) -> None:
         r.line.close()
 
 
+async def test_allow_in_the_form_a_dual_stack_log_shows_lets_the_line_in(
+    tmp_path: Path,
+) -> None:
+    """``::ffff:127.0.0.1`` (how a listener on ``::`` shows an IPv4 peer) in allow admits
+    127.0.0.1: the same rule as the HTTP guard and the Dinstar/Ejoin routes."""
+    r = Rig(tmp_path, allow=["::ffff:127.0.0.1"])
+    await r.start()
+    try:
+        r.line.send(receive(1450, "dual-stack form"))
+        assert await r.line.answer() == "RECEIVE 1450 OK"
+        (m,) = await r.wait_messages(1)
+        assert m.text == "dual-stack form"
+    finally:
+        await r.stop()
+        r.line.close()
+
+
 async def test_text_not_valid_utf8_is_held_not_sent_with_replacement_marks(rig: Rig) -> None:
     rig.line.send(receive(1500, "").encode() + b"\xd0\x9f\xff\xfe")
     assert await rig.line.answer() == "RECEIVE 1500 OK"
