@@ -265,6 +265,8 @@ class Daemon:
         except ConfigError as e:
             log.error("daemon.reload_refused", error=str(e), action="keeping the running config")
             return
+        for warning in fresh.warnings:  # at start they go to stderr; a reload has only the log
+            log.warning("config.warning", warning=warning)
         task = asyncio.create_task(self._apply_reload(fresh), name="reload")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
