@@ -129,6 +129,8 @@ class Intake:
                 reason=item.hold.value,
                 phone_from=item.phone_from,
             )
+            if self._metrics:
+                self._metrics.held.labels(item.hold.value).inc()
         else:
             log.info(
                 "sms.accepted",

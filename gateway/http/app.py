@@ -1,4 +1,5 @@
-"""aiohttp application: GET /health, GET /metrics, POST /v1/sms; sources add their own routes."""
+"""aiohttp application: GET /health, GET /metrics, POST /v1/sms; sources add their own routes,
+and so does the status page (`gateway.http.status`: GET /, /status.json, POST /login)."""
 
 from __future__ import annotations
 
