@@ -25,6 +25,7 @@ from gateway.http.guard import FD_RESERVE, connection_cap
 from gateway.intake import Intake
 from gateway.metrics import Metrics
 from gateway.outbox import Outbox
+from gateway.partner.service import PartnerService, partner_connection_cap
 from gateway.peers import PeerSources
 from gateway.sdnotify import Notifier
 from gateway.sources.modem.bank import ModemBank
@@ -59,6 +60,7 @@ class Components:
     http: HttpServer
     modems: ModemBank
     peers: PeerSources
+    partner: PartnerService | None = None  # [partner] on: Onlinesim's calls on their listener
 
 
 def lock_store(path: str) -> int:
@@ -115,6 +117,17 @@ def build(cfg: Config, outbox: Outbox) -> Components:
         health.add_check("modems", modems.health_check)
     for name, check in peers.check_functions().items():
         health.add_check(name, check)
+    http_cap = http_connection_cap(cfg)
+    partner = None
+    if cfg.partner is not None:
+        partner = PartnerService(
+            cfg.partner,
+            upstream_key=cfg.upstream.api_key,
+            outbox=outbox,
+            metrics=metrics,
+            max_connections=partner_connection_cap(cfg, http_cap),
+        )
+        health.add_check("partner", partner.health_check)
     http = HttpServer(
         host=cfg.http.host,
         port=cfg.http.port,
@@ -127,10 +140,12 @@ def build(cfg: Config, outbox: Outbox) -> Components:
         allow=cfg.http.allow,
         request_timeout=cfg.http.request_timeout,
         keepalive_timeout=cfg.http.keepalive_timeout,
-        max_connections=http_connection_cap(cfg),
+        max_connections=http_cap,
         extra_routes=peers.routes(),
     )
-    return Components(outbox, metrics, intake, worker, housekeeper, health, http, modems, peers)
+    return Components(
+        outbox, metrics, intake, worker, housekeeper, health, http, modems, peers, partner
+    )
 
 
 class Daemon:
@@ -178,6 +193,8 @@ class Daemon:
         await p.housekeeper.start()
         p.modems.start()
         await p.peers.start()
+        if p.partner is not None:  # after the store: the desk loads from it
+            await p.partner.start()
         try:
             await p.http.start()
         except OSError as e:
@@ -197,6 +214,8 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await p.http.stop_accepting()
+        if p.partner is not None:  # no new call; those in flight are answered (1 s at most)
+            await p.partner.stop()
         await p.peers.stop()
         await p.modems.stop()
         await p.worker.stop(grace=PUSH_GRACE)

@@ -3,6 +3,8 @@ The only module that registers metrics: parts get theirs from `Metrics`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -12,7 +14,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from gateway.outbox import Hold, Outcome, State, StoreSummary
+from gateway.outbox import Outcome, State, StoreSummary
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _DELIVERY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
@@ -39,14 +41,6 @@ class Metrics:
         )
         for outcome in Outcome:
             self.attempts.labels(outcome.value)
-        self.held = Counter(
-            "sms_gateway_messages_held",
-            "SMS committed held (kept, not pushed), by reason.",
-            ["reason"],
-            registry=r,
-        )
-        for hold in Hold:
-            self.held.labels(hold.value)
         self.messages = Gauge(
             "sms_gateway_messages", "Messages in the store, by state.", ["state"], registry=r
         )
@@ -92,6 +86,40 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        # The partner side ([partner] on): Onlinesim's calls, activations, the SIM inventory.
+        self.partner_calls = Counter(
+            "sms_gateway_partner_calls",
+            "Onlinesim's partner calls, by method and answer.",
+            ["method", "answer"],
+            registry=r,
+        )
+        self.partner_call_seconds = Histogram(
+            "sms_gateway_partner_call_seconds",
+            "Time to answer one partner call.",
+            ["method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.partner_open = Gauge(
+            "sms_gateway_partner_activations_open", "Activations open right now.", registry=r
+        )
+        self.partner_finished = Counter(
+            "sms_gateway_partner_activations_finished",
+            "Activations closed, by FINISH status (1, 3, 4, 5) or stale.",
+            ["status"],
+            registry=r,
+        )
+        self.partner_last_call = Gauge(
+            "sms_gateway_partner_last_call_timestamp_seconds",
+            "Unix time of the last authenticated call from Onlinesim (0: none yet).",
+            registry=r,
+        )
+        self.sims = Gauge(
+            "sms_gateway_sims",
+            "SIMs in the inventory, by country, operator and state.",
+            ["country", "operator", "state"],
+            registry=r,
+        )
 
         # `.labels(...)` looks its child up under a lock on every call; ingest counts per
         # request, so the children are kept here.
@@ -103,6 +131,23 @@ class Metrics:
 
     def count_duplicates(self, source: str, n: int = 1) -> None:
         _child(self.duplicates, self._duplicates, source).inc(n)
+
+    def partner_on(self) -> None:
+        """Show the partner series from the start (zeros), not from their first event."""
+        for status in ("1", "3", "4", "5", "stale"):
+            self.partner_finished.labels(status)
+        self.partner_open.set(0)
+        self.partner_last_call.set(0)
+
+    def count_partner_call(self, method: str, answer: str, seconds: float) -> None:
+        self.partner_calls.labels(method, answer).inc()
+        self.partner_call_seconds.labels(method).observe(seconds)
+
+    def set_sims(self, counts: Mapping[tuple[str, str, str], int]) -> None:
+        """The inventory's SIMs by (country, operator, state); series no longer seen go."""
+        self.sims.clear()
+        for (country, operator, state), n in counts.items():
+            self.sims.labels(country, operator, state).set(n)
 
     def exposition(self) -> tuple[bytes, str]:
         """GET /metrics: the body in Prometheus text format, and its content type."""

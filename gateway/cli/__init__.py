@@ -75,6 +75,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("files", nargs="*", metavar="FILE", help="with --gammu: the inbox files")
 
+    acts = sub.add_parser("activations", help="Onlinesim's activations (the partner side)")
+    asub = acts.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = asub.add_parser("list", parents=[common], help="activations, newest first")
+    p.add_argument("--open", action="store_true", help="only those still open")
+    p.add_argument("--limit", type=_positive_int, default=50, help="at most this many (default 50)")
+    p.add_argument("--json", action="store_true")
+    p = asub.add_parser("show", parents=[common], help="one activation")
+    p.add_argument("activation_id", type=int, metavar="ID")
+    p.add_argument("--json", action="store_true")
+    p = asub.add_parser(
+        "finish",
+        parents=[common],
+        help="settle one by hand, as Onlinesim's FINISH_ACTIVATION would (reads secrets)",
+        description="Finish an activation as Onlinesim's FINISH_ACTIVATION does; idempotent."
+        " With the daemon running the call goes to its partner listener with the partner key,"
+        " so this command reads the config's secrets; otherwise the store is changed directly.",
+    )
+    p.add_argument("activation_id", type=int, metavar="ID")
+    p.add_argument(
+        "--status",
+        type=int,
+        required=True,
+        choices=(1, 3, 4, 5),
+        help="1 not for this service, 3 sold, 4 cancelled, 5 refunded",
+    )
+
     modems = sub.add_parser("modems", help="work with the serial modems")
     modems_sub = modems.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = modems_sub.add_parser(
@@ -193,7 +219,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(probe(args, probe_cfg))
     # Store commands (status, messages, ingest, migrate) need no credentials: hooks and
     # operators can run them without access to the service's API key.
-    cfg = _load(args, read_secrets=cmd in ("run", "check-config"))
+    # `activations finish` may call the daemon's partner listener: it needs the partner key.
+    finishing = cmd == "activations" and args.action == "finish"
+    cfg = _load(args, read_secrets=cmd in ("run", "check-config") or finishing)
     secrets = config.secret_values(cfg)  # every key the config marks secret
     if cmd == "check-config":
         print(f"# {cfg.source_path}: valid")
@@ -205,6 +233,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return asyncio.run(Daemon(cfg).run())
     logs.configure("warning", "console", secrets)
+    if cmd == "activations":
+        from gateway.cli import partner_cmds
+
+        return asyncio.run(partner_cmds.run(args, cfg))
     if cmd == "messages" and args.action == "retry" and not args.sms_ids and not args.state:
         raise UsageError("messages retry: give SMSIDs or --state dropped|expired")
     if getattr(args, "since", None) is not None:

@@ -156,6 +156,15 @@ class Desk:
     def open_activations(self) -> list[Activation]:
         return sorted(self._open.values(), key=lambda a: a.activation_id)
 
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    @property
+    def usable_count(self) -> int:
+        """SIMs that could be ordered now for some service (live, ready, known phone, free)."""
+        return sum(len(members) for members in self._free.values())
+
     def sims(self) -> list[SimView]:
         return list(self._sims.values())
 
