@@ -14,7 +14,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from gateway.outbox import Outcome, State, StoreSummary
+from gateway.outbox import Hold, Outcome, State, StoreSummary
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _DELIVERY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
@@ -41,6 +41,14 @@ class Metrics:
         )
         for outcome in Outcome:
             self.attempts.labels(outcome.value)
+        self.held = Counter(
+            "sms_gateway_messages_held",
+            "SMS committed held (kept, not pushed), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        for hold in Hold:
+            self.held.labels(hold.value)
         self.messages = Gauge(
             "sms_gateway_messages", "Messages in the store, by state.", ["state"], registry=r
         )
