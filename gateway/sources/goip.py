@@ -29,7 +29,7 @@ import structlog
 from gateway.auth import address_allowed, parse_networks, token_matches
 from gateway.config import GoipConfig, SimConfig
 from gateway.errors import DecodeError, StoreError
-from gateway.fields import MAX_TEXT, normalize_phone
+from gateway.fields import MAX_TEXT, FieldError, normalize_phone
 from gateway.health import Check, Level
 from gateway.intake import Intake
 from gateway.outbox.models import Hold, Incoming, Part
@@ -46,6 +46,8 @@ MAX_SEQ = 64  # characters of a recvid or keepalive counter
 MAX_PARTS = 255  # a concatenated SMS has at most this many: a longer burst is cut
 REJECT_LOG_WINDOW = 60.0  # seconds: at most one goip.packet_rejected line per address in each
 REJECT_LOG_ADDRESSES = 1024  # addresses remembered for that; beyond, they share one entry
+# The packet's own names for the fields the rules check, for the answer and the log.
+_FIELD_NAMES = {"phone_from": "srcnum", "text": "msg"}
 
 
 @dataclass(frozen=True)
@@ -302,10 +304,30 @@ class GoipServer:
             async with burst.lock:
                 if burst.closed:
                     continue  # it was being joined while we waited: this part starts a new one
-                if not await self._add(burst, packet, sender, text):
-                    return  # not committed: no answer, so the GoIP sends it again
+                try:
+                    if not await self._add(burst, packet, sender, text):
+                        return  # not committed: no answer, so the GoIP sends it again
+                except FieldError as e:
+                    if burst.count == 0 and burst.timer is None:
+                        self._arm(burst, self.cfg.quiet_period)  # let an empty burst go
+                    self._refuse(packet, addr, e)
+                    return
             break
         self._send(f"RECEIVE {packet.seq} OK", addr)
+
+    def _refuse(self, packet: Packet, addr: tuple[str, int], e: FieldError) -> None:
+        """A value the field rules refuse: that SMS alone is refused, answered ERROR so the GoIP
+        stops sending it (it never becomes acceptable), and logged once, naming the field."""
+        name = _FIELD_NAMES.get(e.field, e.field)
+        log.warning(
+            "goip.sms_refused",
+            source=self.source,
+            recvid=packet.seq,
+            field=name,
+            problem=e.problem,
+        )
+        self.status.rejected_input(f"RECEIVE {packet.seq}: {name}: {e.problem}")
+        self._send(f"RECEIVE {packet.seq} ERROR {name}: {e.problem}", addr)
 
     async def _take_undecodable(
         self, packet: Packet, msg: bytes, sender: str, addr: tuple[str, int]
@@ -324,6 +346,9 @@ class GoipServer:
         )
         try:
             (accepted,) = await self._intake.accept([item])
+        except FieldError as e:
+            self._refuse(packet, addr, e)
+            return
         except StoreError as e:
             log.error("goip.store_unavailable", source=self.source, recvid=packet.seq, error=str(e))
             self.status.store_failed(str(e))

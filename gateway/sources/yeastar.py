@@ -37,7 +37,7 @@ import structlog
 
 from gateway.config import SimConfig, YeastarConfig
 from gateway.errors import DecodeError, GatewayError, StoreError
-from gateway.fields import MAX_TEXT, device_time
+from gateway.fields import MAX_TEXT, FieldError, device_time
 from gateway.health import Check, Level
 from gateway.intake import Intake
 from gateway.outbox.models import Hold, Incoming, Part
@@ -51,6 +51,8 @@ log = structlog.get_logger(__name__)
 KIND = "yeastar"
 _ENDS = ("--END SMS EVENT--", "--END COMMAND--")
 MAX_PARTS = 255
+# The event's own names for the fields the rules check, for the log.
+_FIELD_NAMES = {"phone_from": "Sender", "text": "Content"}
 UNSETTLED_MAX = 60.0  # seconds a part whose numbering is unknown waits for one that settles it
 
 
@@ -382,8 +384,8 @@ class YeastarClient:
         for event, first in ready:
             await self._take(event, first)
 
-    def _rejected(self, reason: str) -> None:
-        log.warning("yeastar.event_rejected", source=self.source, reason=reason)
+    def _rejected(self, reason: str, *, field: str | None = None) -> None:
+        log.warning("yeastar.event_rejected", source=self.source, reason=reason, field=field)
         self.status.rejected_input(reason)
 
     async def _take(self, fields: Mapping[str, str], first: int, *, retry: bool = True) -> None:
@@ -404,6 +406,10 @@ class YeastarClient:
                 else:
                     (accepted,) = await self._intake.accept([item])
                     self.status.accepted(0 if accepted.duplicate else 1)
+                return
+            except FieldError as e:  # never acceptable: that event alone is refused
+                name = _FIELD_NAMES.get(e.field, e.field)
+                self._rejected(f"{name}: {e.problem}", field=name)
                 return
             except StoreError as e:
                 self.status.store_failed(str(e))

@@ -307,6 +307,27 @@ async def test_allow_in_the_form_a_dual_stack_log_shows_lets_the_line_in(
         r.line.close()
 
 
+async def test_a_field_the_rules_refuse_is_answered_as_refused_and_logged_once(
+    rig: Rig,
+) -> None:
+    """A sender longer than the field rules take: that SMS alone is refused (the GoIP gets an
+    ERROR answer, so it stops resending), one log line names the field, the next SMS goes on."""
+    long_sender = "+7" + "9" * 300
+    with structlog.testing.capture_logs() as logs:
+        rig.line.send(receive(1460, "too long a sender", sender=long_sender))
+        assert await rig.line.answer() == "RECEIVE 1460 ERROR srcnum: longer than 256 characters"
+        rig.line.send(receive(1461, "undecodable too", sender=long_sender).encode() + b"\xff")
+        assert await rig.line.answer() == "RECEIVE 1461 ERROR srcnum: longer than 256 characters"
+    refused = [e for e in logs if e["event"] == "goip.sms_refused"]
+    assert [(e["recvid"], e["field"]) for e in refused] == [("1460", "srcnum"), ("1461", "srcnum")]
+    assert not [e for e in logs if e.get("log_level") in ("error", "critical")]
+    assert rig.server.check().details["rejected"] == 2
+    rig.line.send(receive(1462, "the next one"))
+    assert await rig.line.answer() == "RECEIVE 1462 OK"
+    (m,) = await rig.wait_messages(1)
+    assert m.text == "the next one"
+
+
 async def test_text_not_valid_utf8_is_held_not_sent_with_replacement_marks(rig: Rig) -> None:
     rig.line.send(receive(1500, "").encode() + b"\xd0\x9f\xff\xfe")
     assert await rig.line.answer() == "RECEIVE 1500 OK"

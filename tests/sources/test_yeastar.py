@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -341,3 +342,18 @@ async def test_malformed_event_is_skipped_and_the_session_goes_on(
     await tg.send_sms(2, "+7900", "good")
     (m,) = await rig.wait_messages(1)
     assert m.text == "good" and rig.client.check().details["rejected"] == 1
+
+
+async def test_a_field_the_rules_refuse_is_that_events_refusal_not_the_sessions_end(
+    rig: Rig, tg: FakeYeastar
+) -> None:
+    """A sender longer than the field rules take used to end the client's task for good."""
+    with structlog.testing.capture_logs() as logs:
+        await tg.send_sms(2, "+7" + "9" * 300, "too long a sender")
+        await tg.send_sms(2, "+7" + "9" * 300, "a part of one", sms_id="9", index=2, total=2)
+        await tg.send_sms(2, "+79005556677", "good")
+        (m,) = await rig.wait_messages(1)
+    assert m.text == "good" and rig.client.connected and tg.logins == 1
+    refused = [e for e in logs if e["event"] == "yeastar.event_rejected"]
+    assert [e["field"] for e in refused] == ["Sender", "Sender"]
+    assert rig.client.check().details["rejected"] == 2
