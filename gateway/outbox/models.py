@@ -20,6 +20,7 @@ class Hold(StrEnum):
     NO_PHONE = "no_phone"  # released once the receiving SIM's number is known
     UNDECODABLE = "undecodable"  # the raw PDU is kept for a person to look at
     NOT_TEXT = "not_text"  # status report, WAP push and the like: recorded, never pushed
+    OPERATOR_ANSWER = "operator_answer"  # an operator answering an own-number query: never pushed
 
 
 FINISHED_STATES = (State.DELIVERED, State.DROPPED, State.EXPIRED)
