@@ -22,6 +22,8 @@ __all__ = [
     "parse_cmti",
     "parse_cnum",
     "parse_cops",
+    "parse_cpbr",
+    "parse_cpbs",
     "parse_cpin",
     "parse_cpms",
     "parse_creg",
@@ -258,6 +260,35 @@ def parse_cnum(lines: Sequence[str]) -> str | None:
     if lines and not _prefixed(lines, "+CNUM"):
         raise AtDecodeError(f"+CNUM: unexpected lines {_show(lines)}")
     return None
+
+
+def parse_cpbr(lines: Sequence[str]) -> str | None:
+    """``+CPBR: <index>,"<number>",<type>,"<text>"`` lines -> the first usable number (``+``
+    kept for type 145), ``None`` when no entry holds one. Entries that are not numbers are
+    skipped: a phonebook is user data."""
+    for args in _prefixed(lines, "+CPBR"):
+        parts = _fields(args)
+        if len(parts) < 2:
+            continue
+        number = parts[1].replace(" ", "").replace("-", "")
+        digits = number[1:] if number.startswith("+") else number
+        if not (digits.isascii() and digits.isdigit() and 6 <= len(digits) <= 15):
+            continue
+        if len(parts) >= 3 and parts[2] == "145" and not number.startswith("+"):
+            number = "+" + number
+        return number
+    return None
+
+
+def parse_cpbs(lines: Sequence[str]) -> tuple[str, int, int] | None:
+    """``+CPBS: "ON",1,4`` -> ``("ON", 1, 4)``; ``None`` when used/total are not given."""
+    values = _prefixed(lines, "+CPBS")
+    if not values:
+        return None
+    parts = _fields(values[0])
+    if len(parts) < 3 or not all(p.isascii() and p.isdigit() for p in parts[1:3]):
+        return None
+    return parts[0].upper(), int(parts[1]), int(parts[2])
 
 
 _CPIN = re.compile(r"[A-Z][A-Z0-9 -]{0,20}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -17,8 +17,10 @@ import structlog
 from gateway.config import Config, ModemConfig
 from gateway.health import Check, Level
 from gateway.intake import Intake
+from gateway.inventory.sims import Inventory
 from gateway.metrics import Metrics
 from gateway.sources.modem.device import Modem, ModemStatus
+from gateway.sources.modem.discovery import Discovery
 
 __all__ = ["NO_PHONE_PROBLEM", "ModemBank"]
 
@@ -40,13 +42,24 @@ class ModemBank:
         cfg: Config,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        inventory: Inventory | None = None,
     ) -> None:
         self._intake = intake
         self._cfg = cfg
         self._metrics = metrics
         self._clock = clock
+        queries = cfg.partner.number_query if cfg.partner is not None else ()
         self._modems = [
-            Modem(m, cfg.modems, cfg.sim, intake=intake, metrics=metrics, clock=clock)
+            Modem(
+                m,
+                cfg.modems,
+                cfg.sim,
+                intake=intake,
+                metrics=metrics,
+                clock=clock,
+                inventory=inventory,
+                queries=queries,
+            )
             for m in cfg.modem
         ]
 
@@ -61,6 +74,18 @@ class ModemBank:
 
     async def stop(self) -> None:
         await asyncio.gather(*(m.stop() for m in self._modems))
+
+    async def discover(self, wanted: Sequence[str] = ()) -> dict[str, Discovery]:
+        """Own-number discovery on the modems named or whose port is given (all when
+        ``wanted`` is empty), side by side; by modem name. Unknown names are answered too."""
+        chosen = [m for m in self._modems if not wanted or {m.name, m.config.port} & set(wanted)]
+        results = await asyncio.gather(*(m.discover() for m in chosen))
+        out = {m.name: r for m, r in zip(chosen, results, strict=True)}
+        known = {m.name for m in self._modems} | {m.config.port for m in self._modems}
+        for name in wanted:
+            if name not in known:
+                out[name] = Discovery(None, None, "no [[modem]] with this name or port")
+        return out
 
     def statuses(self) -> list[ModemStatus]:
         return [m.status() for m in self._modems]

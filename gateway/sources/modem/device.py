@@ -17,10 +17,12 @@ from typing import Any
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential_jitter
 
-from gateway.config import ModemConfig, ModemsConfig, SimConfig
+from gateway.config import ModemConfig, ModemsConfig, NumberQueryConfig, SimConfig
 from gateway.errors import DecodeError, StoreUnavailable
 from gateway.intake import Intake
+from gateway.inventory.sims import DISCOVERED, Inventory, Sighting, SimState
 from gateway.metrics import Metrics
+from gateway.outbox.models import Incoming
 from gateway.sources.modem.answers import (
     parse_cmti,
     parse_creg_urc,
@@ -32,12 +34,14 @@ from gateway.sources.modem.channel import (
     LinkClosed,
     Urc,
 )
+from gateway.sources.modem.discovery import Discovery, PendingAnswer, query_for
 from gateway.sources.modem.keys import sim_identity
-from gateway.sources.modem.phones import modem_source, resolve_phone
+from gateway.sources.modem.phones import modem_source, resolve_phone_origin
 from gateway.sources.modem.receiver import Receiver
 from gateway.sources.modem.serial_link import LinkOpenError, open_serial_link
 from gateway.sources.modem.session import Identity, Network, Session, SimNotReady, Storage
 from gateway.sources.modem.tasks import cancel_and_wait
+from gateway.sources.modem.ussd import parse_cusd
 
 __all__ = ["NEARLY_FULL", "Modem", "ModemStatus"]
 
@@ -65,6 +69,7 @@ class ModemStatus:
     maker: str | None = None
     model: str | None = None
     phone: str | None = None  # resolved; None: messages are held until it is known
+    phone_origin: str | None = None  # sim, config, cnum, phonebook, ussd or sms
     registered: bool = False
     registration: int | None = None  # +CREG stat
     operator: str | None = None
@@ -103,7 +108,24 @@ class _Restart:
     reason: str
 
 
-_Work = _Read | _Direct | _Scan | _Restart
+@dataclass(frozen=True)
+class _Discover:
+    """Find the SIM's number (``sims discover``, or at start-up when nothing says it)."""
+
+    waiter: asyncio.Future[Discovery] | None
+
+
+@dataclass(frozen=True)
+class _AskAgain:
+    """The modem refused the USSD code as text: send it packed."""
+
+
+@dataclass(frozen=True)
+class _Found:
+    outcome: Discovery
+
+
+_Work = _Read | _Direct | _Scan | _Restart | _Discover | _AskAgain | _Found
 
 
 class _ModemRestarted(Exception):
@@ -122,10 +144,18 @@ class Modem:
         intake: Intake,
         metrics: Metrics | None = None,
         clock: Clock = time.time,
+        inventory: Inventory | None = None,
+        queries: Sequence[NumberQueryConfig] = (),
     ) -> None:
         self._cfg = cfg
         self._settings = settings
         self._sims = tuple(sims)
+        self._inventory = inventory
+        self._queries = tuple(queries)
+        self._identified = False  # this session has read the SIM's identity
+        self._discovered: dict[str, tuple[str, str]] = {}  # ICCID -> (number, ussd|sms)
+        self._pending: PendingAnswer | None = None
+        self._asked: set[str] = set()  # SIMs asked at start-up in this run (once each)
         self._intake = intake
         self._metrics = metrics
         self._clock = clock
@@ -146,9 +176,10 @@ class Modem:
             log=self._log,
             on_received=lambda: self._set(last_sms_at=self._clock()),
             on_late_phone=lambda: self._release_held(again=True),
+            claim=self._claim_answer,
         )
         self._warned_used: int | None = None
-        self._set(phone=self.phone)
+        self._set(phone=self.phone, phone_origin=self.phone_origin)
 
     # -- public --------------------------------------------------------------------------
 
@@ -167,8 +198,25 @@ class Modem:
     @property
     def phone(self) -> str | None:
         """The SIM's number from the config or the SIM, ``None`` while nothing says it."""
+        found = self._resolved()
+        return found[0] if found else None
+
+    @property
+    def phone_origin(self) -> str | None:
+        found = self._resolved()
+        return found[1] if found else None
+
+    def _resolved(self) -> tuple[str, str] | None:
         i = self._identity
-        return resolve_phone(self._sims, self._cfg, iccid=i.iccid, imsi=i.imsi, cnum=i.cnum)
+        return resolve_phone_origin(
+            self._sims,
+            self._cfg,
+            iccid=i.iccid,
+            imsi=i.imsi,
+            cnum=i.cnum,
+            phonebook=i.phonebook,
+            discovered=self._discovered.get(i.iccid or ""),
+        )
 
     def status(self) -> ModemStatus:
         return self._status
@@ -195,7 +243,9 @@ class Modem:
         becomes known. Port, baudrate and pin changes need a new Modem."""
         self._cfg = cfg
         self._sims = tuple(sims)
-        self._set(phone=self.phone, held_for_no_phone=self._holding())
+        self._set(
+            phone=self.phone, phone_origin=self.phone_origin, held_for_no_phone=self._holding()
+        )
         await self._release_held()
 
     # -- supervision ---------------------------------------------------------------------
@@ -236,6 +286,7 @@ class Modem:
         channel = AtChannel(link, on_urc=self._on_urc)
         channel.start()
         self._work = asyncio.Queue()
+        self._identified = False
         self._set(port_open=True)
         loop = asyncio.get_running_loop()
         serving_since: float | None = None
@@ -252,6 +303,7 @@ class Modem:
             try:
                 await channel.close()
             finally:
+                self._identified = False
                 self._set(port_open=False, sim_ready=False)
 
     def _record(self, exc: Exception) -> None:
@@ -296,6 +348,8 @@ class Modem:
         self._log.info("modem.sim_ready", sim_state=state, pin_entered=bool(pin))
         storage, indications = await session.setup_sms()
         self._identity = await session.identify()
+        self._remember_discovered(self._identity.iccid)
+        self._identified = True
         network = await session.network()
         self._storage_name = storage.name if storage else None
         self._show(self._identity, network, storage)
@@ -318,8 +372,21 @@ class Modem:
                 iccid=self._identity.iccid,
                 hint="messages are held; add a [[sim]] with this ICCID or set phone",
             )
+            sim = self._sim()
+            if sim not in self._asked and query_for(self._queries, self._identity.imsi):
+                self._asked.add(sim)
+                self._work.put_nowait(_Discover(None))  # ask the operator once per run
         self._set(last_error=None)
         await self._release_held()
+
+    def _remember_discovered(self, iccid: str | None) -> None:
+        """A number the operator gave for this ICCID before (this run, or one the inventory
+        kept from an earlier run)."""
+        if not iccid or iccid in self._discovered or self._inventory is None:
+            return
+        known = self._inventory.discovered(iccid)
+        if known is not None:
+            self._discovered[iccid] = known
 
     def _show(self, identity: Identity, network: Network | None, storage: Storage | None) -> None:
         changes: dict[str, Any] = {
@@ -329,6 +396,7 @@ class Modem:
             "maker": identity.maker,
             "model": identity.model,
             "phone": self.phone,
+            "phone_origin": self.phone_origin,
             "held_for_no_phone": self._holding(),
         }
         if network is not None:
@@ -375,6 +443,14 @@ class Modem:
                         next_scan = min(next_scan, now + min(scan_every, _STORE_RETRY))
                 elif isinstance(work, _Direct):
                     await self._receiver.direct(session, work.pdu)
+                elif isinstance(work, _Discover):
+                    await self._start_discovery(session, work.waiter)
+                elif isinstance(work, _AskAgain):
+                    if self._pending is not None and not self._pending.done:
+                        self._pending.packed = True
+                        await self._ask(session, self._pending)
+                elif isinstance(work, _Found):
+                    await self._found(session, work.outcome)
         finally:
             await cancel_and_wait(closed)
 
@@ -444,6 +520,126 @@ class Modem:
                 self._set(registration=stat, registered=stat in (1, 5))
         elif name == "RDY":
             self._work.put_nowait(_Restart("the modem powered up again (RDY)"))
+        elif name == "+CUSD":
+            self._on_cusd(f"+CUSD: {urc.args}")
+
+    # -- own-number discovery ------------------------------------------------------------
+
+    async def discover(self, timeout: float | None = None) -> Discovery:
+        """Find this SIM's number now: what the SIM says (``AT+CNUM``, the own-number
+        phonebook), else the operator's answer to its ``[[partner.number_query]]``. Runs in
+        the modem's own task (the one writer of its port); waits ``timeout`` at most (default:
+        the query's timeout plus a few commands)."""
+        if not self._status.up:
+            reason = self._status.last_error or "not open yet"
+            return Discovery(None, None, f"the modem is not up: {reason}")
+        waiter: asyncio.Future[Discovery] = asyncio.get_running_loop().create_future()
+        self._work.put_nowait(_Discover(waiter))
+        query = query_for(self._queries, self._identity.imsi)
+        bound = timeout or (query.timeout if query else 0.0) + 6 * self._settings.command_timeout
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), bound)
+        except TimeoutError:
+            return Discovery(None, None, f"no result within {bound:g}s")
+
+    async def _start_discovery(
+        self, session: Session, waiter: asyncio.Future[Discovery] | None
+    ) -> None:
+        pending = self._pending
+        if pending is not None and not pending.done:  # one query at a time: wait for it
+            if waiter is not None:
+                _chain(pending.result, waiter)
+            return
+        cnum, phonebook = await session.own_number()
+        self._identity = dataclasses.replace(self._identity, cnum=cnum, phonebook=phonebook)
+        said = cnum or phonebook
+        if said:
+            origin = "cnum" if cnum else "phonebook"
+            outcome = Discovery("".join(c for c in said if c.isdigit()), origin, "the SIM")
+            await self._found(session, outcome)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(outcome)
+            return
+        query = query_for(self._queries, self._identity.imsi)
+        if query is None:
+            outcome = Discovery(
+                None,
+                None,
+                f"the SIM does not say its number and no [[partner.number_query]] matches its"
+                f" network (IMSI {self._identity.imsi or 'unknown'})",
+            )
+            if waiter is not None and not waiter.done():
+                waiter.set_result(outcome)
+            return
+        pending = PendingAnswer(query, packed=query.request == "packed")
+        self._pending = pending
+        if waiter is not None:
+            _chain(pending.result, waiter)
+        timer = asyncio.get_running_loop().call_later(query.timeout, pending.expire)
+        work = self._work
+
+        def resolved(result: asyncio.Future[Discovery]) -> None:
+            timer.cancel()
+            work.put_nowait(_Found(result.result()))
+
+        pending.result.add_done_callback(resolved)
+        self._log.info(
+            "modem.number_query_sent", network=query.network, code=query.code, answer=query.answer
+        )
+        await self._ask(session, pending)
+
+    async def _ask(self, session: Session, pending: PendingAnswer) -> None:
+        try:
+            answer = await session.send_ussd(pending.query.code, packed=pending.packed)
+        except ValueError as exc:
+            pending.finish(Discovery(None, None, str(exc)))
+            return
+        except AtError as exc:
+            if not pending.packed and pending.query.request == "auto":
+                pending.packed = True  # some modems take the code only GSM-7 packed
+                await self._ask(session, pending)
+                return
+            pending.finish(Discovery(None, None, f"the modem refused the USSD request: {exc}"))
+            return
+        for line in answer.lines:
+            if line.upper().startswith("+CUSD"):
+                self._on_cusd(line)
+
+    def _on_cusd(self, line: str) -> None:
+        pending = self._pending
+        if pending is None or pending.done:
+            self._log.info("modem.ussd_unexpected", line=line[:200])
+            return
+        try:
+            reply = parse_cusd(line)
+        except DecodeError as exc:
+            pending.finish(Discovery(None, None, f"unreadable USSD answer: {exc}"))
+            return
+        if pending.on_cusd(reply) == "retry_packed":
+            self._work.put_nowait(_AskAgain())
+
+    def _claim_answer(self, item: Incoming) -> Incoming | None:
+        pending = self._pending
+        return pending.claim(item) if pending is not None else None
+
+    async def _found(self, session: Session, outcome: Discovery) -> None:
+        if outcome.phone is None:
+            self._log.warning("modem.number_not_found", detail=outcome.detail)
+            return
+        if outcome.origin in DISCOVERED and self._identity.iccid:
+            assert outcome.origin is not None
+            self._discovered[self._identity.iccid] = (outcome.phone, outcome.origin)
+        self._log.info(
+            "modem.number_found",
+            number=outcome.phone,
+            origin=outcome.origin,
+            used=self.phone,
+            used_origin=self.phone_origin,
+        )
+        self._set(
+            phone=self.phone, phone_origin=self.phone_origin, held_for_no_phone=self._holding()
+        )
+        await self._release_held()
 
     # -- state ---------------------------------------------------------------------------
 
@@ -467,7 +663,7 @@ class Modem:
                 self._log.warning("modem.release_failed", phone=phone, error=str(exc))
                 return
             self._released_for = phone
-        self._set(phone=phone, held_for_no_phone=False)
+        self._set(phone=phone, phone_origin=self.phone_origin, held_for_no_phone=False)
         if released:
             self._log.info(
                 "modem.held_released", phone=phone, sms_ids=released, count=len(released)
@@ -480,3 +676,46 @@ class Modem:
             self._metrics.modem_up.labels(status.name).set(1 if status.up else 0)
             if status.signal_dbm is not None:
                 self._metrics.modem_signal.labels(status.name).set(status.signal_dbm)
+        if self._inventory is not None:
+            self._report(status)
+
+    def _report(self, status: ModemStatus) -> None:
+        """Tell the inventory what this modem's SIM is now (a closed or restarting port: gone)."""
+        assert self._inventory is not None
+        sim_trouble = status.sim_state not in (None, "READY") and not status.sim_ready
+        if not status.port_open or not (self._identified or sim_trouble):
+            self._inventory.gone(self.source, self.name)
+            return
+        if sim_trouble:
+            state = SimState.ABSENT if status.sim_state == "NOT INSERTED" else SimState.SIM_ERROR
+        elif not status.registered:
+            state = SimState.NOT_REGISTERED
+        elif status.signal_dbm is None:
+            state = SimState.NO_SIGNAL
+        else:
+            state = SimState.READY
+        i = self._identity
+        self._inventory.report(
+            Sighting(
+                source=self.source,
+                location=self.name,
+                state=state,
+                iccid=i.iccid,
+                imsi=i.imsi,
+                phone=status.phone or "",
+                phone_origin=status.phone_origin,
+                signal=status.signal_dbm,
+                network_name=status.operator or "",
+                last_sms=status.last_sms_at,
+            )
+        )
+
+
+def _chain(source: asyncio.Future[Discovery], target: asyncio.Future[Discovery]) -> None:
+    """Resolve ``target`` with ``source``'s result once it has one."""
+
+    def copy(done: asyncio.Future[Discovery]) -> None:
+        if not target.done() and not done.cancelled():
+            target.set_result(done.result())
+
+    source.add_done_callback(copy)

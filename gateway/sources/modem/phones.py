@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from gateway.config import ModemConfig, SimConfig
 from gateway.sources.sim_match import normalise_iccid, phone_for
 
-__all__ = ["modem_source", "normalise_iccid", "resolve_phone"]
+__all__ = ["modem_source", "normalise_iccid", "resolve_phone", "resolve_phone_origin"]
 
 
 def modem_source(modem: ModemConfig) -> str:
@@ -33,11 +33,31 @@ def resolve_phone(
     name), then the modem's own ``phone`` key, then what the SIM itself reports (``AT+CNUM``,
     often empty or stale, hence last).
     """
+    found = resolve_phone_origin(sims, modem, iccid=iccid, imsi=imsi, cnum=cnum)
+    return found[0] if found else None
+
+
+def resolve_phone_origin(
+    sims: Sequence[SimConfig],
+    modem: ModemConfig,
+    *,
+    iccid: str | None,
+    imsi: str | None,
+    cnum: str | None,
+    phonebook: str | None = None,
+    discovered: tuple[str, str] | None = None,
+) -> tuple[str, str] | None:
+    """The number and where it came from (``sim``, ``config``, ``cnum``, ``phonebook``, or a
+    discovered one's ``ussd``/``sms``): what the config says first, then what the SIM says,
+    then what the operator said when asked (remembered by ICCID across restarts)."""
     matched = phone_for(sims, source=modem_source(modem), port=modem.port, imsi=imsi, iccid=iccid)
     if matched:
-        return matched
+        return matched, "sim"
     if _digits(modem.phone):
-        return _digits(modem.phone)
-    if cnum:
-        return _digits(cnum) or None
+        return _digits(modem.phone), "config"
+    for value, origin in ((cnum, "cnum"), (phonebook, "phonebook")):
+        if value and _digits(value):
+            return _digits(value), origin
+    if discovered is not None and _digits(discovered[0]):
+        return _digits(discovered[0]), discovered[1]
     return None

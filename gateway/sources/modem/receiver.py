@@ -40,6 +40,7 @@ class Receiver:
         log: Any,
         on_received: Callable[[], None],
         on_late_phone: Callable[[], Awaitable[None]],
+        claim: Callable[[Incoming], Incoming | None] | None = None,
     ) -> None:
         self._intake = intake
         self._source = source
@@ -48,6 +49,8 @@ class Receiver:
         self._log = log
         self._on_received = on_received
         self._on_late_phone = on_late_phone
+        # An own-number query's answer SMS: taken as the held form this returns (never pushed).
+        self._claim = claim
         # (sim, slot, PDU hash) -> how many times we took that exact PDU from that slot.
         self._emptied: OrderedDict[str, int] = OrderedDict()
 
@@ -96,7 +99,10 @@ class Receiver:
             occurrence=self._emptied.get(seen, 0) + 1,
         )
         try:
-            sms_id = await self._commit(to_item(pdu, where), index)
+            item = to_item(pdu, where)
+            if self._claim is not None and isinstance(item, Incoming):
+                item = self._claim(item) or item
+            sms_id = await self._commit(item, index)
         except StoreUnavailable as exc:
             self._log.warning("modem.store_unavailable", index=index, error=str(exc))
             return False

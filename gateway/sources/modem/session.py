@@ -25,6 +25,8 @@ from gateway.sources.modem.answers import (
     parse_cmgr,
     parse_cnum,
     parse_cops,
+    parse_cpbr,
+    parse_cpbs,
     parse_cpin,
     parse_cpms,
     parse_creg,
@@ -40,6 +42,7 @@ from gateway.sources.modem.channel import (
     AtResponse,
     AtTimeout,
 )
+from gateway.sources.modem.ussd import pack_request
 
 __all__ = [
     "CNMI_VARIANTS",
@@ -68,6 +71,9 @@ _SIM_HINTS = {
     "NOT INSERTED": "no SIM in this modem",
 }
 _RESET_TIMEOUT = 2.0
+_PHONEBOOK_ENTRIES = 10  # own-number entries read at most (AT+CPBR=1,n)
+#: What a USSD code may hold: it goes into a quoted AT argument.
+USSD_CODE = frozenset("0123456789*#+")
 
 
 class SimNotReady(GatewayError):
@@ -91,6 +97,7 @@ class Identity:
     iccid: str | None = None
     imsi: str | None = None
     cnum: str | None = None
+    phonebook: str | None = None  # the own-number phonebook (AT+CPBS="ON"), read without CNUM
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -100,6 +107,7 @@ class Identity:
             "iccid": self.iccid,
             "imsi": self.imsi,
             "cnum": self.cnum,
+            "phonebook": self.phonebook,
         }
 
 
@@ -251,16 +259,50 @@ class Session:
         return storage, indications
 
     async def identify(self) -> Identity:
-        """Maker, model, IMEI, ICCID, IMSI and own number, each ``None`` if not given."""
+        """Maker, model, IMEI, ICCID, IMSI and own number (``AT+CNUM``, else the own-number
+        phonebook), each ``None`` if not given."""
         maker = await self._value("AT+CGMI", parse_cgmi)
-        return Identity(
-            maker=maker,
-            model=await self._value("AT+CGMM", parse_cgmm),
-            imei=await self._value("AT+CGSN", parse_cgsn),
-            iccid=await self.iccid(maker),
-            imsi=await self._value("AT+CIMI", parse_cimi),
-            cnum=await self._value("AT+CNUM", parse_cnum),
-        )
+        model = await self._value("AT+CGMM", parse_cgmm)
+        imei = await self._value("AT+CGSN", parse_cgsn)
+        iccid = await self.iccid(maker)
+        imsi = await self._value("AT+CIMI", parse_cimi)
+        cnum, phonebook = await self.own_number()
+        return Identity(maker, model, imei, iccid, imsi, cnum, phonebook)
+
+    async def own_number(self) -> tuple[str | None, str | None]:
+        """What the SIM says its number is: ``(AT+CNUM, own-number phonebook)``; the
+        phonebook is read only when ``AT+CNUM`` gives nothing."""
+        cnum = await self._value("AT+CNUM", parse_cnum)
+        return cnum, (None if cnum else await self.phonebook_number())
+
+    async def phonebook_number(self) -> str | None:
+        """The first number in the SIM's own-number phonebook: ``AT+CPBS="ON"``, then
+        ``AT+CPBR=1,n`` (n: the entries it says it has, at most 10). ``None`` when the modem
+        has no such phonebook or it is empty."""
+        if await self.optional('AT+CPBS="ON"') is None:
+            return None
+        size = _PHONEBOOK_ENTRIES
+        state = await self.optional("AT+CPBS?")
+        if state is not None:
+            found = parse_cpbs(state.lines)
+            if found is not None:
+                if found[0] != "ON" or found[1] == 0:
+                    return None
+                size = max(1, min(found[2], _PHONEBOOK_ENTRIES))
+        return await self._value(f"AT+CPBR=1,{size}", parse_cpbr)
+
+    async def send_ussd(self, code: str, *, packed: bool) -> AtResponse:
+        """``AT+CUSD=1,"<code>",15``, the code as text or GSM-7 packed hex. The reply comes
+        as a ``+CUSD`` line in the answer or, on most modems, as a URC after ``OK``. ValueError
+        for a code that is not digits, ``*``, ``#`` and ``+``."""
+        if not code or not set(code) <= USSD_CODE:
+            raise ValueError(f"USSD code {code!r}: only digits, *, # and + are sent")
+        arg = pack_request(code) if packed else code
+        return await self.run(f'AT+CUSD=1,"{arg}",15', answers=("+CUSD",))
+
+    async def end_ussd(self) -> None:
+        """``AT+CUSD=2``: close a session the network left open (``+CUSD: 1``)."""
+        await self.optional("AT+CUSD=2")
 
     async def iccid(self, maker: str | None = None) -> str | None:
         """Try each maker's ICCID command (this maker's first) until one gives an ICCID."""
