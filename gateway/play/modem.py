@@ -7,9 +7,20 @@ run in one process (each holds two file descriptors and a few callbacks).
 It speaks PDU-mode AT like a real modem: echo on at power-up until ``ATE0``; ``AT``, ``ATZ``,
 ``ATI``, ``AT+CMEE``, ``AT+CPIN``, ``AT+CMGF``, ``AT+CPMS``, ``AT+CNMI``, ``AT+CGMI/CGMM/CGMR/
 CGSN``, ``AT+CIMI``, the maker's ICCID command (see :data:`PROFILES`), ``AT+CNUM``, ``AT+CREG``,
-``AT+COPS?``, ``AT+CSQ``, ``AT+CFUN``, ``AT+CMGL``, ``AT+CMGR``, ``AT+CMGD``, ``AT+CMGS``;
-``;``-joined commands; anything else answers ``ERROR``. Errors follow ``AT+CMEE`` (0: ``ERROR``,
-1: ``+CME ERROR: 16``, 2: ``+CME ERROR: incorrect password``).
+``AT+COPS?``, ``AT+CSQ``, ``AT+CFUN``, ``AT+CMGL``, ``AT+CMGR``, ``AT+CMGD``, ``AT+CMGS``,
+``AT+CPBS``/``AT+CPBR`` (the ``"ON"`` own-number phonebook from ``own_numbers``), ``AT+CUSD``;
+``;``-joined commands; anything else answers ``ERROR``.
+
+USSD (``AT+CUSD=1,"<code>",<dcs>``): ``OK`` first, then the reply as a ``+CUSD`` URC, as most
+modems do. :attr:`FakeModem.ussd` maps a code to a :class:`UssdAnswer`: the reply text and its
+form (``"text"``: ``+CUSD: 0,"<text>",15``; ``"ucs2"``: UCS-2 hex with dcs 72; ``"packed"``:
+GSM-7 packed hex with dcs 15), and optionally an SMS the operator sends a moment later (sender,
+text: the "answer by SMS" operators). A code it does not know gets ``+CUSD: 2`` (terminated).
+A profile with ``ussd_packed_only`` (``"huawei-e1550"``) answers ``ERROR`` to a code sent as
+text and takes only the packed form (``AT+CUSD=1,"AA180C3602",15``).
+
+Errors follow ``AT+CMEE`` (0: ``ERROR``, 1: ``+CME ERROR: 16``, 2: ``+CME ERROR: incorrect
+password``).
 
 Fault rules, chosen to look like real hardware:
 
@@ -43,7 +54,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["PROFILES", "FakeModem", "Profile"]
+from gateway.play.pdu import encode_deliver
+from gateway.sources.modem.pdu import gsm7_decode, gsm7_encode, pack_septets, unpack_septets
+
+__all__ = ["NETWORKS", "PROFILES", "FakeModem", "Profile", "UssdAnswer", "sim_identity"]
 
 _MAX_INPUT_LINE = 4096
 _MAX_OUTPUT = 1 << 20
@@ -74,6 +88,17 @@ class Profile:
     first_index: int = 1
     banner: tuple[str, ...] = ()
     unlock_urcs: tuple[str, ...] = ()
+    ussd_packed_only: bool = False  # the USSD code only as GSM-7 packed hex (older Huawei)
+
+
+@dataclass(frozen=True, slots=True)
+class UssdAnswer:
+    """What the network answers a USSD code (see the module docstring)."""
+
+    text: str
+    form: str = "text"  # "text", "ucs2" or "packed"
+    sms_from: str | None = None  # set: the operator also sends this SMS ...
+    sms_text: str = ""  # ... with this text
 
 
 PROFILES: dict[str, Profile] = {
@@ -118,6 +143,18 @@ PROFILES: dict[str, Profile] = {
         banner=("+WIND: 13", "+WIND: 1", "+WIND: 7", "+WIND: 4"),
         unlock_urcs=("+WIND: 4",),
     ),
+    "huawei-e1550": Profile(
+        "huawei-e1550",
+        "huawei",
+        "E1550",
+        "11.608.13.02.00",
+        iccid={"AT^ICCID?": "^ICCID: "},
+        iccid_swapped=True,
+        first_index=0,
+        banner=("^BOOT:20352311,0,0,0,75", "^RSSI:18", "^SIMST:1"),
+        unlock_urcs=("^SIMST:1",),
+        ussd_packed_only=True,
+    ),
     "telit": Profile(
         "telit",
         "Telit",
@@ -130,6 +167,30 @@ PROFILES: dict[str, Profile] = {
         unlock_urcs=("#QSS: 1",),
     ),
 }
+
+#: Home networks (MCC+MNC, the IMSI's first digits) and the name each broadcasts (AT+COPS),
+#: for simulated SIMs of several countries and operators.
+NETWORKS: tuple[tuple[str, str], ...] = (
+    ("25001", "MTS RUS"),
+    ("25002", "MegaFon"),
+    ("25099", "Beeline"),
+    ("26201", "Telekom.de"),
+    ("310260", "T-Mobile"),
+    ("23415", "vodafone UK"),
+)
+
+
+def sim_identity(i: int, network: int | None = None) -> dict[str, str]:
+    """Keyword arguments for the ``i``-th simulated SIM: its own IMEI, ICCID and an IMSI of
+    ``NETWORKS[network]`` (by default they take turns), with that network's name."""
+    mccmnc, name = NETWORKS[(i if network is None else network) % len(NETWORKS)]
+    return {
+        "imei": f"8661230{i:08d}",
+        "iccid": f"89701991234{i:08d}",
+        "imsi": (mccmnc + f"{i:010d}")[:15],
+        "operator": name,
+    }
+
 
 _CME_TEXT = {
     3: "operation not allowed",
@@ -198,6 +259,25 @@ def _swap_nibbles(digits: str) -> str:
     return "".join(digits[i + 1] + digits[i] for i in range(0, len(digits), 2))
 
 
+def _unpack_request(packed: str) -> str:
+    data = bytes.fromhex(packed)
+    septets = unpack_septets(data, len(data) * 8 // 7)
+    if len(data) * 8 % 7 == 0 and septets and septets[-1] == 0x0D:
+        septets.pop()
+    return gsm7_decode(septets)
+
+
+def _cusd_line(answer: UssdAnswer) -> str:
+    if answer.form == "ucs2":
+        return f'+CUSD: 0,"{answer.text.encode("utf-16-be").hex().upper()}",72'
+    if answer.form == "packed":
+        septets = gsm7_encode(answer.text)
+        if len(septets) % 8 == 7:
+            septets.append(0x0D)
+        return f'+CUSD: 0,"{pack_septets(septets).hex().upper()}",15'
+    return f'+CUSD: 0,"{answer.text}",15'
+
+
 def _check_pdu(pdu_hex: str) -> str:
     pdu = pdu_hex.strip().upper()
     if not _HEX.fullmatch(pdu):
@@ -227,6 +307,8 @@ class FakeModem:
         link_dir: str | os.PathLike[str] | None = None,
         link_name: str | None = None,
         boot_banner: bool = False,
+        own_numbers: list[str] | None = None,
+        ussd: dict[str, UssdAnswer] | None = None,
     ) -> None:
         self.profile = PROFILES[profile] if isinstance(profile, str) else profile
         self.pin = pin
@@ -239,6 +321,12 @@ class FakeModem:
         self.rssi = rssi
         self.registration = registration
         self.boot_banner = boot_banner
+        #: The SIM's own-number phonebook ("ON"), read with AT+CPBS="ON" and AT+CPBR.
+        self.own_numbers: list[str] = list(own_numbers or [])
+        #: USSD code -> the network's answer.
+        self.ussd: dict[str, UssdAnswer] = dict(ussd or {})
+        #: USSD codes received, decoded (packed ones unpacked).
+        self.ussd_asked: list[str] = []
         #: Time in seconds before every answer (see module docstring).
         self.slow = 0.0
         #: Every command line received, as received (stripped), including while silent.
@@ -287,6 +375,7 @@ class FakeModem:
         self._pin_locked = False
         self._cfun = 1
         self._creg_n = 0
+        self._cpbs = "SM"
         self._power_up()
 
     # -- public: lifecycle -----------------------------------------------------------------
@@ -966,6 +1055,66 @@ class FakeModem:
         self._pdu_input = bytearray()
         return []
 
+    def _h_cpbs(self, form: str, args: list[str], urcs: list[str]) -> list[str]:
+        if form == "query":
+            used = len(self.own_numbers) if self._cpbs == "ON" else 0
+            return [f'+CPBS: "{self._cpbs}",{used},4']
+        if form == "test":
+            return ['+CPBS: ("SM","ON")']
+        if form == "set" and args:
+            self._need_sim(sms=False)
+            if args[0].upper() not in ("SM", "ON"):
+                raise _Reply(self._cme(3))
+            self._cpbs = args[0].upper()
+            return []
+        raise _Reply("ERROR")
+
+    def _h_cpbr(self, form: str, args: list[str], urcs: list[str]) -> list[str]:
+        if form == "test":
+            return ["+CPBR: (1-4),40,16"]
+        if form != "set":
+            raise _Reply("ERROR")
+        self._need_sim(sms=False)
+        first = self._int_arg(args, 0, 1, 4)
+        last = self._int_arg(args, 1, first, 4) if len(args) > 1 else first
+        if self._cpbs != "ON":
+            return []
+        out = []
+        for i in range(first, last + 1):
+            if i <= len(self.own_numbers):
+                number = self.own_numbers[i - 1]
+                kind = 145 if number.startswith("+") else 129
+                out.append(f'+CPBR: {i},"{number}",{kind},"Own number"')
+        return out
+
+    def _h_cusd(self, form: str, args: list[str], urcs: list[str]) -> list[str]:
+        if form == "test":
+            return ["+CUSD: (0-2)"]
+        if form == "query":
+            return ["+CUSD: 1"]
+        if form != "set" or not args:
+            raise _Reply("ERROR")
+        if args[0] == "2" or len(args) < 2:
+            return []
+        raw = args[1]
+        code = raw
+        if self.profile.ussd_packed_only or not (set(raw) <= set("0123456789*#+")):
+            if not _HEX.fullmatch(raw):
+                raise _Reply(self._cme(100))  # a code as text: this firmware wants it packed
+            code = _unpack_request(raw)
+        self._need_sim(sms=False)
+        self.ussd_asked.append(code)
+        answer = self.ussd.get(code)
+        if answer is None:
+            urcs.append("+CUSD: 2")
+            return []
+        urcs.append(_cusd_line(answer))
+        if answer.sms_from is not None:
+            assert self._loop is not None
+            pdu = encode_deliver(answer.sms_from, answer.sms_text)
+            self._loop.call_later(0.05, self.deliver, pdu)
+        return []
+
     _HANDLERS: dict[str, Callable[[FakeModem, str, list[str], list[str]], list[str]]] = {
         "+CMEE": _h_cmee,
         "+CPIN": _h_cpin,
@@ -986,6 +1135,9 @@ class FakeModem:
         "+CMGR": _h_cmgr,
         "+CMGD": _h_cmgd,
         "+CMGS": _h_cmgs,
+        "+CPBS": _h_cpbs,
+        "+CPBR": _h_cpbr,
+        "+CUSD": _h_cusd,
     }
 
     # -- state -----------------------------------------------------------------------------
