@@ -13,7 +13,7 @@ from typing import Any
 from gateway.cli import render
 from gateway.config import Config
 from gateway.errors import DecodeError, GatewayError, StoreUnavailable, UsageError
-from gateway.fields import FieldError
+from gateway.fields import FieldError, checked_incoming
 from gateway.http.ingest import parse_body
 from gateway.intake import Intake
 from gateway.outbox import Attempt, Drop, Incoming, Message, Outbox, State
@@ -214,18 +214,30 @@ def show_text(m: Message, attempts: Sequence[Attempt]) -> str:
 
 def ingest_items(args: argparse.Namespace, cfg: Config, now: float) -> list[Incoming]:
     """What `ingest` was given, checked; UsageError (exit 2) names what is wrong."""
+    names: dict[str, str] = {}
     try:
         if args.gammu:
-            from gateway.sources.gammu import messages_from_gammu
+            from gateway.sources.gammu import FIELD_NAMES, messages_from_gammu
 
+            names = FIELD_NAMES
             items = messages_from_gammu(os.environ, args.files, cfg.gammu, args.phone, now)
         elif args.smstools:
-            from gateway.sources.smstools import message_from_smstools, read_message_file
+            from gateway.sources.smstools import (
+                FIELD_NAMES,
+                message_from_smstools,
+                read_message_file,
+            )
 
+            names = FIELD_NAMES
             data = read_message_file(args.smstools)
             items = [message_from_smstools(data, cfg.smstools, args.phone, now, args.smstools)]
         else:
+            names = {"phone": "--phone", "phone_from": "--from", "text": "--text"}
             items = [_plain_item(args, now)]
+        for item in items:  # the field rules Intake applies, before the store is opened
+            checked_incoming(item, now)
+    except FieldError as e:  # bad input, never a store fault: the hook must not retry it
+        raise UsageError(f"ingest: {names.get(e.field, e.field)}: {e.problem}") from None
     except DecodeError as e:
         raise UsageError(f"ingest: {e}") from None
     except OSError as e:
@@ -240,6 +252,9 @@ async def ingest(outbox: Outbox, items: list[Incoming]) -> int:
     except StoreUnavailable as e:
         print(f"sms-gateway: not committed: {e}", file=sys.stderr)
         return 1
+    except FieldError as e:  # checked before the store was opened; a usage error all the same
+        print(f"sms-gateway: ingest: {e}", file=sys.stderr)
+        return 2
     for a in accepted:
         print(a.sms_id)
     return 0

@@ -21,11 +21,14 @@ from gateway.outbox.models import Hold, Incoming
 from gateway.sources.dedup import digest
 from gateway.sources.hookfile import read_spool_file
 
-__all__ = ["SOURCE", "messages_from_gammu"]
+__all__ = ["FIELD_NAMES", "SOURCE", "messages_from_gammu"]
 
 SOURCE = "gammu"
 MAX_MESSAGES = 255  # parts of one concatenated SMS at most
 MAX_FILE = 64 * 1024
+# What the hook's user knows a refused field as (`ingest` names it so); the rules are
+# gateway.fields'.
+FIELD_NAMES = {"phone_from": "SMS_1_NUMBER (the sender)", "phone": "--phone"}
 _INBOX_NAME = re.compile(r"^IN(\d{8}_\d{6})_\d{2}_(.*)_\d{2}\.(txt|bin)$")
 _BACKUP_TEXT = re.compile(r"^Text\d+\s*=\s*([0-9A-Fa-f]*)\s*$", re.MULTILINE)
 

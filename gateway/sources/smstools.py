@@ -19,11 +19,14 @@ from gateway.sources.dedup import digest
 from gateway.sources.hookfile import read_spool_file
 from gateway.sources.modem.pdu import gsm7_decode
 
-__all__ = ["SOURCE", "message_from_smstools", "read_message_file"]
+__all__ = ["FIELD_NAMES", "SOURCE", "message_from_smstools", "read_message_file"]
 
 SOURCE = "smstools"
 MAX_FILE = 256 * 1024
 DATE_FORMAT = "%y-%m-%d %H:%M:%S"  # smstools' default datetime_format, this host's time
+# What the hook's user knows a refused field as (`ingest` names it so); the rules are
+# gateway.fields'.
+FIELD_NAMES = {"phone_from": "From", "phone": "--phone"}
 _YES = ("yes", "true", "on", "1")
 
 

@@ -8,6 +8,8 @@ Fixed cases follow gammu-smsd-run(7) (https://docs.gammu.org/smsd/run.html) and 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -328,3 +330,38 @@ def test_unicode_file_parts_are_cut_to_the_length_the_environment_gives(tmp_path
     for env in (utf8, c_locale):
         (m,) = messages_from_gammu(env, names, CFG, None, NOW)
         assert m.text == "Первая часть и вторая"
+
+
+# -- the hook as gammu-smsd runs it -------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_hook(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``sms-gateway ingest --gammu`` in a subprocess with gammu's environment, bounded."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        '[upstream]\nurl = "http://127.0.0.1:9/push"\napi_key = "k"\n'
+        f'[store]\npath = "{tmp_path / "outbox.sqlite3"}"\n',
+        encoding="utf-8",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "ingest", "-c", str(config), "--gammu", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_field_the_rules_refuse_is_a_usage_error_naming_it(tmp_path: Path) -> None:
+    """A sender longer than the field rules take: exit 2 (gammu-smsd keeps the file, and a
+    person must look), not 1 (a store failure worth retrying), and the store is not touched."""
+    env = {**SINGLE, "SMS_1_NUMBER": "+7" + "9" * 300}
+    done = run_hook(tmp_path, env, "--phone", "79001234567")
+    assert done.returncode == 2, done.stderr
+    assert "SMS_1_NUMBER" in done.stderr and "longer than 256 characters" in done.stderr
+    assert not (tmp_path / "outbox.sqlite3").exists()
+    assert run_hook(tmp_path, SINGLE, "--phone", "79001234567").returncode == 0

@@ -282,3 +282,13 @@ def test_a_spool_directory_reached_through_a_link_is_fine(tmp_path: Path) -> Non
     (tmp_path / "incoming").symlink_to(real)
     data = read_message_file(str(tmp_path / "incoming" / "GSM1.AbCdEf"))
     assert message_from_smstools(data, CFG, None, NOW, "GSM1.AbCdEf").text.startswith("This is")
+
+
+def test_a_field_the_rules_refuse_is_a_usage_error_naming_it(tmp_path: Path) -> None:
+    """A From header longer than the field rules take: exit 2 naming it, not 1, store untouched."""
+    name = tmp_path / "GSM1.long"
+    name.write_bytes(b"From: " + b"7" * 300 + b"\nAlphabet: ISO\n\nhello")
+    status, stderr = ingest_smstools(tmp_path, str(name))
+    assert status == 2, stderr
+    assert "From" in stderr and "longer than 256 characters" in stderr
+    assert not (tmp_path / "outbox.sqlite3").exists()
