@@ -267,7 +267,10 @@ async def test_the_token_guards_page_and_json(aiohttp_client: Any, parts: Parts)
             async with client.get(path, headers=headers) as resp:
                 body = await resp.text()
                 assert resp.status == 401, (path, headers)
-                assert resp.headers["WWW-Authenticate"].startswith("Basic ")
+                if "json" in path:  # the page answers with its login form instead
+                    assert resp.headers["WWW-Authenticate"].startswith("Basic ")
+                else:
+                    assert 'action="/login"' in body
                 assert "m-ready" not in body and PHONE not in body and TOKEN not in body
         async with client.get(path, headers=basic("anyone", TOKEN)) as resp:
             assert resp.status == 200

@@ -104,14 +104,16 @@ class StatusPage:
         return False
 
     def _refused(self, *, html: bool) -> web.Response:
-        headers = {**_HEADERS, "WWW-Authenticate": _REALM}
         if html:
+            # The login form, without a Basic challenge: a browser would cover the form with
+            # its own dialog. Basic works all the same when the client sends it unasked.
             return web.Response(
                 text=login_page(failed=False),
                 status=401,
                 content_type="text/html",
-                headers=headers,
+                headers=_HEADERS,
             )
+        headers = {**_HEADERS, "WWW-Authenticate": _REALM}
         return json_response(
             {"error": "the status page needs http.status_token: HTTP basic (any user) or /login"},
             status=401,

@@ -117,12 +117,14 @@ def _row(**fields: Any) -> dict[str, Any]:
 
 
 def modem_row(s: ModemStatus, now: float) -> dict[str, Any]:
+    state = modem_state(s)
+    signal = s.signal_dbm if s.port_open else None  # the last reading is not today's signal
     return _row(
         id=shown(s.name),
         kind="modem",
-        state=modem_state(s),
-        signal_dbm=s.signal_dbm,
-        bars=bars(s.signal_dbm),
+        state=state,
+        signal_dbm=signal,
+        bars=bars(signal),
         operator=shown(s.operator),
         phone=shown(s.phone),
         iccid_tail=_tail(s.iccid),
