@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from gateway import __version__, config
+from gateway.activity import Activity
 from gateway.config import Config
 from gateway.delivery import DeliveryWorker
 from gateway.errors import ConfigError, GatewayError, StoreError
@@ -22,6 +23,7 @@ from gateway.health import Health
 from gateway.housekeeper import Housekeeper
 from gateway.http import HttpServer
 from gateway.http.guard import FD_RESERVE, connection_cap
+from gateway.http.status import SnapshotSources, StatusPage
 from gateway.intake import Intake
 from gateway.metrics import Metrics
 from gateway.outbox import Outbox
@@ -61,6 +63,7 @@ class Components:
     modems: ModemBank
     peers: PeerSources
     partner: PartnerService | None = None  # [partner] on: Onlinesim's calls on their listener
+    activity: Activity | None = None  # the status page's last hour, sampled from the metrics
 
 
 def lock_store(path: str) -> int:
@@ -128,6 +131,19 @@ def build(cfg: Config, outbox: Outbox) -> Components:
             max_connections=partner_connection_cap(cfg, http_cap),
         )
         health.add_check("partner", partner.health_check)
+    activity = Activity(metrics)
+    status_page = StatusPage(
+        SnapshotSources(
+            health=health,
+            outbox=outbox,
+            activity=activity,
+            modems=modems.statuses,
+            boxes=peers.health_checks,
+            partner=(lambda: partner.desk) if partner is not None else (lambda: None),
+            show_text=cfg.http.status_show_text,
+        ),
+        token=cfg.http.status_token,
+    )
     http = HttpServer(
         host=cfg.http.host,
         port=cfg.http.port,
@@ -141,10 +157,10 @@ def build(cfg: Config, outbox: Outbox) -> Components:
         request_timeout=cfg.http.request_timeout,
         keepalive_timeout=cfg.http.keepalive_timeout,
         max_connections=http_cap,
-        extra_routes=peers.routes(),
+        extra_routes=[*peers.routes(), *status_page.routes()],
     )
     return Components(
-        outbox, metrics, intake, worker, housekeeper, health, http, modems, peers, partner
+        outbox, metrics, intake, worker, housekeeper, health, http, modems, peers, partner, activity
     )
 
 
@@ -191,6 +207,8 @@ class Daemon:
     async def _start_parts(self, p: Components) -> None:
         await p.worker.start()
         await p.housekeeper.start()
+        if p.activity is not None:
+            await p.activity.start()
         p.modems.start()
         await p.peers.start()
         if p.partner is not None:  # after the store: the desk loads from it
@@ -220,6 +238,8 @@ class Daemon:
         await p.modems.stop()
         await p.worker.stop(grace=PUSH_GRACE)
         await p.housekeeper.stop()
+        if p.activity is not None:
+            await p.activity.stop()
         await p.http.stop()
         await p.outbox.close()
         self._unlock()
