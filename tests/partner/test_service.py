@@ -19,6 +19,7 @@ import trustme
 
 from gateway.config import PartnerConfig
 from gateway.health import Level
+from gateway.inventory.sims import Inventory, Sighting, SimState
 from gateway.metrics import Metrics
 from gateway.outbox import Outbox
 from gateway.outbox.partner import ActivationState, SimRecord
@@ -344,3 +345,31 @@ def test_a_wildcard_listen_is_reached_on_loopback() -> None:
     assert local_address("0.0.0.0:8443") == ("127.0.0.1", 8443)
     assert local_address("[::]:8443") == ("::1", 8443)
     assert local_address("10.1.2.3:9") == ("10.1.2.3", 9)
+
+
+async def test_the_real_inventory_feeds_the_desk_and_a_lost_port_leaves_the_count(
+    make: Factory,
+) -> None:
+    service = await make(sims=0)
+    inventory = Inventory(names={"250": "russia", "250-01": "mts"})
+    inventory.on_change(service.on_inventory)
+    for i in range(3):
+        inventory.report(
+            Sighting(
+                source=f"modem:m{i}",
+                location=f"m{i}",
+                state=SimState.READY,
+                iccid=f"897010000000000000{i}",
+                imsi=f"25001000000000{i}",
+                phone=f"7900000000{i}",
+            )
+        )
+    _, services = await post(url(service, "/getServices"), {"key": KEY})
+    assert services["countryList"] == [
+        {"country": "russia", "operatorMap": {"any": {"vk": 3, "wa": 3}, "mts": {"vk": 3, "wa": 3}}}
+    ]
+    inventory.gone("modem:m0", "m0")  # the port is lost: its SIM is no longer offered
+    _, services = await post(url(service, "/getServices"), {"key": KEY})
+    assert services["countryList"][0]["operatorMap"]["any"] == {"vk": 2, "wa": 2}
+    _, got = await post(url(service, "/getNumber"), {**ORDER, "key": KEY})
+    assert got["status"] == "SUCCESS" and got["number"] != 79000000000
