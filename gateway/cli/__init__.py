@@ -135,6 +135,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="requests per second before 429 TOO_MANY_ATTEMPTS (0: no limit)",
     )
     p.add_argument("--quiet", action="store_true", help="log warnings only, not every push")
+    p.add_argument(
+        "--partner-url",
+        metavar="URL",
+        help="also play Onlinesim toward this partner API ([partner] listen, e.g."
+        " http://127.0.0.1:8081): GET_SERVICES, GET_NUMBER, FINISH_ACTIVATION; then only"
+        " numbers it ordered (and --active ones) get 200, others NO_OPERATION",
+    )
+    p.add_argument(
+        "--partner-key",
+        metavar="KEY",
+        help="the partner key (visible in ps: prefer --partner-key-file or the environment"
+        " variable SMS_GATEWAY_STANDIN_PARTNER_KEY)",
+    )
+    p.add_argument("--partner-key-file", metavar="PATH", help="read the partner key from a file")
+    p.add_argument("--order", metavar="SERVICE", help="the service GET_NUMBER orders")
+    p.add_argument("--country", help="the country ordered (default: the one offering most)")
+    p.add_argument("--operator", default="any", help="the operator ordered (default: any)")
+    p.add_argument(
+        "--order-every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="one GET_NUMBER this often (default 0: only on POST /order)",
+    )
+    p.add_argument(
+        "--services-every",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="GET_SERVICES this often (default 120, as Onlinesim; 0: only on POST /services)",
+    )
+    p.add_argument(
+        "--activation-time",
+        type=float,
+        default=900.0,
+        metavar="SECONDS",
+        help="FINISH 4 when no SMS came this long after GET_NUMBER (default 900)",
+    )
+    p.add_argument(
+        "--finish-after",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="FINISH 3 this long after the first SMS (default 0)",
+    )
     p = sub.add_parser("demo", parents=[common], help="everything on one machine, no hardware")
     p.add_argument("--port", type=int, default=8080, help="the daemon's HTTP port (0: any free)")
     p.add_argument("--dir", default="demo-data", help="where the demo keeps its store and config")

@@ -3,9 +3,12 @@ Onlinesim's side of the partner protocol played against the real partner API on 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import random
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -156,7 +159,9 @@ async def onlinesim(partner: Partner, **settings: Any) -> AsyncIterator[StandIn]
         await standin.stop()
 
 
-async def post_push(session: aiohttp.ClientSession, standin: StandIn, body: bytes) -> int:
+async def post_push(
+    session: aiohttp.ClientSession, standin: StandIn | StandInAt, body: bytes
+) -> int:
     async with session.post(standin.url, data=body) as r:
         await r.read()
         return r.status
@@ -222,7 +227,7 @@ async def test_finish_after_an_sms_waits_finish_after_seconds(partner: Partner) 
         order = await standin.order()
         assert order is not None
         assert await post_push(session, standin, push(order.phone, 1)) == 200
-        assert order.state is OrderState.CLOSING
+        assert order.state.value == "closing"  # FINISH 3 decided, not sent yet
         # More SMS before the FINISH are still the client's.
         assert await post_push(session, standin, push(order.phone, 2)) == 200
         await standin.wait_for(lambda s: order.state is OrderState.FINISHED, timeout=10)
@@ -295,3 +300,43 @@ async def test_without_a_partner_it_orders_nothing() -> None:
             await standin.order("vk")
     finally:
         await standin.stop()
+
+
+async def test_the_command_takes_the_partner_key_from_a_file_and_orders_on_post(
+    partner: Partner, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    key_file = tmp_path / "partner.key"
+    key_file.write_text(PARTNER_KEY + "\n", encoding="utf-8")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "stand-in", "--port", "0", "--rate", "0",
+        "--partner-url", partner.url, "--partner-key-file", str(key_file), "--order", "wa",
+        "--services-every", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(20):
+            line = (await proc.stdout.readline()).decode()
+        base = line.split()[-1].rsplit("/v1", 1)[0]
+        async with session.post(f"{base}/order") as r:
+            ordered = await r.json()
+        assert ordered["service"] == "wa" and ordered["state"] == "open"
+        [opened] = partner.desk.open_activations()
+        assert opened.activation_id == ordered["activationId"]
+        assert await post_push(session, StandInAt(base), push(ordered["phone"], 5)) == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(proc.communicate(), 10)
+    assert proc.returncode == 0
+    assert PARTNER_KEY not in output.decode()
+
+
+@dataclass
+class StandInAt:
+    """A stand-in in another process, as post_push needs it."""
+
+    base: str
+
+    @property
+    def url(self) -> str:
+        return f"{self.base}/v1/PUSH_SMS"
