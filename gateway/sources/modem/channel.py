@@ -319,6 +319,9 @@ class AtChannel:
                     pending.lines.append(text)
             case Final(text=text, ok=ok):
                 if pending is not None and not pending.future.done():
+                    # The command is over now, not when its caller wakes up: a line in the
+                    # same read after the final code (+CUSD after OK) is a URC, not its answer.
+                    self._classifier.end()
                     lines = tuple(pending.lines)
                     if ok:
                         pending.future.set_result(AtResponse(pending.command, lines, text))
