@@ -19,6 +19,7 @@ class Hold(StrEnum):
 
     NO_PHONE = "no_phone"  # released once the receiving SIM's number is known
     UNDECODABLE = "undecodable"  # the raw PDU is kept for a person to look at
+    REFUSED = "refused"  # a field the rules refuse (the log names it); the raw PDU is kept
     NOT_TEXT = "not_text"  # status report, WAP push and the like: recorded, never pushed
     OPERATOR_ANSWER = "operator_answer"  # an operator answering an own-number query: never pushed
 

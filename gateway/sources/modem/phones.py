@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.config import ModemConfig, SimConfig
+from gateway.fields import normalize_phone
 from gateway.sources.sim_match import normalise_iccid, phone_for
 
 __all__ = ["modem_source", "normalise_iccid", "resolve_phone", "resolve_phone_origin"]
@@ -13,10 +14,6 @@ __all__ = ["modem_source", "normalise_iccid", "resolve_phone", "resolve_phone_or
 def modem_source(modem: ModemConfig) -> str:
     """The source name of a modem's messages in the outbox, logs and metrics."""
     return f"modem:{modem.name}"
-
-
-def _digits(value: str) -> str:
-    return "".join(ch for ch in value if ch.isascii() and ch.isdigit())
 
 
 def resolve_phone(
@@ -53,11 +50,16 @@ def resolve_phone_origin(
     matched = phone_for(sims, source=modem_source(modem), port=modem.port, imsi=imsi, iccid=iccid)
     if matched:
         return matched, "sim"
-    if _digits(modem.phone):
-        return _digits(modem.phone), "config"
+    # Every number by the field rules: one they refuse (AT+CNUM answering "12") is no number,
+    # and messages wait held for one instead of each being refused at the accept path.
+    configured = normalize_phone(modem.phone) if modem.phone else None
+    if configured:
+        return configured, "config"
     for value, origin in ((cnum, "cnum"), (phonebook, "phonebook")):
-        if value and _digits(value):
-            return _digits(value), origin
-    if discovered is not None and _digits(discovered[0]):
-        return _digits(discovered[0]), discovered[1]
+        number = normalize_phone(value) if value else None
+        if number:
+            return number, origin
+    number = normalize_phone(discovered[0]) if discovered is not None else None
+    if discovered is not None and number:
+        return number, discovered[1]
     return None

@@ -11,10 +11,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.errors import DecodeError, StoreUnavailable
+from gateway.fields import FieldError
 from gateway.intake import Intake
 from gateway.outbox.models import Incoming, Part
 from gateway.sources.modem.channel import AtError
-from gateway.sources.modem.inbound import Received, to_item
+from gateway.sources.modem.inbound import Received, refused_item, to_item
 from gateway.sources.modem.keys import pdu_digest
 from gateway.sources.modem.session import Session
 
@@ -102,7 +103,13 @@ class Receiver:
             item = to_item(pdu, where)
             if self._claim is not None and isinstance(item, Incoming):
                 item = self._claim(item) or item
-            sms_id = await self._commit(item, index)
+            try:
+                sms_id = await self._commit(item, index)
+            except FieldError as exc:  # permanent: kept held, else it is read on every scan
+                self._log.warning(
+                    "modem.sms_refused", index=index, field=exc.field, problem=exc.problem
+                )
+                sms_id = await self._commit(refused_item(pdu, where, item), index)
         except StoreUnavailable as exc:
             self._log.warning("modem.store_unavailable", index=index, error=str(exc))
             return False
