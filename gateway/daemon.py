@@ -23,10 +23,13 @@ from gateway.health import Health
 from gateway.housekeeper import Housekeeper
 from gateway.http import HttpServer
 from gateway.http.guard import FD_RESERVE, connection_cap
+from gateway.http.sims import sims_routes
 from gateway.http.status import SnapshotSources, StatusPage
 from gateway.intake import Intake
+from gateway.inventory.sims import Inventory
 from gateway.metrics import Metrics
 from gateway.outbox import Outbox
+from gateway.outbox.partner import PartnerBook
 from gateway.partner.service import PartnerService, partner_connection_cap
 from gateway.peers import PeerSources
 from gateway.sdnotify import Notifier
@@ -64,6 +67,7 @@ class Components:
     peers: PeerSources
     partner: PartnerService | None = None  # [partner] on: Onlinesim's calls on their listener
     activity: Activity | None = None  # the status page's last hour, sampled from the metrics
+    inventory: Inventory | None = None  # every SIM the sources know (on with or without [partner])
 
 
 def lock_store(path: str) -> int:
@@ -114,7 +118,9 @@ def build(cfg: Config, outbox: Outbox) -> Components:
         multipart_timeout=cfg.modems.multipart_timeout,
     )
     health = Health(outbox, worker, degraded_after=cfg.upstream.circuit_after)
-    modems = ModemBank(intake, cfg, metrics)
+    names = cfg.partner.names if cfg.partner is not None else {}
+    inventory = Inventory(PartnerBook(outbox, read_mark=False), names=names)
+    modems = ModemBank(intake, cfg, metrics, inventory=inventory)
     peers = PeerSources(cfg, intake, metrics)
     if cfg.modem:
         health.add_check("modems", modems.health_check)
@@ -131,6 +137,7 @@ def build(cfg: Config, outbox: Outbox) -> Components:
             max_connections=partner_connection_cap(cfg, http_cap),
         )
         health.add_check("partner", partner.health_check)
+        inventory.on_change(partner.on_inventory)
     activity = Activity(metrics)
     status_page = StatusPage(
         SnapshotSources(
@@ -157,11 +164,16 @@ def build(cfg: Config, outbox: Outbox) -> Components:
         request_timeout=cfg.http.request_timeout,
         keepalive_timeout=cfg.http.keepalive_timeout,
         max_connections=http_cap,
-        extra_routes=[*peers.routes(), *status_page.routes()],
+        extra_routes=[
+            *peers.routes(),
+            *status_page.routes(),
+            *sims_routes(modems.discover, cfg.http.status_token),
+        ],
     )
     return Components(
-        outbox, metrics, intake, worker, housekeeper, health, http, modems, peers, partner, activity
-    )
+        outbox, metrics, intake, worker, housekeeper, health, http, modems, peers, partner,
+        activity, inventory,
+    )  # fmt: skip
 
 
 class Daemon:
@@ -209,6 +221,8 @@ class Daemon:
         await p.housekeeper.start()
         if p.activity is not None:
             await p.activity.start()
+        if p.inventory is not None:  # the last known SIMs (not live) before any source reports
+            await p.inventory.start()
         p.modems.start()
         await p.peers.start()
         if p.partner is not None:  # after the store: the desk loads from it
@@ -236,6 +250,8 @@ class Daemon:
             await p.partner.stop()
         await p.peers.stop()
         await p.modems.stop()
+        if p.inventory is not None:  # every SIM absent now; written before the store closes
+            await p.inventory.stop()
         await p.worker.stop(grace=PUSH_GRACE)
         await p.housekeeper.stop()
         if p.activity is not None:
