@@ -72,6 +72,7 @@ class StatusPage:
         )
         self._monotonic = monotonic
         self._snap: dict[str, Any] | None = None
+        self._encoded: tuple[dict[str, Any], bytes] | None = None  # a snapshot and its JSON
         self._snap_at = 0.0
         self._building: asyncio.Task[dict[str, Any]] | None = None
         self._js = _static("status.js")
@@ -190,9 +191,13 @@ class StatusPage:
         q = self._query(request)
         snap = await self.snapshot()
         if "port" in q:
-            snap = {**snap, "port": await port_details(self._src, q["port"])}
+            body = _safe_json({**snap, "port": await port_details(self._src, q["port"])})
+        else:  # encoded once per snapshot, not once per screen
+            if self._encoded is None or self._encoded[0] is not snap:
+                self._encoded = (snap, _safe_json(snap))
+            body = self._encoded[1]
         return web.Response(
-            body=_safe_json(snap),
+            body=body,
             content_type="application/json",
             charset="utf-8",
             headers=_HEADERS,
