@@ -146,6 +146,7 @@ def build(cfg: Config, outbox: Outbox) -> Components:
             activity=activity,
             modems=modems.statuses,
             boxes=peers.health_checks,
+            sims=lambda: [s.record for s in inventory.records() if s.live],
             partner=(lambda: partner.desk) if partner is not None else (lambda: None),
             show_text=cfg.http.status_show_text,
         ),
