@@ -75,6 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("files", nargs="*", metavar="FILE", help="with --gammu: the inbox files")
 
+    p = sub.add_parser("sims", parents=[common], help="the SIM inventory with its ledger")
+    p.add_argument("--json", action="store_true")
+    ssub = p.add_subparsers(dest="action", metavar="ACTION")
+    d = ssub.add_parser(
+        "discover",
+        parents=[common],
+        help="find each SIM's own number now (reads secrets)",
+        description="AT+CNUM, the own-number phonebook, then [[partner.number_query]]. With the"
+        " daemon running it is asked (http.status_token); otherwise the ports are opened here.",
+    )
+    d.add_argument("ports", nargs="*", metavar="PORT", help="modem names or ports (default: all)")
+
     acts = sub.add_parser("activations", help="Onlinesim's activations (the partner side)")
     asub = acts.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = asub.add_parser("list", parents=[common], help="activations, newest first")
@@ -266,6 +278,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     # operators can run them without access to the service's API key.
     # `activations finish` may call the daemon's partner listener: it needs the partner key.
     finishing = cmd == "activations" and args.action == "finish"
+    # `sims discover` asks the daemon with the status token, or opens the ports (PINs).
+    finishing = finishing or (cmd == "sims" and args.action == "discover")
     cfg = _load(args, read_secrets=cmd in ("run", "check-config") or finishing)
     secrets = config.secret_values(cfg)  # every key the config marks secret
     if cmd == "check-config":
@@ -282,6 +296,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from gateway.cli import partner_cmds
 
         return asyncio.run(partner_cmds.run(args, cfg))
+    if cmd == "sims":
+        from gateway.cli import sims_cmds
+
+        return asyncio.run(sims_cmds.run(args, cfg))
     if cmd == "messages" and args.action == "retry" and not args.sms_ids and not args.state:
         raise UsageError("messages retry: give SMSIDs or --state dropped|expired")
     if getattr(args, "since", None) is not None:
