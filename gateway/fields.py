@@ -164,7 +164,7 @@ def device_time(
         when = float(value)
     elif isinstance(value, str) and value.strip():
         text = value.strip()
-        if text.isdigit():
+        if text.isascii() and text.isdigit():  # "²".isdigit(), yet float() refuses it
             when = float(text)
         else:
             try:

@@ -4,6 +4,11 @@ A part with total 0 belongs to an open-ended group (a peer that sends a long SMS
 no header, e.g. GoIP): it never completes by itself; the source closes it (close_group), or the
 multi-part timeout joins it with what arrived, gaps marked only below the highest part seen.
 
+A group of ``total`` parts is complete when its sequence numbers are ``1..total`` (3GPP's
+numbering, and most peers') or ``0..total-1`` (some Yeastar firmware), and is joined in that
+order. Every complete set holds ``0`` or ``total``, and no set holds both, so the numbering is
+read off the parts in the store: nothing about it lives in memory, a restart loses nothing.
+
 A part is kept (with the smsId of its joined message) after the join, so a part read again
 (a crash between commit and SIM delete) is recognised as a duplicate, not a new message.
 """
@@ -45,7 +50,7 @@ def add_part(conn: sqlite3.Connection, part: Part, now: float, insert: Insert) -
         return PartResult(duplicate=False, joined=None)  # open-ended: the source closes it
     rows = _waiting(conn, part.source, part.group_key)
     chosen = _one_per_seq(rows)
-    if set(chosen) != set(range(1, part.total + 1)):
+    if set(chosen) not in (set(range(1, part.total + 1)), set(range(part.total))):
         return PartResult(duplicate=False, joined=None)
     return PartResult(duplicate=False, joined=_join(conn, chosen, part.total, insert))
 
@@ -113,11 +118,16 @@ def _units(row: Any) -> bytes:
 
 def _join(conn: sqlite3.Connection, chosen: dict[int, Any], total: int, insert: Insert) -> Accepted:
     first = chosen[min(chosen)]
+    # Numbered from 0 when a part 0 came, else from 1. A part outside that range (a set that
+    # mixes both numberings) still goes in, in order: no part is left behind.
+    base = 0 if 0 in chosen else 1
+    places = sorted(set(range(base, base + total)) | set(chosen))
+    missing = [s for s in places if s not in chosen]
     # Joined as UTF-16 code units: the halves of a pair split between parts meet again; a half
     # whose partner never came becomes U+FFFD.
     units = b"".join(
-        _units(chosen[s]) if s in chosen else gap_marker(s, total).encode(_UNITS)
-        for s in range(1, total + 1)
+        _units(chosen[s]) if s in chosen else gap_marker(s - base + 1, total).encode(_UNITS)
+        for s in places
     )
     phone = next((r[6] for r in chosen.values() if r[6]), "")
     message = Incoming(
@@ -128,7 +138,7 @@ def _join(conn: sqlite3.Connection, chosen: dict[int, Any], total: int, insert: 
         received_at=min(float(r[8]) for r in chosen.values()),
         source_ref=f"parts:{first[2]}:{first[0]}",
         hold=None if phone else Hold.NO_PHONE,
-        partial=len(chosen) < total,
+        partial=bool(missing),
     )
     (accepted,) = insert(conn, [message])
     conn.executemany(

@@ -18,8 +18,10 @@ client sends ``Action: Login`` / ``Username`` / ``Secret``; the TG answers ``Res
 
 ``Content`` is URL-encoded UTF-8 (``+`` is a space; some firmware starts it with a BOM); parts of
 one long SMS share ``ID`` and are joined by ``Index`` / ``Total``. Firmware numbers the parts from
-1 (``1..Total``) or from 0 (``0..Total-1``): see ``Numbering``. The TG does not repeat an event,
-so one that cannot be committed is retried here until it is (reading pauses meanwhile).
+1 (``1..Total``) or from 0 (``0..Total-1``): each part goes to the outbox as it comes, with its
+``Index`` as given, and the outbox completes a group in either numbering (gateway/outbox/parts.py).
+The TG does not repeat an event, so one that cannot be committed is retried here until it is
+(reading pauses meanwhile); nothing is acknowledged or kept in memory.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import itertools
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from urllib.parse import unquote_plus
 
 import structlog
@@ -45,7 +46,7 @@ from gateway.sources.dedup import digest
 from gateway.sources.sim_match import phone_for
 from gateway.sources.status import SourceStatus
 
-__all__ = ["KIND", "Numbering", "YeastarClient", "item_from_event", "part_position"]
+__all__ = ["KIND", "YeastarClient", "item_from_event", "part_position"]
 
 log = structlog.get_logger(__name__)
 KIND = "yeastar"
@@ -53,7 +54,6 @@ _ENDS = ("--END SMS EVENT--", "--END COMMAND--")
 MAX_PARTS = 255
 # The event's own names for the fields the rules check, for the log.
 _FIELD_NAMES = {"phone_from": "Sender", "text": "Content"}
-UNSETTLED_MAX = 60.0  # seconds a part whose numbering is unknown waits for one that settles it
 
 
 class LoginRejected(GatewayError):
@@ -84,10 +84,9 @@ def item_from_event(
     source: str,
     sims: Sequence[SimConfig],
     now: float,
-    first: int = 1,
 ) -> Incoming | Part:
-    """The message (or part of one) a ReceivedSMS event carries, its parts numbered from
-    ``first`` (0 or 1: ``Numbering`` tells which); ``DecodeError`` if malformed."""
+    """The message (or part of one, numbered by its ``Index`` from 0 or from 1 as the TG
+    numbered it) a ReceivedSMS event carries; ``DecodeError`` if malformed."""
     span = fields.get("GsmSpan", "").strip()
     sender = fields.get("Sender", "").strip()
     sms_id = fields.get("ID", "").strip()
@@ -96,8 +95,6 @@ def item_from_event(
     if not span or content is None:
         raise DecodeError("ReceivedSMS without GsmSpan or Content")
     index, total = part_position(fields)
-    if total > 1 and not first <= index < first + total:
-        raise DecodeError(f"Index {index} of Total {total} in parts numbered from {first}")
     text = decode_content(content)
     phone = phone_for(sims, source=source, port=span) or ""
     ref = f"{span}|{sender}|{sms_id}|{recvtime}|{index}/{total}|{digest(content)}"
@@ -106,7 +103,7 @@ def item_from_event(
         return Part(
             source=source,
             group_key=group_of(fields),
-            seq=index - first + 1,
+            seq=index,
             total=total,
             text=text,
             phone=phone,
@@ -146,77 +143,6 @@ def _number(fields: Mapping[str, str], key: str) -> int:
     return int(value)
 
 
-@dataclass
-class _Group:
-    started: float
-    first: int | None = None
-    seen: set[int] = field(default_factory=set)
-    waiting: list[Mapping[str, str]] = field(default_factory=list)
-
-
-class Numbering:
-    """Whether a TG numbers the parts of a long SMS from 0 or from 1, decided per SMS.
-
-    Only some parts say which: ``Index 0`` exists only when numbered from 0, ``Index == Total``
-    only when numbered from 1, and every complete set holds one of them. A part in between
-    takes its SMS's numbering once one of its parts has settled it, else the numbering this TG
-    used last; before anything is known it waits here (in memory, at most ``UNSETTLED_MAX``
-    seconds, then taken as numbered from 1, the documented way) for the part that settles it.
-    A set mixing both (``0`` and ``Total``) is inconsistent: the part that breaks it is refused.
-    """
-
-    def __init__(self) -> None:
-        self.last: int | None = None  # the numbering this TG used last
-        self._groups: dict[str, _Group] = {}
-
-    def place(self, fields: Mapping[str, str], now: float) -> list[tuple[Mapping[str, str], int]]:
-        """The events that can be taken now, each with its numbering (``first``): this one and
-        those of its SMS that waited for it, or nothing while it must wait. ``DecodeError``
-        for a part whose position fits neither numbering or contradicts its set's."""
-        index, total = part_position(fields)
-        if total == 1:
-            return [(fields, index)]  # a whole SMS: Index 0 or 1 says nothing more
-        key = group_of(fields)
-        group = self._groups.setdefault(key, _Group(now))
-        settles = 0 if index == 0 else 1 if index == total else None
-        if settles is not None and group.first not in (None, settles):
-            raise DecodeError(
-                f"Index {index} of Total {total} in an SMS whose parts are numbered "
-                f"from {group.first}: the parts fit neither numbering"
-            )
-        first = settles if settles is not None else group.first
-        if first is None:
-            first = self.last
-        if settles is not None:
-            self.last = settles
-        group.seen.add(index)
-        if first is None:
-            group.waiting.append(fields)
-            return []
-        group.first = first
-        ready = [(f, first) for f in group.waiting] + [(fields, first)]
-        group.waiting.clear()
-        if len(group.seen) >= total:
-            del self._groups[key]
-        return ready
-
-    def expired(self, now: float) -> list[tuple[Mapping[str, str], int]]:
-        """Waiting events of SMS whose numbering nothing settled in ``UNSETTLED_MAX`` seconds,
-        taken as numbered from 1; forgets those SMS."""
-        return self._drop([k for k, g in self._groups.items() if now - g.started > UNSETTLED_MAX])
-
-    def drain(self) -> list[tuple[Mapping[str, str], int]]:
-        """Every waiting event, as numbered from 1 (on stop)."""
-        return self._drop(list(self._groups))
-
-    def _drop(self, keys: list[str]) -> list[tuple[Mapping[str, str], int]]:
-        out = []
-        for key in keys:
-            group = self._groups.pop(key)
-            out += [(f, group.first if group.first is not None else 1) for f in group.waiting]
-        return out
-
-
 class YeastarClient:
     """One ``[[yeastar]]`` TG: stays logged in, reconnecting with capped, jittered backoff."""
 
@@ -243,7 +169,6 @@ class YeastarClient:
         self._idle_timeout = idle_timeout
         self._connect_timeout = connect_timeout
         self._rand = rand
-        self._numbering = Numbering()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.connected = False
@@ -264,15 +189,12 @@ class YeastarClient:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self.source)
 
     async def stop(self) -> None:
-        """Cancel the session; parts still waiting to learn their numbering are taken as
-        numbered from 1 (one try each). A cancel of ``stop`` itself propagates."""
+        """Cancel the session. A cancel of ``stop`` itself propagates."""
         self._stopping.set()
         if self._task is not None:
             task, self._task = self._task, None
             await _cancel_and_wait(task)
         self._set_connected(False)
-        for fields, first in self._numbering.drain():
-            await self._take(fields, first, retry=False)
 
     def check(self) -> Check:
         now = self._clock()
@@ -333,10 +255,7 @@ class YeastarClient:
             pinger = asyncio.get_running_loop().create_task(self._ping(writer))
             while (block := await self._block(reader)) is not None:
                 if block.get("Event") == "ReceivedSMS":
-                    await self._received(block)
-                # Pings are answered every ping_interval, so this runs often enough.
-                for fields, first in self._numbering.expired(self._clock()):
-                    await self._take(fields, first)
+                    await self._take(block)
         finally:
             writer.close()
             if pinger is not None:
@@ -375,25 +294,14 @@ class YeastarClient:
 
     # -- events ----------------------------------------------------------------------------
 
-    async def _received(self, fields: dict[str, str]) -> None:
-        try:
-            ready = self._numbering.place(fields, self._clock())
-        except DecodeError as e:
-            self._rejected(str(e))
-            return
-        for event, first in ready:
-            await self._take(event, first)
-
     def _rejected(self, reason: str, *, field: str | None = None) -> None:
         log.warning("yeastar.event_rejected", source=self.source, reason=reason, field=field)
         self.status.rejected_input(reason)
 
-    async def _take(self, fields: Mapping[str, str], first: int, *, retry: bool = True) -> None:
+    async def _take(self, fields: Mapping[str, str]) -> None:
         """Commit one event, retrying while the store cannot (the TG will not send it again)."""
         try:
-            item = item_from_event(
-                fields, source=self.source, sims=self._sims, now=self._clock(), first=first
-            )
+            item = item_from_event(fields, source=self.source, sims=self._sims, now=self._clock())
         except DecodeError as e:
             self._rejected(str(e))
             return
@@ -414,9 +322,6 @@ class YeastarClient:
             except StoreError as e:
                 self.status.store_failed(str(e))
                 log.error("yeastar.store_unavailable", source=self.source, error=str(e))
-                if not retry:
-                    log.error("yeastar.event_lost", source=self.source, sender=item.phone_from)
-                    return
             try:
                 await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
             except asyncio.CancelledError:

@@ -169,6 +169,84 @@ async def test_any_arrival_order_with_repeats_joins_exactly_once(
         await outbox.close()
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    first=st.sampled_from([0, 1]),
+    total=st.integers(1, 8),
+    seed=st.integers(0, 10_000),
+    repeats=st.integers(0, 3),
+)
+async def test_parts_numbered_from_zero_or_one_join_in_order_in_any_arrival_order(
+    tmp_path_factory: pytest.TempPathFactory, first: int, total: int, seed: int, repeats: int
+) -> None:
+    """A peer numbers the parts of an SMS 1..n or 0..n-1 (Yeastar firmware does either): a
+    group completes when its parts are either consistent set, joined in that order."""
+    path = tmp_path_factory.mktemp("parts") / "o.sqlite3"
+    outbox = await Outbox.open(str(path))
+    try:
+        seqs = [*range(first, first + total)]
+        rng = random.Random(seed)
+        order = seqs + [rng.choice(seqs) for _ in range(repeats)]
+        rng.shuffle(order)
+        joined = []
+        for seq in order:
+            r = await outbox.accept_part(part(seq, total))
+            if r.joined and not r.joined.duplicate:
+                joined.append(r.joined.sms_id)
+        assert len(joined) == 1
+        (m,) = await outbox.list_messages()
+        assert m.text == "".join(f"<{i}>" for i in seqs) and not m.partial
+    finally:
+        await outbox.close()
+
+
+async def test_parts_numbered_from_zero_committed_before_a_restart_still_complete(
+    tmp_path: Path,
+) -> None:
+    """Nothing about the numbering lives in memory: parts 0 and 2 of 3 committed, the process
+    gone (store closed), a new one takes part 1 and the group completes at once."""
+    path = str(tmp_path / "o.sqlite3")
+    outbox = await Outbox.open(path)
+    assert (await outbox.accept_part(part(0))).joined is None
+    assert (await outbox.accept_part(part(2))).joined is None
+    await outbox.close()
+    outbox = await Outbox.open(path)
+    try:
+        result = await outbox.accept_part(part(1))
+        assert result.joined is not None
+        m = await outbox.get_message(result.joined.sms_id)
+        assert m is not None and m.text == "<0><1><2>" and not m.partial
+    finally:
+        await outbox.close()
+
+
+async def test_a_stale_group_numbered_from_zero_marks_its_gap_by_position(
+    store: tuple[Outbox, Clock],
+) -> None:
+    outbox, clock = store
+    await outbox.accept_part(part(0))
+    await outbox.accept_part(part(2))
+    clock.now += 1000
+    (joined,) = await outbox.flush_stale_parts(300)
+    m = await outbox.get_message(joined.sms_id)
+    assert m is not None and m.partial
+    assert m.text == "<0>" + gap_marker(2, 3) + "<2>"
+
+
+async def test_a_set_mixing_both_numberings_loses_no_part(store: tuple[Outbox, Clock]) -> None:
+    """0, 1 and 2 of 2 fit neither numbering: nothing completes it early, and when the
+    multi-part timeout joins it every part that came is in the text, in order."""
+    outbox, clock = store
+    for seq in (2, 0):
+        assert (await outbox.accept_part(part(seq, 2))).joined is None
+    result = await outbox.accept_part(part(1, 2))
+    if result.joined is None:  # 0 and 1 of 2 would be whole; 2 then waits alone
+        clock.now += 1000
+        await outbox.flush_stale_parts(300)
+    texts = sorted(m.text for m in await outbox.list_messages())
+    assert "".join(texts).count("<") == 3
+
+
 async def test_open_ended_groups_wait_for_their_source_to_close_them(
     store: tuple[Outbox, Clock],
 ) -> None:
