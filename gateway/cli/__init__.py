@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", metavar="DURATION", help="finished within, e.g. 3600, 90m, 2h, 1d")
 
     p = sub.add_parser("ingest", parents=[common], help="enqueue one message and exit")
-    p.add_argument("--phone", help="the number that received the SMS (digits)")
+    p.add_argument("--phone", help="the number that received the SMS, as /v1/sms takes it")
     p.add_argument("--from", dest="phone_from", help="the sender as received")
     p.add_argument("--text", help="the text (read from stdin when omitted)")
     p.add_argument("--id", dest="source_ref", help="the caller's own id: the same id twice is one")
