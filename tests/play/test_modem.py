@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from gateway.play.modem import UssdAnswer
 from gateway.sources.modem.answers import (
     parse_cgmi,
     parse_cgmm,
@@ -38,6 +39,7 @@ from gateway.sources.modem.channel import (
     Urc,
 )
 from gateway.sources.modem.serial_link import LinkOpenError, open_serial_link
+from gateway.sources.modem.ussd import pack_request, parse_cusd
 from tests.fakes.modem import PROFILES, FakeModem
 
 PDU = "07911326040000F0040B911346610089F60000208062917314080CC8F71D14969741F977FD07"
@@ -440,3 +442,46 @@ async def test_many_modems_at_once(tmp_path: Path) -> None:
     finally:
         for m in modems:
             m.stop()
+
+
+# ------------------------------------------------------------------ own number and USSD
+
+
+async def test_the_own_number_phonebook(chan: Channel, modem: FakeModem) -> None:
+    modem.own_numbers = ["+79261234567"]
+    await startup(chan)
+    await chan.at.command('AT+CPBS="ON"')
+    assert (await chan.at.command("AT+CPBS?")).lines == ('+CPBS: "ON",1,4',)
+    answer = await chan.at.command("AT+CPBR=1,4")
+    assert answer.lines == ('+CPBR: 1,"+79261234567",145,"Own number"',)
+
+
+@pytest.mark.parametrize("form", ["text", "ucs2", "packed"])
+async def test_ussd_answers_come_as_a_urc_after_ok_in_each_form(
+    chan: Channel, modem: FakeModem, form: str
+) -> None:
+    modem.ussd["*205#"] = UssdAnswer("Nomer 79261234567", form)
+    await startup(chan)
+    assert (await chan.at.command('AT+CUSD=1,"*205#",15')).lines == ()
+    urc = await chan.next_urc("+CUSD")
+    assert parse_cusd(f"+CUSD: {urc.args}").text == "Nomer 79261234567"
+    await chan.at.command('AT+CUSD=1,"*999#",15')
+    assert (await chan.next_urc("+CUSD")).args == "2"  # unknown code: terminated
+
+
+async def test_a_packed_only_modem_refuses_the_text_form_and_sends_the_operator_sms(
+    tmp_path: Path,
+) -> None:
+    answer = UssdAnswer("OK", sms_from="MTS", sms_text="Vash nomer 79261234567")
+    async with FakeModem("huawei-e1550", link_dir=tmp_path, ussd={"*111#": answer}) as fake:
+        chan = await open_channel(fake)
+        try:
+            await startup(chan)
+            with pytest.raises(AtError):
+                await chan.at.command('AT+CUSD=1,"*111#",15')
+            await chan.at.command(f'AT+CUSD=1,"{pack_request("*111#")}",15')
+            await chan.next_urc("+CUSD")
+            await chan.next_urc("+CMTI")  # the operator's SMS, a moment later
+            assert fake.ussd_asked == ["*111#"] and fake.used == 1
+        finally:
+            await chan.at.close()

@@ -38,6 +38,7 @@ from tests.sources.modem.conftest import (
 ICCID_COMMAND = {
     "simcom": "AT+CCID",
     "huawei": "AT^ICCID?",
+    "huawei-e1550": "AT^ICCID?",
     "quectel": "AT+QCCID",
     "wavecom": "AT+CCID",
     "telit": "AT+ICCID",
