@@ -18,6 +18,7 @@ from gateway import __version__, config
 from gateway.activity import Activity
 from gateway.config import Config
 from gateway.delivery import DeliveryWorker
+from gateway.delivery.worker import default_rent_url
 from gateway.errors import ConfigError, GatewayError, StoreError
 from gateway.health import Health
 from gateway.housekeeper import Housekeeper
@@ -108,24 +109,6 @@ def http_connection_cap(cfg: Config) -> int:
 def build(cfg: Config, outbox: Outbox) -> Components:
     """Wire every part to the open store; nothing starts here (no task, socket or port)."""
     metrics = Metrics()
-    intake = Intake(outbox, metrics)
-    worker = DeliveryWorker(outbox, cfg.upstream, metrics)
-    housekeeper = Housekeeper(
-        outbox,
-        intake,
-        max_age=cfg.upstream.max_age,
-        keep_finished=cfg.store.keep_finished,
-        multipart_timeout=cfg.modems.multipart_timeout,
-    )
-    health = Health(outbox, worker, degraded_after=cfg.upstream.circuit_after)
-    names = cfg.partner.names if cfg.partner is not None else {}
-    inventory = Inventory(PartnerBook(outbox, read_mark=False), names=names)
-    modems = ModemBank(intake, cfg, metrics, inventory=inventory)
-    peers = PeerSources(cfg, intake, metrics)
-    if cfg.modem:
-        health.add_check("modems", modems.health_check)
-    for name, check in peers.check_functions().items():
-        health.add_check(name, check)
     http_cap = http_connection_cap(cfg)
     partner = None
     if cfg.partner is not None:
@@ -136,6 +119,34 @@ def build(cfg: Config, outbox: Outbox) -> Components:
             metrics=metrics,
             max_connections=partner_connection_cap(cfg, http_cap),
         )
+    # [partner] on: delivery follows activations (the desk's), rent pushes to their own URL.
+    intake = Intake(
+        outbox,
+        metrics,
+        activation_for=partner.activation_for if partner is not None else None,
+        push_without_activation=cfg.partner is not None and cfg.partner.push_without_activation,
+    )
+    rent_url = None
+    if cfg.partner is not None:
+        rent_url = cfg.partner.rent_push_url or default_rent_url(cfg.upstream.url)
+    worker = DeliveryWorker(outbox, cfg.upstream, metrics, rent_url=rent_url)
+    housekeeper = Housekeeper(
+        outbox,
+        intake,
+        max_age=cfg.upstream.max_age,
+        keep_finished=cfg.store.keep_finished,
+        multipart_timeout=cfg.modems.multipart_timeout,
+    )
+    health = Health(outbox, worker, degraded_after=cfg.upstream.circuit_after, metrics=metrics)
+    names = cfg.partner.names if cfg.partner is not None else {}
+    inventory = Inventory(PartnerBook(outbox, read_mark=False), names=names)
+    modems = ModemBank(intake, cfg, metrics, inventory=inventory)
+    peers = PeerSources(cfg, intake, metrics)
+    if cfg.modem:
+        health.add_check("modems", modems.health_check)
+    for name, check in peers.check_functions().items():
+        health.add_check(name, check)
+    if partner is not None:
         health.add_check("partner", partner.health_check)
         inventory.on_change(partner.on_inventory)
     activity = Activity(metrics)
@@ -219,6 +230,10 @@ class Daemon:
 
     async def _start_parts(self, p: Components) -> None:
         await p.worker.start()
+        if p.partner is not None:
+            # After the store (the desk loads from it), before any input: intake asks the
+            # desk's open activations about every SMS (a part flush by the housekeeper too).
+            await p.partner.start()
         await p.housekeeper.start()
         if p.activity is not None:
             await p.activity.start()
@@ -226,8 +241,6 @@ class Daemon:
             await p.inventory.start()
         p.modems.start()
         await p.peers.start()
-        if p.partner is not None:  # after the store: the desk loads from it
-            await p.partner.start()
         try:
             await p.http.start()
         except OSError as e:

@@ -1,18 +1,43 @@
 """The one accept path every source uses: check each message against the field rules, commit
-it to the outbox, then count and log what came in."""
+it to the outbox, then count and log what came in.
+
+With the partner side on, it also decides whether a message is pushed at all: an SMS is pushed
+for the activation open on its number when it is accepted, and held (`no_activation`) when
+none is, unless `push_without_activation`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 import structlog
 
 from gateway.fields import FieldError, checked_incoming, checked_part
 from gateway.metrics import Metrics
-from gateway.outbox import Accepted, Incoming, Outbox, Part, PartResult
+from gateway.outbox import Accepted, Hold, Incoming, Outbox, Part, PartResult
+from gateway.outbox.store import Route
 
 log = structlog.get_logger(__name__)
+
+
+class OpenActivation(Protocol):
+    """What intake needs of an open activation (gateway.outbox.partner.Activation has it)."""
+
+    @property
+    def activation_id(self) -> int: ...
+
+    @property
+    def service(self) -> str: ...
+
+    @property
+    def rent(self) -> bool: ...
+
+
+# phone (digits) -> the activation open on it now, or None; the daemon gives the desk's.
+ActivationLookup = Callable[[str], OpenActivation | None]
 
 
 class Intake:
@@ -22,10 +47,15 @@ class Intake:
         metrics: Metrics | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        activation_for: ActivationLookup | None = None,
+        push_without_activation: bool = False,
     ) -> None:
+        """`activation_for` given ([partner] on): delivery follows activations (see `_route`)."""
         self._outbox = outbox
         self._metrics = metrics
         self._clock = clock
+        self._activation_for = activation_for
+        self._push_without = push_without_activation
 
     async def accept(self, items: Sequence[Incoming]) -> list[Accepted]:
         """Commit `items` (raises StoreUnavailable when nothing could be taken).
@@ -39,10 +69,14 @@ class Intake:
         every smsId (`sms_ids`), because a line per message costs more than committing it.
         """
         checked = self._checked(items)
-        accepted = await self._outbox.accept(checked)
+        routed = checked
+        if self._activation_for is not None:
+            lookup = self._activation_for
+            routed = [self._route(item, lookup(item.phone)) for item in checked]
+        accepted = await self._outbox.accept(routed)
         if checked is not items:
             self._log_replaced_times(items, checked, accepted)
-        items = checked
+        items = routed
         if len(accepted) == 1:
             self._log_one(items[0], accepted[0])
         else:
@@ -101,7 +135,7 @@ class Intake:
                 ids, refs = dupes.setdefault(item.source, ([], []))
                 ids.append(a.sms_id)
                 refs.append(item.source_ref)
-            elif item.hold is not None or item.partial:
+            elif item.hold is not None or item.partial or item.activation_id is not None:
                 self._log_accepted(a.sms_id, item)  # worth a line of its own
             else:
                 fresh.setdefault(item.source, []).append(a.sms_id)
@@ -121,7 +155,19 @@ class Intake:
                 self._metrics.count_duplicates(source, len(ids))
 
     def _log_accepted(self, sms_id: int, item: Incoming) -> None:
-        if item.hold is not None:
+        if item.hold is Hold.NO_ACTIVATION:
+            # Expected on a partner's unordered numbers: not a warning.
+            log.info(
+                "sms.held",
+                sms_id=sms_id,
+                source=item.source,
+                reason=item.hold.value,
+                phone=item.phone,
+                phone_from=item.phone_from,
+            )
+            if self._metrics:
+                self._metrics.held.labels(item.hold.value).inc()
+        elif item.hold is not None:
             log.warning(
                 "sms.held",
                 sms_id=sms_id,
@@ -131,6 +177,18 @@ class Intake:
             )
             if self._metrics:
                 self._metrics.held.labels(item.hold.value).inc()
+        elif item.activation_id is not None:
+            log.info(
+                "sms.accepted",
+                sms_id=sms_id,
+                source=item.source,
+                phone=item.phone,
+                phone_from=item.phone_from,
+                chars=len(item.text),
+                partial=item.partial or None,
+                activation_id=item.activation_id,
+                rent_service=item.rent_service,
+            )
         else:
             log.info(
                 "sms.accepted",
@@ -160,7 +218,7 @@ class Intake:
                 received_at=good.received_at,
             )
             part = good
-        result = await self._outbox.accept_part(part)
+        result = await self._outbox.accept_part(part, self._router([part.phone]))
         if result.duplicate:
             log.info(
                 "sms.part_duplicate_ignored",
@@ -186,14 +244,20 @@ class Intake:
 
     async def close_group(self, source: str, group_key: str) -> Accepted | None:
         """Join an open-ended group (parts sent with total 0) with what arrived."""
-        joined = await self._outbox.close_group(source, group_key)
+        route = None
+        if self._activation_for is not None:
+            route = self._router(await self._outbox.waiting_part_phones(source, group_key))
+        joined = await self._outbox.close_group(source, group_key, route)
         if joined is not None and not joined.duplicate:
             await self._log_joined([joined])
         return joined
 
     async def flush_stale_parts(self, older_than: float) -> list[Accepted]:
         """Incomplete multi-part messages older than `older_than` go out with gaps marked."""
-        joined = await self._outbox.flush_stale_parts(older_than)
+        route = None
+        if self._activation_for is not None:
+            route = self._router(await self._outbox.waiting_part_phones())
+        joined = await self._outbox.flush_stale_parts(older_than, route)
         await self._log_joined(joined)
         return joined
 
@@ -211,12 +275,60 @@ class Intake:
                         m.received_at,
                         hold=m.hold_reason,
                         partial=m.partial,
+                        activation_id=m.activation_id,
+                        rent_service=m.rent_service,
                     ),
                 )
 
     async def release_held(self, source: str, phone: str) -> list[int]:
-        """Messages held because `source` had no phone number go out with `phone`."""
-        released = await self._outbox.release_held(source, phone)
+        """Messages held because `source` had no phone number go out with `phone`.
+
+        With the partner side on they stay held (`no_activation`) unless
+        push_without_activation: a SIM whose number was unknown could not have been ordered,
+        so any activation open on it now began after those SMS came in.
+        """
+        hold = None
+        if self._activation_for is not None and not self._push_without:
+            hold = Hold.NO_ACTIVATION
+        released = await self._outbox.release_held(source, phone, hold=hold)
         for sms_id in released:
-            log.info("sms.released", sms_id=sms_id, source=source, phone=phone)
+            if hold is None:
+                log.info("sms.released", sms_id=sms_id, source=source, phone=phone)
+            else:
+                log.info("sms.held", sms_id=sms_id, source=source, reason=hold.value, phone=phone)
+        if hold is not None and released and self._metrics:
+            self._metrics.held.labels(hold.value).inc(len(released))
         return released
+
+    # -- delivery follows activations ([partner] on) --------------------------------------
+
+    def _route(self, item: Incoming, found: OpenActivation | None) -> Incoming:
+        """The message as it is committed: pushed for the activation open on its number when
+        it came in (a rent one to the rent URL), else held `no_activation` (or pushed as
+        ever with push_without_activation). Held messages (no phone, undecodable, ...) stay
+        as they are. Pure: it runs on the store's thread for multi-part joins."""
+        if item.hold is not None or item.activation_id is not None:
+            return item
+        if found is not None:
+            return dataclasses.replace(
+                item,
+                activation_id=found.activation_id,
+                rent_service=found.service if found.rent else None,
+            )
+        if self._push_without:
+            return item
+        return dataclasses.replace(item, hold=Hold.NO_ACTIVATION)
+
+    def _router(self, phones: Iterable[str]) -> Route | None:
+        """`_route` over a snapshot of the activations open on `phones` now, for the store's
+        thread (the lookup itself belongs to the event loop). A phone not in the snapshot
+        (a part that came in meanwhile with another number) counts as one without."""
+        if self._activation_for is None:
+            return None
+        lookup = self._activation_for
+        snapshot = {phone: lookup(phone) for phone in set(phones) if phone}
+
+        def route(item: Incoming) -> Incoming:
+            return self._route(item, snapshot.get(item.phone))
+
+        return route

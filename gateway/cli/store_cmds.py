@@ -165,9 +165,13 @@ async def messages(outbox: Outbox, args: argparse.Namespace) -> int:
 
 
 def list_text(found: Sequence[Message]) -> str:
-    """`messages list` for people: one line per message, whatever its sender and text hold."""
+    """`messages list` for people: one line per message, whatever its sender and text hold.
+    An `activation` column when any message was accepted for one ([partner] on)."""
+    partner = any(m.activation_id is not None for m in found)
     return render.table(
-        ["smsId", "state", "phone", "from", "received", "tries", "code", "text"],
+        ["smsId", "state", "phone", "from", "received", "tries", "code"]
+        + (["activation"] if partner else [])
+        + ["text"],
         [
             [
                 m.sms_id,
@@ -177,6 +181,7 @@ def list_text(found: Sequence[Message]) -> str:
                 render.when(m.received_at),
                 m.attempts,
                 m.final_code or m.hold_reason,  # a held message has no code: why it is held
+                *([_activation(m)] if partner else []),
                 render.one_line(m.text),
             ]
             for m in found
@@ -184,10 +189,18 @@ def list_text(found: Sequence[Message]) -> str:
     )
 
 
+def _activation(m: Message) -> str | None:
+    if m.activation_id is None:
+        return None
+    return f"{m.activation_id} ({m.rent_service})" if m.rent_service else str(m.activation_id)
+
+
 def show_text(m: Message, attempts: Sequence[Attempt]) -> str:
     """`messages show` for people: one line per field, then the attempts as a table."""
     lines = []
     for key, value in _message_json(m).items():
+        if key in ("activation_id", "rent_service") and value is None:
+            continue  # pushed without an activation (or [partner] off): nothing to say
         if key.endswith("_at") and isinstance(value, float):
             value = render.when(value)
         lines.append(f"{key:12} {render.visible(str(value))}")

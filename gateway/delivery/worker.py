@@ -10,6 +10,7 @@ import os
 import sqlite3
 import ssl
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -17,7 +18,13 @@ import structlog
 
 from gateway import __version__
 from gateway.config import MASK, UpstreamConfig
-from gateway.delivery.client import Reply, UpstreamClient, UpstreamError, proxy_from_environment
+from gateway.delivery.client import (
+    Proxy,
+    Reply,
+    UpstreamClient,
+    UpstreamError,
+    proxy_from_environment,
+)
 from gateway.delivery.pacing import Circuit, Pacer, PacerSnapshot
 from gateway.delivery.policy import Policy, Verdict
 from gateway.errors import StoreError
@@ -34,6 +41,13 @@ STORE_RETRY = 1.0
 MIN_SLEEP = 0.001
 PREFETCH_WINDOWS = 4  # claimed ahead in steady flow, in windows of `concurrency`
 ERROR_LIMIT = 1000  # characters of an error's text kept with its attempt
+RENT_PATH = "/pushSmsRent"  # Onlinesim's PUSH_SMS (RENT), on the upstream's host by default
+
+
+def default_rent_url(url: str) -> str:
+    """Where rent pushes go when `[partner] rent_push_url` is empty: the upstream URL with its
+    path replaced by /pushSmsRent (query kept)."""
+    return urllib.parse.urlsplit(url)._replace(path=RENT_PATH, fragment="").geturl()
 
 
 class _Bell:
@@ -104,15 +118,19 @@ class UpstreamStatus:
 
 def push_body(message: Message, cfg: UpstreamConfig) -> bytes:
     """The exact PUSH_SMS body: these keys, raw UTF-8, smsId an integer; same bytes on a retry.
+    A message for a rent activation also carries `service` (the activation's, before `key`).
 
     Byte for byte what json.dumps(..., ensure_ascii=False, separators=(",", ":")) gives (a test
     holds it to that), written out directly because it runs once per attempt.
     """
     phone = str(int(message.phone)) if cfg.phone_type == "integer" else _str(message.phone)
+    service = ""
+    if message.rent_service is not None:
+        service = f'"service":{_str(message.rent_service)},'
     return (
         f'{{"smsId":{int(message.sms_id)},"phoneFrom":{_str(message.phone_from)},'
         f'"phone":{phone},"text":{_str(message.text)},"action":"PUSH_SMS",'
-        f'"key":{_str(cfg.api_key)}}}'
+        f'{service}"key":{_str(cfg.api_key)}}}'
     ).encode()
 
 
@@ -135,6 +153,9 @@ class KeyScrubber:
 
     def __call__(self, text: str, *, cut: bool = False) -> str:
         for form in self._forms:
+            if form in MASK:  # a key made of the mask's own characters: once, or forever
+                text = text.replace(form, MASK)
+                continue
             while form in text:  # until none is left, even one the masking itself joined
                 text = text.replace(form, MASK)
         if cut:
@@ -170,8 +191,12 @@ class DeliveryWorker:
         clock: Callable[[], float] = time.time,
         ssl_context: ssl.SSLContext | None = None,
         environ: Mapping[str, str] | None = None,
+        rent_url: str | None = None,
     ) -> None:
+        """`rent_url` ([partner] on): where messages of rent activations go; None: the default
+        (`default_rent_url`), its client made when the first such message comes."""
         self._outbox = outbox
+        self._rent_url = rent_url
         self._environ = os.environ if environ is None else environ  # proxies: read at start
         self._cfg = cfg
         self._metrics = metrics
@@ -199,6 +224,7 @@ class DeliveryWorker:
         self._dry = False  # the last claim found all that was due
         self._due_changes = 0
         self._client: UpstreamClient | None = None
+        self._rent_client: UpstreamClient | None = None  # connections of their own (origin)
         self._task: asyncio.Task[None] | None = None
         self._headers = {
             "Content-Type": "application/json; charset=utf-8",
@@ -218,20 +244,40 @@ class DeliveryWorker:
         """Release stale leases and start delivering. Raises ConfigError (before claiming
         anything) when the environment names a proxy that cannot be used."""
         proxy = proxy_from_environment(self._cfg.url, self._environ)
+        rent_proxy = None
+        if self._rent_url is not None:
+            rent_proxy = proxy_from_environment(self._rent_url, self._environ)
         released = await self._outbox.release_stale_leases()
         if released:
             log.info("delivery.leases_released", count=released)
+        self._client = self._new_client(self._cfg.url, proxy)
+        if self._rent_url is not None:
+            self._rent_client = self._new_client(self._rent_url, rent_proxy)
+        self._task = asyncio.create_task(self._run(), name="delivery-worker")
+
+    def _new_client(self, url: str, proxy: Proxy | None) -> UpstreamClient:
         if proxy is not None:
-            log.info("delivery.proxy_used", proxy=proxy.address, variable=proxy.variable)
-        self._client = UpstreamClient(
-            self._cfg.url,
+            rent = {"rent": True} if url != self._cfg.url else {}
+            log.info("delivery.proxy_used", proxy=proxy.address, variable=proxy.variable, **rent)
+        return UpstreamClient(
+            url,
             self._headers,
             timeout=self._cfg.timeout,
             body_limit=BODY_LIMIT,
             ssl_context=self._ssl_context,
             proxy=proxy,
         )
-        self._task = asyncio.create_task(self._run(), name="delivery-worker")
+
+    def _client_for(self, message: Message) -> UpstreamClient:
+        """The rent URL's client for a rent activation's message, else the upstream's."""
+        if message.rent_service is None:
+            assert self._client is not None
+            return self._client
+        if self._rent_client is None:
+            # [partner] is off now, but the message was accepted for a rent while it was on.
+            url = self._rent_url or default_rent_url(self._cfg.url)
+            self._rent_client = self._new_client(url, proxy_from_environment(url, self._environ))
+        return self._rent_client
 
     async def stop(self, grace: float) -> None:
         """Stop claiming; let pushes in flight finish within `grace`, abandon the rest."""
@@ -263,6 +309,8 @@ class DeliveryWorker:
                 await self._outbox.release(abandoned + unsent)
         if self._client is not None:
             await self._client.close()
+        if self._rent_client is not None:
+            await self._rent_client.close()
 
     @property
     def alive(self) -> bool:
@@ -383,8 +431,8 @@ class DeliveryWorker:
         """One request: when it started (clock, monotonic) and the reply or why there is none."""
         started, t0 = self._clock(), time.monotonic()
         try:
-            assert self._client is not None
-            return started, t0, await self._client.post(push_body(message, self._cfg))
+            client = self._client_for(message)
+            return started, t0, await client.post(push_body(message, self._cfg))
         except Exception as e:
             # Not only UpstreamError: anything else (a library error nobody foresaw, a bug) is
             # a failed attempt too, or its slot would stay taken for good.
@@ -474,6 +522,8 @@ class DeliveryWorker:
             "duration": round(attempt.duration, 4),
             "attempt": r.message.attempts + 1,
         }
+        if r.message.activation_id is not None:
+            fields["activation_id"] = r.message.activation_id
         if r.location is not None:
             fields["location"] = r.location  # a redirect: where the upstream wanted us to go
         next_in = r.next_due and round(r.next_due - r.ended, 3)
@@ -510,6 +560,7 @@ class DeliveryWorker:
             if self._key_error is not None:
                 log.info("upstream.key_accepted")
             self._key_error = None
+            self._metrics.key_rejected.set(0)
             return
         if verdict.outcome is Outcome.DROPPED:
             self._consecutive_failures = 0
@@ -522,3 +573,4 @@ class DeliveryWorker:
             if self._key_error is None:
                 log.error("upstream.key_rejected", http_status=status, code=verdict.code)
             self._key_error = verdict.code
+            self._metrics.key_rejected.set(1)

@@ -22,6 +22,10 @@ class Hold(StrEnum):
     REFUSED = "refused"  # a field the rules refuse (the log names it); the raw PDU is kept
     NOT_TEXT = "not_text"  # status report, WAP push and the like: recorded, never pushed
     OPERATOR_ANSWER = "operator_answer"  # an operator answering an own-number query: never pushed
+    # [partner] on: no open activation on the number when the SMS came in (the SMS is older
+    # than any order); never released by an activation opening later, only by hand
+    # (`messages retry SMSID`). Not used with push_without_activation = true.
+    NO_ACTIVATION = "no_activation"
 
 
 FINISHED_STATES = (State.DELIVERED, State.DROPPED, State.EXPIRED)
@@ -50,6 +54,8 @@ class Incoming:
     hold: Hold | None = None  # set: stored as held, never pushed (phone may be "")
     raw: str | None = None  # the PDU as read, kept for audit
     partial: bool = False  # joined with parts missing
+    activation_id: int | None = None  # [partner] on: the open activation it is pushed for
+    rent_service: str | None = None  # set: a rent activation's service; pushed to the rent URL
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,8 @@ class Message:
     hold_reason: Hold | None = None
     raw: str | None = None
     partial: bool = False
+    activation_id: int | None = None  # the activation it was accepted for ([partner] on)
+    rent_service: str | None = None  # set: pushed to the rent URL with this `service`
 
 
 @dataclass(frozen=True)

@@ -40,15 +40,19 @@ T = TypeVar("T")
 BODY_LIMIT = 4096
 _MESSAGE_COLUMNS = (
     "sms_id, source, source_ref, phone, phone_from, text, received_at, accepted_at, "
-    "state, due_at, attempts, finished_at, final_code, hold_reason, raw, partial"
+    "state, due_at, attempts, finished_at, final_code, hold_reason, raw, partial,"
+    " activation_id, rent_service"
 )
 _CHUNK = 400  # pairs per dedup lookup, well below SQLite's variable limit
 _INSERT_COLUMNS = (
     "sms_id, source, source_ref, phone, phone_from, text, received_at, expiry_base,"
-    " accepted_at, state, due_at, hold_reason, raw, partial"
+    " accepted_at, state, due_at, hold_reason, raw, partial, activation_id, rent_service"
 )
-_COLUMNS = 14
-_INSERT_ROWS = 64  # rows per INSERT at most (64 * 14 variables); chunks of 64, 32, ..., 1
+_COLUMNS = 16
+_INSERT_ROWS = 64  # rows per INSERT at most (64 * 16 variables); chunks of 64, 32, ..., 1
+# Decides, for each message a multi-part join makes, whether and where it is pushed (Intake's
+# activation rule, from a snapshot: it runs on the store's thread).
+Route = Callable[[Incoming], Incoming]
 
 
 def _prepare(conn: sqlite3.Connection, busy_timeout_ms: int, *, readonly: bool) -> None:
@@ -283,59 +287,86 @@ class Outbox:
         for listener in self._accepted_listeners:
             listener()
 
-    async def accept_part(self, part: Part) -> PartResult:
-        """Commit one part of a concatenated SMS; the joined message comes with the last part."""
+    async def accept_part(self, part: Part, route: Route | None = None) -> PartResult:
+        """Commit one part of a concatenated SMS; the joined message comes with the last part
+        (passed through `route` first, when given)."""
         now = self._clock()
+        insert = self._routed_insert(route)
 
         def op(conn: sqlite3.Connection) -> PartResult:
-            return parts.add_part(conn, part, now, self._insert)
+            return parts.add_part(conn, part, now, insert)
 
         result = await self._write.submit(op)
         if result.joined is not None and not result.joined.duplicate:
             self._notify()
         return result
 
-    async def close_group(self, source: str, group_key: str) -> Accepted | None:
+    async def close_group(
+        self, source: str, group_key: str, route: Route | None = None
+    ) -> Accepted | None:
         """Join an open-ended group (parts with total 0) with what arrived, now."""
+        insert = self._routed_insert(route)
 
         def op(conn: sqlite3.Connection) -> Accepted | None:
-            return parts.close_group(conn, source, group_key, self._insert)
+            return parts.close_group(conn, source, group_key, insert)
 
         joined = await self._write.submit(op)
         if joined is not None and not joined.duplicate:
             self._notify()
         return joined
 
-    async def flush_stale_parts(self, older_than: float) -> list[Accepted]:
+    async def flush_stale_parts(
+        self, older_than: float, route: Route | None = None
+    ) -> list[Accepted]:
         """Join multi-part messages still incomplete after `older_than` seconds, gaps marked."""
         cutoff = self._clock() - older_than
+        insert = self._routed_insert(route)
 
         def op(conn: sqlite3.Connection) -> list[Accepted]:
-            return parts.flush_stale(conn, cutoff, self._insert)
+            return parts.flush_stale(conn, cutoff, insert)
 
         joined = await self._write.submit(op)
         if joined:
             self._notify()
         return joined
 
-    async def release_held(self, source: str, phone: str) -> list[int]:
-        """Held-for-no-phone messages of `source` get `phone` and join the queue."""
+    async def release_held(self, source: str, phone: str, *, hold: Hold | None = None) -> list[int]:
+        """Held-for-no-phone messages of `source` get `phone` and join the queue; or, with
+        `hold`, stay held for that reason instead (no open activation, [partner] on)."""
         now = self._clock()
+        state = State.QUEUED.value if hold is None else State.HELD.value
+        reason = None if hold is None else hold.value
 
         def op(conn: sqlite3.Connection) -> list[int]:
             rows = conn.execute(
-                "UPDATE messages SET state = 'queued', phone = ?, hold_reason = NULL, due_at = ?,"
+                "UPDATE messages SET state = ?, phone = ?, hold_reason = ?, due_at = ?,"
                 " expiry_base = MAX(expiry_base, ?)"
                 " WHERE state = 'held' AND source = ? AND hold_reason = 'no_phone'"
                 " RETURNING sms_id",
-                (phone, now, now, source),
+                (state, phone, reason, now, now, source),
             ).fetchall()
             return sorted(int(r[0]) for r in rows)
 
         released = await self._write.submit(op)
-        if released:
+        if released and hold is None:
             self._notify()
         return released
+
+    async def waiting_part_phones(
+        self, source: str | None = None, group_key: str | None = None
+    ) -> set[str]:
+        """The phones of parts waiting for their group (of one group, when given)."""
+        sql = "SELECT DISTINCT phone FROM parts WHERE sms_id IS NULL"
+        params: list[str] = []
+        if source is not None:
+            sql += " AND source = ? AND group_key = ?"
+            params += [source, group_key or ""]
+        return {str(r[0]) for r in await self._all(sql, params)}
+
+    def _routed_insert(self, route: Route | None) -> parts.Insert:
+        if route is None:
+            return self._insert
+        return lambda conn, items: self._insert(conn, [route(i) for i in items])
 
     def _insert(self, conn: sqlite3.Connection, items: list[Incoming]) -> list[Accepted]:
         """Runs on the store's thread, inside the transaction (see GroupWriter)."""
@@ -400,6 +431,8 @@ class Outbox:
                 None if m.hold is None else m.hold.value,
                 m.raw,
                 int(m.partial),
+                m.activation_id,
+                m.rent_service,
             )
         # Multi-row INSERTs rather than executemany: one statement step per chunk instead of
         # one per row, and each step lets go of (and must win back) the GIL.
@@ -521,7 +554,7 @@ class Outbox:
         # held-for-no-phone ones never do (they are waiting, not finished).
         total += await self._write_rowcount(
             "DELETE FROM messages WHERE state = 'held' AND hold_reason IN"
-            " ('undecodable', 'not_text') AND accepted_at < ?",
+            " ('undecodable', 'not_text', 'no_activation') AND accepted_at < ?",
             (cutoff,),
         )
         await self._write_rowcount(
@@ -532,11 +565,17 @@ class Outbox:
     async def requeue(
         self, *, sms_ids: Sequence[int] = (), state: State | None = None, since: float | None = None
     ) -> list[int]:
-        """Put dropped or expired messages back in the queue, keeping their smsId."""
+        """Put dropped or expired messages back in the queue, keeping their smsId.
+
+        Messages named by smsId may also be held for want of an activation (pushed by hand,
+        without one); no other held message is ever queued by this.
+        """
         now = self._clock()
         where = "state IN ('dropped', 'expired')"
         params: list[Any] = []
         if sms_ids:
+            if state is None:
+                where = f"({where} OR (state = 'held' AND hold_reason = 'no_activation'))"
             where += f" AND sms_id IN ({','.join('?' for _ in sms_ids)})"
             params.extend(sms_ids)
         if state is not None:
@@ -550,7 +589,8 @@ class Outbox:
             # max_age counts from now, so it does not expire again at once; received_at stays.
             rows = conn.execute(
                 "UPDATE messages SET state = 'queued', due_at = ?, finished_at = NULL,"  # noqa: S608
-                f" final_code = NULL, leased = 0, expiry_base = ? WHERE {where}"
+                " final_code = NULL, hold_reason = NULL, leased = 0, expiry_base = ?"
+                f" WHERE {where}"
                 " RETURNING sms_id",
                 [now, now, *params],
             ).fetchall()
@@ -744,6 +784,8 @@ def _message(r: Any) -> Message:
         hold_reason=Hold(r[13]) if r[13] else None,
         raw=r[14],
         partial=bool(r[15]),
+        activation_id=None if r[16] is None else int(r[16]),
+        rent_service=r[17],
     )
 
 

@@ -204,6 +204,9 @@ def test_the_scrubbed_text_never_holds_the_key_nor_a_cut_start_of_it(
 ) -> None:
     scrub = KeyScrubber(key)
     text = around + key + around[::-1] + json.dumps(key)
+    if key in MASK:  # the mask itself holds it: masking must still end
+        assert scrub(text) == text.replace(key, MASK)
+        return
     assert key not in scrub(text)
     cut = scrub(text[:cut_at], cut=True)
     assert key not in cut
