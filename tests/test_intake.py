@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from gateway.fields import EARLIEST, MAX_AHEAD, MAX_FIELD, MAX_TEXT, FieldError, checked_part
@@ -200,3 +204,242 @@ async def test_a_part_with_a_device_time_out_of_the_window_gets_the_receive_time
     assert stored is not None and stored.received_at == T0
     (line,) = events(logs, "sms.device_time_replaced")
     assert (line["source"], line["seq"]) == ("modem:m1", 1)
+
+
+# -- delivery follows activations ([partner] on) -------------------------------------------------
+
+ORDERED, UNORDERED = "79001110001", "79002220002"
+
+
+@dataclasses.dataclass(frozen=True)
+class Open:
+    """An open activation as the desk hands it out (gateway.outbox.partner.Activation's shape)."""
+
+    activation_id: int
+    service: str = "vk"
+    rent: bool = False
+
+
+def on(phone: str, text: str, *, ref: str | None = None, hold: Hold | None = None) -> Incoming:
+    return Incoming("modem", phone, "VK", text, T0, source_ref=ref, hold=hold)
+
+
+def partner_intake(
+    outbox: Outbox,
+    activations: dict[str, Open],
+    *,
+    push_without: bool = False,
+    metrics: Metrics | None = None,
+) -> Intake:
+    return Intake(
+        outbox,
+        metrics,
+        clock=lambda: T0,
+        activation_for=activations.get,
+        push_without_activation=push_without,
+    )
+
+
+def held_count(metrics: Metrics, reason: str) -> float | None:
+    return metrics.registry.get_sample_value("sms_gateway_messages_held_total", {"reason": reason})
+
+
+async def test_an_sms_on_an_ordered_number_is_queued_with_its_activation_id(
+    outbox: Outbox,
+) -> None:
+    intake = partner_intake(outbox, {ORDERED: Open(41)})
+    with capture_logs() as logs:
+        (a,) = await intake.accept([on(ORDERED, "code 1")])
+    m = await outbox.get_message(a.sms_id)
+    assert m is not None
+    assert (m.state, m.activation_id, m.rent_service, m.hold_reason) == (
+        State.QUEUED,
+        41,
+        None,
+        None,
+    )
+    (line,) = events(logs, "sms.accepted")
+    assert line["activation_id"] == 41
+
+
+async def test_an_sms_on_a_number_nobody_ordered_is_held_not_pushed_and_counted(
+    outbox: Outbox,
+) -> None:
+    metrics = Metrics()
+    intake = partner_intake(outbox, {ORDERED: Open(41)}, metrics=metrics)
+    with capture_logs() as logs:
+        (a,) = await intake.accept([on(UNORDERED, "code 2")])
+    m = await outbox.get_message(a.sms_id)
+    assert m is not None
+    assert (m.state, m.hold_reason, m.activation_id, m.phone) == (
+        State.HELD,
+        Hold.NO_ACTIVATION,
+        None,
+        UNORDERED,
+    )
+    (line,) = events(logs, "sms.held")
+    assert (line["reason"], line["phone"], line["log_level"]) == (
+        "no_activation",
+        UNORDERED,
+        "info",
+    )
+    assert held_count(metrics, "no_activation") == 1
+    assert await outbox.claim_due(limit=10, lease=60, max_age=0) == []
+
+
+async def test_a_rent_activation_records_its_service_for_the_rent_push(outbox: Outbox) -> None:
+    intake = partner_intake(outbox, {ORDERED: Open(7, service="rent", rent=True)})
+    (a,) = await intake.accept([on(ORDERED, "rent code")])
+    (m,) = await outbox.claim_due(limit=10, lease=60, max_age=0)
+    assert (m.sms_id, m.activation_id, m.rent_service) == (a.sms_id, 7, "rent")
+
+
+async def test_push_without_activation_pushes_unordered_numbers_as_ever(outbox: Outbox) -> None:
+    intake = partner_intake(outbox, {ORDERED: Open(41)}, push_without=True)
+    accepted = await intake.accept([on(UNORDERED, "a"), on(ORDERED, "b")])
+    claimed = {m.sms_id: m for m in await outbox.claim_due(limit=10, lease=60, max_age=0)}
+    assert [claimed[a.sms_id].activation_id for a in accepted] == [None, 41]
+
+
+async def test_the_activation_open_when_the_sms_is_accepted_decides(outbox: Outbox) -> None:
+    """An SMS that came before the order stays held when the order comes; one accepted while
+    the activation was open keeps its id after the activation finishes."""
+    activations: dict[str, Open] = {}
+    intake = partner_intake(outbox, activations)
+    (before,) = await intake.accept([on(ORDERED, "before the order")])
+    activations[ORDERED] = Open(5)
+    (during,) = await intake.accept([on(ORDERED, "during")])
+    del activations[ORDERED]
+    (after,) = await intake.accept([on(ORDERED, "after the finish")])
+    states = {
+        a.sms_id: (m.state, m.activation_id)
+        for a in (before, during, after)
+        if (m := await outbox.get_message(a.sms_id)) is not None
+    }
+    assert states == {
+        before.sms_id: (State.HELD, None),
+        during.sms_id: (State.QUEUED, 5),
+        after.sms_id: (State.HELD, None),
+    }
+
+
+async def test_messages_held_for_other_reasons_stay_as_they_are(outbox: Outbox) -> None:
+    intake = partner_intake(outbox, {ORDERED: Open(41)})
+    (a,) = await intake.accept([on("", "no number yet", hold=Hold.NO_PHONE)])
+    m = await outbox.get_message(a.sms_id)
+    assert m is not None and (m.hold_reason, m.activation_id) == (Hold.NO_PHONE, None)
+
+
+async def test_a_duplicate_keeps_what_the_first_commit_decided(outbox: Outbox) -> None:
+    activations: dict[str, Open] = {}
+    intake = partner_intake(outbox, activations)
+    (first,) = await intake.accept([on(ORDERED, "x", ref="sim-1")])
+    activations[ORDERED] = Open(9)
+    (again,) = await intake.accept([on(ORDERED, "x", ref="sim-1")])
+    assert again == dataclasses.replace(first, duplicate=True)
+    m = await outbox.get_message(first.sms_id)
+    assert m is not None and (m.state, m.activation_id) == (State.HELD, None)
+
+
+async def test_a_joined_multi_part_sms_follows_the_activation_of_its_number(
+    outbox: Outbox,
+) -> None:
+    intake = partner_intake(outbox, {ORDERED: Open(12)})
+
+    def piece(phone: str, seq: int) -> Part:
+        return Part("modem", f"g-{phone}", seq, 2, f"p{seq}", phone, "VK", T0, f"{phone}-{seq}")
+
+    for phone in (ORDERED, UNORDERED):
+        await intake.accept_part(piece(phone, 1))
+        result = await intake.accept_part(piece(phone, 2))
+        assert result.joined is not None
+        m = await outbox.get_message(result.joined.sms_id)
+        assert m is not None and m.text == "p1p2"
+        expect = (State.QUEUED, 12) if phone == ORDERED else (State.HELD, None)
+        assert (m.state, m.activation_id) == expect
+
+
+async def test_stale_and_closed_groups_follow_activations_too(outbox: Outbox) -> None:
+    intake = partner_intake(outbox, {ORDERED: Open(12, service="rent", rent=True)})
+    await intake.accept_part(Part("goip", "open", 1, 0, "a", ORDERED, "VK", T0, "o-1"))
+    await intake.accept_part(Part("modem", "stale", 1, 3, "b", UNORDERED, "VK", T0, "s-1"))
+    closed = await intake.close_group("goip", "open")
+    assert closed is not None
+    (flushed,) = await intake.flush_stale_parts(-1.0)  # everything waiting is stale
+    c, f = await outbox.get_message(closed.sms_id), await outbox.get_message(flushed.sms_id)
+    assert c is not None and f is not None
+    assert (c.state, c.activation_id, c.rent_service) == (State.QUEUED, 12, "rent")
+    assert (f.state, f.hold_reason, f.partial) == (State.HELD, Hold.NO_ACTIVATION, True)
+
+
+@pytest.mark.parametrize("push_without", [False, True])
+async def test_messages_released_with_their_number_follow_the_rule_strictly(
+    outbox: Outbox, push_without: bool
+) -> None:
+    """The SIM's number was unknown when they came, so no order could have been for them."""
+    intake = partner_intake(outbox, {ORDERED: Open(3)}, push_without=push_without)
+    (a,) = await intake.accept([on("", "early", hold=Hold.NO_PHONE)])
+    assert await intake.release_held("modem", ORDERED) == [a.sms_id]
+    m = await outbox.get_message(a.sms_id)
+    assert m is not None
+    if push_without:
+        assert (m.state, m.hold_reason, m.activation_id) == (State.QUEUED, None, None)
+    else:
+        assert (m.state, m.hold_reason, m.phone) == (State.HELD, Hold.NO_ACTIVATION, ORDERED)
+
+
+async def test_retry_by_sms_id_pushes_a_no_activation_message_by_hand(outbox: Outbox) -> None:
+    intake = partner_intake(outbox, {})
+    (held,) = await intake.accept([on(UNORDERED, "operator wants it out")])
+    (other,) = await intake.accept([on("", "no phone", hold=Hold.NO_PHONE)])
+    assert await outbox.requeue(state=State.DROPPED) == []  # by state: never a held one
+    assert await outbox.requeue(sms_ids=[held.sms_id, other.sms_id]) == [held.sms_id]
+    (m,) = await outbox.claim_due(limit=10, lease=60, max_age=0)
+    assert (m.sms_id, m.hold_reason, m.activation_id) == (held.sms_id, None, None)
+
+
+async def test_no_activation_messages_age_out_like_other_records(outbox: Outbox) -> None:
+    intake = partner_intake(outbox, {})
+    (a,) = await intake.accept([on(UNORDERED, "old")])
+    assert await outbox.purge_finished(keep=-1.0) == 1
+    assert await outbox.get_message(a.sms_id) is None
+
+
+phones = st.sampled_from([ORDERED, UNORDERED, "79003330003", "491701234567"])
+incoming = st.builds(
+    on,
+    phones,
+    st.text(max_size=5),
+    ref=st.one_of(st.none(), st.sampled_from(["r1", "r2", "r3"])),
+    hold=st.one_of(st.none(), st.just(Hold.NO_PHONE), st.just(Hold.UNDECODABLE)),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(incoming, min_size=1, max_size=6), min_size=1, max_size=4), st.booleans())
+def test_with_no_activation_anywhere_nothing_is_pushed_unless_push_without(
+    batches: list[list[Incoming]], push_without: bool
+) -> None:
+    async def run(path: str) -> None:
+        store = await Outbox.open(path, clock=lambda: T0)
+        try:
+            intake = partner_intake(store, {}, push_without=push_without)
+            for batch in batches:
+                await intake.accept(batch)
+            claimed = await store.claim_due(limit=1000, lease=60, max_age=0)
+            everything = await store.list_messages(limit=1000)
+            assert all(m.activation_id is None for m in everything)
+            held_by_source = [
+                m for m in everything if m.hold_reason in (Hold.NO_PHONE, Hold.UNDECODABLE)
+            ]
+            if push_without:
+                assert len(claimed) == len(everything) - len(held_by_source)
+                assert not any(m.hold_reason is Hold.NO_ACTIVATION for m in everything)
+            else:
+                assert claimed == []
+                assert all(m.state is State.HELD for m in everything)
+        finally:
+            await store.close()
+
+    with tempfile.TemporaryDirectory() as d:
+        asyncio.run(run(str(Path(d) / "outbox.sqlite3")))
