@@ -1,4 +1,10 @@
-"""`sms-gateway demo`: the stand-in upstream, the daemon, simulated modems and a few SMS."""
+"""`sms-gateway demo`: the whole partner cycle on one machine, with no hardware and no account.
+
+The stand-in plays Onlinesim (PUSH_SMS endpoint and the partner calls), the daemon runs with
+[partner] on and six simulated modems whose SIMs sit on four networks in two countries: the
+stand-in orders a number, an SMS on exactly that SIM is pushed, the stand-in finishes the
+activation with 3 and the count drops, an SMS on a SIM nobody ordered is kept.
+"""
 
 from __future__ import annotations
 
@@ -7,44 +13,49 @@ import contextlib
 import errno
 import json
 import os
-import random
 import shlex
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import aiohttp
 
 from gateway import config
 from gateway.daemon import Daemon
 from gateway.errors import GatewayError
+from gateway.outbox import State
 from gateway.play.modem import FakeModem
 from gateway.play.pdu import split_deliver
-from gateway.play.standin import StandIn
+from gateway.play.standin import OrderState, PartnerPlay, StandIn
+
+T = TypeVar("T")
 
 DEMO_TOKEN = "demo-ingest-token"  # noqa: S105 - a demo on loopback, printed on purpose
 DEMO_KEY = "demo-api-key"
-ACTIVE = ("79001234567", "79007654321")
-SAMPLES = [
-    {"phone": "79001234567", "phoneFrom": "Instagram", "text": "Your verification code is 800142"},
-    {"phone": "79007654321", "phoneFrom": "Telegram", "text": "Код подтверждения: 31337 🙂"},
-    {"phone": "79001234567", "phoneFrom": "+447700900123", "text": 'Line one\nline "two"'},
-    {"phone": "79990000000", "phoneFrom": "WhatsApp", "text": "no operation on this number"},
-    {"phone": "79007654321", "phoneFrom": "SomeBank", "text": "a sender the upstream refuses"},
-]
+DEMO_PARTNER_KEY = "demo-partner-key"
+SERVICES = ("vk", "wa", "tg")
+ORDERED_SERVICE = "vk"
 
 
-# Simulated modems: (maker profile, ICCID, the SIM's number)
+# Simulated modems: (maker profile, ICCID, IMSI (its MCC/MNC: the home network), the SIM's number)
 MODEMS = [
-    ("simcom", "8970199000000000011", "79001234567"),
-    ("huawei", "8970199000000000022", "79007654321"),
-    ("quectel", "8970199000000000033", "79005550000"),
+    ("simcom", "8970101000000000011", "250010000000011", "79161234501"),  # Russia, MTS
+    ("huawei", "8970102000000000022", "250020000000022", "79261234502"),  # Russia, MegaFon
+    ("quectel", "8970199000000000033", "250990000000033", "79031234503"),  # Russia, Beeline
+    ("wavecom", "8970101000000000044", "250010000000044", "79161234504"),  # Russia, MTS
+    ("telit", "8997702000000000055", "401020000000055", "77011234505"),  # Kazakhstan, Kcell
+    ("simcom", "8997701000000000066", "401010000000066", "77771234506"),  # Kazakhstan, Beeline
 ]
-MODEM_SMS = [
-    (0, "Instagram", "Your Instagram code is 511 044"),
-    (1, "VK", "VK: 7731 — код для входа. Никому его не сообщайте"),
-    (2, "+447700900123", "Hi! This one is long enough to need three parts: " + "lorem ipsum " * 25),
-]
+# [partner.names]: MCC or MCC-MNC -> Onlinesim's names (others: the network table's, slugged)
+NAMES = {
+    "250": "russia",
+    "250-01": "mts",
+    "401": "kazakhstan",
+    "401-01": "beeline",
+    "401-02": "kcell",
+}
 
 
 def start_modems(directory: Path) -> list[FakeModem]:
@@ -52,13 +63,13 @@ def start_modems(directory: Path) -> list[FakeModem]:
     links = directory / "by-id"
     links.mkdir(parents=True, exist_ok=True)
     modems = []
-    for i, (profile, iccid, _) in enumerate(MODEMS):
+    for i, (profile, iccid, imsi, _) in enumerate(MODEMS):
         modem = FakeModem(
             profile,
             iccid=iccid,
-            imsi=f"25099000000000{i}",
+            imsi=imsi,
             link_dir=links,
-            link_name=f"usb-demo-{profile}-if00-port0",
+            link_name=f"usb-demo-{profile}-{i}-if00-port0",
         )
         modem.start()
         modems.append(modem)
@@ -67,10 +78,21 @@ def start_modems(directory: Path) -> list[FakeModem]:
 
 def modem_tables(modems: list[FakeModem]) -> str:
     tables = ["[modems]\nscan_interval = 10.0\nmultipart_timeout = 30.0\n"]
-    for modem, (_, iccid, phone) in zip(modems, MODEMS, strict=True):
+    for modem, (_, iccid, _, phone) in zip(modems, MODEMS, strict=True):
         tables.append(f'[[modem]]\nport = "{modem.port}"\n')
         tables.append(f'[[sim]]\niccid = "{iccid}"\nphone = "{phone}"\n')
     return "\n".join(tables)
+
+
+def partner_table() -> str:
+    names = ", ".join(f'"{k}" = "{v}"' for k, v in NAMES.items())
+    return (
+        "[partner]\n"
+        'listen = "127.0.0.1:0"\n'
+        f'key = "{DEMO_PARTNER_KEY}"\n'
+        f"services = {json.dumps(list(SERVICES))}\n"
+        f"names = {{ {names} }}\n"
+    )
 
 
 def write_config(directory: Path, upstream_url: str, port: int, extra: str = "") -> Path:
@@ -107,23 +129,54 @@ def cli_command() -> str:
     return f"{shlex.quote(sys.executable)} -m gateway"
 
 
+def describe(answer: dict[str, Any]) -> list[str]:
+    """A GET_SERVICES answer in a few lines: per country, the `any` counts and each operator's."""
+    lines = []
+    for entry in answer.get("countryList", []):
+        operators = entry.get("operatorMap", {})
+        total = operators.get("any", {})
+        counts = " ".join(f"{s}={total.get(s, 0)}" for s in SERVICES)
+        each = ", ".join(
+            f"{name} {'/'.join(str(c.get(s, 0)) for s in SERVICES)}"
+            for name, c in operators.items()
+            if name != "any"
+        )
+        lines.append(
+            f"    {entry.get('country')}: {counts}  (by operator, {'/'.join(SERVICES)}: {each})"
+        )
+    return lines
+
+
+async def until(check: Callable[[], Awaitable[T | None]], timeout: float, what: str) -> T:
+    """Poll another part (the daemon, through its store or HTTP) until `check` gives a value."""
+    try:
+        async with asyncio.timeout(timeout):
+            # Another process's state, or the daemon's store: nothing to wait on but asking.
+            while (value := await check()) is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+            return value
+    except TimeoutError:
+        raise GatewayError(f"demo: {what} did not happen within {timeout:g} s") from None
+
+
+def step(text: str) -> None:
+    print(f"\n{text}", flush=True)
+
+
 async def run_demo(*, port: int, directory: str) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    standin = StandIn(
-        key=DEMO_KEY,
-        active_phones=[*ACTIVE, *(phone for _, _, phone in MODEMS)],
-        bad_senders=["SomeBank"],
-        rate_limit=50,
-    )
+    standin = StandIn(key=DEMO_KEY, bad_senders=["SomeBank"], rate_limit=50)
     await standin.start()
     modems: list[FakeModem] = []
     daemon: Daemon | None = None
     try:
         modems = start_modems(Path(directory))
-        cfg_path = write_config(Path(directory), standin.url, port, modem_tables(modems))
+        cfg_path = write_config(
+            Path(directory), standin.url, port, modem_tables(modems) + "\n" + partner_table()
+        )
         cfg = config.load(cfg_path)
         daemon = Daemon(cfg)
         try:
@@ -135,50 +188,121 @@ async def run_demo(*, port: int, directory: str) -> int:
                     " (make run PORT=N), or 0 for any free port"
                 ) from e
             raise
+        if parts.partner is None or parts.partner.bound_port is None:
+            raise GatewayError("demo: the daemon did not start its partner listener")
         base = f"http://127.0.0.1:{parts.http.bound_port}"
-        print(f"stand-in PUSH_SMS upstream: {standin.url}")
-        print(f"daemon store:               {cfg.store.path}")
-        print(f"config written to:          {cfg_path}")
-        print(f"\nsending {len(SAMPLES)} SMS through the ingest API ({base}/v1/sms):")
+        partner_url = f"http://127.0.0.1:{parts.partner.bound_port}"
+        standin.play(
+            PartnerPlay(partner_url, DEMO_PARTNER_KEY, service=ORDERED_SERVICE, finish_after=1.0)
+        )
+        standin_base = standin.url.rsplit("/v1", 1)[0]
+        print(f"stand-in Onlinesim (PUSH_SMS): {standin.url}")
+        print(f"daemon's partner listener:     {partner_url} (Onlinesim's calls)")
+        print(f"daemon's HTTP (status page):   {base}/")
+        print(f"daemon store:                  {cfg.store.path}")
+        print(f"config written to:             {cfg_path}")
+
+        step(
+            f"{len(modems)} simulated modems (real ptys speaking AT) register; their SIMs"
+            f" ({', '.join(sorted({m[2][:3] + '-' + m[2][3:5] for m in MODEMS}))}) enter the"
+            " inventory:"
+        )
+
+        async def offered() -> dict[str, Any] | None:
+            answer = await standin.get_services()
+            full = StandIn.count(answer, ORDERED_SERVICE) >= len(MODEMS)
+            return answer if full else None
+
+        before = await until(offered, 60, "every simulated SIM in the inventory")
+        print("  GET_SERVICES (the stand-in asks as Onlinesim does every 2 minutes):")
+        print("\n".join(describe(before)))
+
+        step(f"the stand-in, as Onlinesim, orders a number in russia for {ORDERED_SERVICE}:")
+        order = await standin.order(ORDERED_SERVICE, country="russia")
+        if order is None:
+            raise GatewayError("demo: GET_NUMBER answered NO_NUMBERS")
+        print(f"  GET_NUMBER -> number {order.phone}, activationId {order.activation_id}")
+        during = await standin.get_services()
+        print(
+            f"  GET_SERVICES: russia {ORDERED_SERVICE}"
+            f" {StandIn.count(before, ORDERED_SERVICE, 'russia')}"
+            f" -> {StandIn.count(during, ORDERED_SERVICE, 'russia')} (that SIM is taken)"
+        )
+
+        ordered = next(i for i, m in enumerate(MODEMS) if m[3] == order.phone)
+        text = "VK: 4417 is your code. Do not give it to anyone"
+        for pdu in split_deliver("VK", text, ref=40):
+            modems[ordered].deliver(pdu)
+        step(f"an SMS arrives on exactly that SIM ({modems[ordered].port.rsplit('/', 1)[-1]}):")
+        print(f"  from VK: {text!r}")
+        await standin.wait_for(lambda s: bool(order.sms_ids), timeout=30)
+        [push] = [p for p in standin.pushes if (p.body or {}).get("phone") == order.phone]
+        body = push.body or {}
+        print(
+            f"  the gateway pushed it: PUSH_SMS smsId {body.get('smsId')} phone"
+            f" {body.get('phone')} from {body.get('phoneFrom')} -> HTTP {push.status}"
+        )
+        await standin.wait_for(lambda s: order.state is OrderState.FINISHED, timeout=30)
+        print(
+            f"  the stand-in FINISHed activation {order.activation_id} with status"
+            f" {order.status} (sold)"
+        )
+        after = await standin.get_services()
+        print(
+            f"  GET_SERVICES: russia {ORDERED_SERVICE}"
+            f" {StandIn.count(before, ORDERED_SERVICE, 'russia')}"
+            f" -> {StandIn.count(after, ORDERED_SERVICE, 'russia')} (sold: never offered"
+            f" for {ORDERED_SERVICE} again); russia wa"
+            f" {StandIn.count(before, 'wa', 'russia')} -> {StandIn.count(after, 'wa', 'russia')}"
+            " (free again for other services)"
+        )
+        print("  GET_SERVICES after:")
+        print("\n".join(describe(after)))
+
+        other = next(i for i, m in enumerate(MODEMS) if m[3] != order.phone)
+        phone = MODEMS[other][3]
+        for pdu in split_deliver("WhatsApp", "WhatsApp code 123-456", ref=41):
+            modems[other].deliver(pdu)
+        step(f"an SMS arrives on a SIM nobody ordered ({phone}):")
+
+        async def held(phone: str = phone) -> int | None:
+            found = await parts.outbox.list_messages(state=State.HELD, phone=phone, limit=1)
+            return found[0].sms_id if found else None
+
+        sms_id = await until(held, 30, "the SMS on an un-ordered SIM to be kept")
+        pushed = [p for p in standin.pushes if (p.body or {}).get("phone") == phone]
+        print(
+            f"  kept, not pushed: smsId {sms_id} is held (no_activation);"
+            f" pushes for {phone}: {len(pushed)}"
+        )
         async with aiohttp.ClientSession() as session:
-            for sample in SAMPLES:
-                async with session.post(
-                    f"{base}/v1/sms",
-                    json=sample,
-                    headers={"Authorization": f"Bearer {DEMO_TOKEN}"},
-                ) as resp:
-                    answer = await resp.json()
-                print(
-                    f"  {resp.status} {json.dumps(answer)}  <- {sample['phoneFrom']}: "
-                    f"{sample['text'][:40]!r}"
-                )
-        print(f"\n{len(modems)} simulated modems receive SMS (real ptys speaking AT):")
-        for index, sender, text in MODEM_SMS:
-            pdus = split_deliver(sender, text, ref=17 + index)
-            random.Random(index).shuffle(pdus)  # multi-part SMS may arrive in any order
-            for pdu in pdus:
-                modems[index].deliver(pdu)
-            print(
-                f"  {modems[index].port.rsplit('/', 1)[-1]}: {len(pdus)} part(s) from "
-                f"{sender}: {text[:40]!r}"
-            )
-        wanted = len(SAMPLES) + len(MODEM_SMS)
-        await standin.wait_for(lambda s: len(s.pushes) >= wanted, timeout=30)
-        print("\nwhat the upstream answered:")
-        for push in standin.pushes:
-            body = push.body or {}
-            print(
-                f"  smsId {body.get('smsId')}: HTTP {push.status} for phone {body.get('phone')}"
-                f" from {body.get('phoneFrom')}"
-            )
-        print("\nwhere to look (the daemon keeps running; Ctrl-C stops everything):")
+            sample = {
+                "phone": MODEMS[-1][3],
+                "phoneFrom": "Telegram",
+                "text": "Telegram code 31337",
+            }
+            async with session.post(
+                f"{base}/v1/sms", json=sample, headers={"Authorization": f"Bearer {DEMO_TOKEN}"}
+            ) as resp:
+                answer = await resp.json()
+        print(
+            f"  the same through the ingest API ({base}/v1/sms) for {sample['phone']}:"
+            f" {resp.status} {json.dumps(answer)}, kept as well"
+        )
+
+        step("where to look (the daemon keeps running; Ctrl-C stops everything):")
+        cli, cfg_arg = cli_command(), shlex.quote(str(cfg_path.resolve()))
+        print(f"  {cli} sims -c {cfg_arg}")
+        print(f"  {cli} activations list -c {cfg_arg}")
+        print(f"  {cli} messages list -c {cfg_arg}")
+        print(f"  {cli} status -c {cfg_arg}")
+        print(f"  status page: {base}/")
         print(f"  curl {base}/health")
         print(f"  curl {base}/metrics")
-        cli, cfg_arg = cli_command(), shlex.quote(str(cfg_path.resolve()))
-        print(f"  {cli} status -c {cfg_arg}")
-        print(f"  {cli} messages list -c {cfg_arg}")
-        print(f"  {cli} ingest -c {cfg_arg} --phone 79001234567 --from Demo --text hello")
-        print(f"  curl {standin.url.rsplit('/v1', 1)[0]}/received")
+        print(f"  curl {standin_base}/activations    (the stand-in's view as Onlinesim)")
+        print(f"  curl {standin_base}/received")
+        print(f'  curl -X POST {standin_base}/order -d \'{{"service": "wa"}}\'    (order another)')
+        print(f"  {cli} ingest -c {cfg_arg} --phone {order.phone} --from Demo --text hello")
         await stop.wait()
     finally:
         if daemon is not None:

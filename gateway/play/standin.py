@@ -229,17 +229,31 @@ class StandIn:
         addresses = self._runner.addresses
         self.port = addresses[0][1] if addresses else port
         if self.partner is not None:
-            self._client = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.partner.timeout),
-                headers={"User-Agent": "sms-gateway-stand-in (Onlinesim's side)"},
+            self._play()
+
+    def play(self, partner: PartnerPlay) -> None:
+        """Start playing Onlinesim toward `partner` now (the partner server may start after
+        this PUSH_SMS endpoint, whose URL it needs)."""
+        if self.partner is not None:
+            raise RuntimeError("the stand-in already plays a partner side")
+        self.partner = partner
+        if self._runner is not None:
+            self._play()
+
+    def _play(self) -> None:
+        partner = self.partner
+        assert partner is not None
+        self._client = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=partner.timeout),
+            headers={"User-Agent": "sms-gateway-stand-in (Onlinesim's side)"},
+        )
+        self._tasks.append(asyncio.create_task(self._finisher(), name="standin-finisher"))
+        if partner.services_interval > 0:
+            self._tasks.append(
+                asyncio.create_task(self._services_loop(), name="standin-get-services")
             )
-            self._tasks.append(asyncio.create_task(self._finisher(), name="standin-finisher"))
-            if self.partner.services_interval > 0:
-                self._tasks.append(
-                    asyncio.create_task(self._services_loop(), name="standin-get-services")
-                )
-            if self.partner.order_interval > 0:
-                self._tasks.append(asyncio.create_task(self._order_loop(), name="standin-orders"))
+        if partner.order_interval > 0:
+            self._tasks.append(asyncio.create_task(self._order_loop(), name="standin-orders"))
 
     async def stop(self) -> None:
         for task in self._tasks:
