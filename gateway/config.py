@@ -586,6 +586,54 @@ class PartnerConfig:
 
 
 @dataclass(frozen=True)
+class SmppAccountConfig:
+    """[[smpp_server.account]]: an ESME (a GSM gateway box, Kannel) allowed to bind to us."""
+
+    system_id: str = _required_string("the system_id the peer binds with (up to 15 characters)")
+    password: str = _secret(required=True)  # SMPP carries 8 characters at most
+    allow: tuple[str, ...] = _checked(_networks, ())  # source addresses or networks; empty: any
+    # destinations (phone numbers, or a box's port names for [[sim]] source+port) it may
+    # deliver for; a message for any other is refused (ESME_RINVDSTADR). Empty: any.
+    claims: tuple[str, ...] = _words((), str.strip)
+    alphabet: Literal["gsm", "latin1", "ia5"] = _choice("gsm")  # what data_coding 0 means
+    max_binds: int = _integer(4, minimum=1, maximum=1000)  # sessions open at once
+
+
+@dataclass(frozen=True)
+class SmppServerConfig:
+    """[smpp_server]: the SMSC side that GSM gateways and Kannel bind to; off without it."""
+
+    listen: str = _checked(_listen_address, "0.0.0.0:2775")
+    system_id: str = _string("smsgw", nonempty=True)  # ours, in every bind_resp
+    window: int = _integer(10, minimum=1, maximum=1000)  # PDUs committing at once per bind
+    enquire_link: float = _seconds(30.0, minimum=0.1)  # silence before we ask
+    response_timeout: float = _seconds(10.0, minimum=0.1)  # for an enquire_link_resp
+    bind_timeout: float = _seconds(10.0, minimum=0.1)  # a connection must bind within
+    max_connections: int = _integer(256, minimum=1, maximum=65535)
+    account: tuple[SmppAccountConfig, ...] = _sections("system_id")
+
+
+@dataclass(frozen=True)
+class SmppClientConfig:
+    """[[smpp_client]]: one bind to an operator's or aggregator's SMSC, which sends deliver_sm."""
+
+    name: str = _peer_name()
+    host: str = _required_string("the SMSC's address")
+    system_id: str = _required_string("the system_id the SMSC gave you")
+    password: str = _secret(required=True)
+    port: int = _integer(2775, minimum=1, maximum=65535)
+    bind: Literal["receiver", "transceiver"] = _choice("receiver")
+    tls: bool = _flag(False)
+    system_type: str = _string()
+    address_range: str = _string()  # the SMSC routes MO matching it to this bind; "" any
+    alphabet: Literal["gsm", "latin1", "ia5"] = _choice("gsm")  # what data_coding 0 means
+    window: int = _integer(10, minimum=1, maximum=1000)  # deliver_sm committing at once
+    enquire_link: float = _seconds(30.0, minimum=0.1)
+    response_timeout: float = _seconds(10.0, minimum=0.1)
+    reconnect_max: float = _seconds(60.0, minimum=0.1)  # longest wait between attempts
+
+
+@dataclass(frozen=True)
 class Config:
     # A field typed as a config dataclass is a [table] (required without a default); a tuple
     # of them is an array of [[tables]].
@@ -604,6 +652,8 @@ class Config:
     goip: tuple[GoipConfig, ...] = _sections("name", "listen")
     yeastar: tuple[YeastarConfig, ...] = _sections("name")
     partner: PartnerConfig | None = _optional_section()  # noqa: RUF009 - a field specifier
+    smpp_server: SmppServerConfig | None = _optional_section()  # noqa: RUF009 - a field specifier
+    smpp_client: tuple[SmppClientConfig, ...] = _sections("name")
     # Not keys of the file (no rule): where it was read from, and what the operator should see.
     source_path: str = ""
     # Not errors, but worth the operator's eye (a secret file others can read). Config is

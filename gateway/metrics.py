@@ -94,6 +94,22 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        # SMPP binds ([smpp_server], [[smpp_client]]), per source (smpp-server:ID, smpp-client:NAME).
+        self.smpp_binds = Gauge(
+            "sms_gateway_smpp_binds", "SMPP sessions bound now.", ["source"], registry=r
+        )
+        self.smpp_messages = Counter(
+            "sms_gateway_smpp_messages",
+            "submit_sm/deliver_sm answered: stored, duplicate, refused, temporary_error.",
+            ["source", "outcome"],
+            registry=r,
+        )
+        self.smpp_errors = Counter(
+            "sms_gateway_smpp_errors",
+            "SMPP trouble: bind_refused, frame, undecodable, unknown_command, nack, connect.",
+            ["source", "kind"],
+            registry=r,
+        )
         # The partner side ([partner] on): Onlinesim's calls, activations, the SIM inventory.
         self.partner_calls = Counter(
             "sms_gateway_partner_calls",

@@ -479,6 +479,7 @@ def test_masked_replaces_every_secret_and_keeps_the_rest() -> None:
     assert set(data) == {
         "upstream", "store", "ids", "http", "log", "modems", "modem", "sim",
         "gammu", "smstools", "dinstar", "ejoin", "goip", "yeastar", "partner",
+        "smpp_server", "smpp_client",
     }  # fmt: skip
     assert data["partner"] is None  # off without a [partner] table
     assert KEY not in repr(data)
@@ -843,6 +844,8 @@ def test_the_walk_finds_every_table_and_the_file_form_of_every_secret() -> None:
         ("goip", "password"), ("goip", "password_file"),
         ("yeastar", "password"), ("yeastar", "password_file"),
         ("partner", "key"), ("partner", "key_file"),
+        ("smpp_server.account", "password"), ("smpp_server.account", "password_file"),
+        ("smpp_client", "password"), ("smpp_client", "password_file"),
     }  # fmt: skip
 
 
@@ -852,6 +855,7 @@ ARRAY_MINIMUM: dict[str, dict[str, Any]] = {
     "ejoin": {"name": "e1", "token": "t"},
     "goip": {"name": "g1", "id": "goip01", "password": "p"},
     "yeastar": {"name": "y1", "host": "192.0.2.1", "username": "u", "password": "p"},
+    "smpp_client": {"name": "s1", "host": "192.0.2.1", "system_id": "esme", "password": "p"},
 }
 
 
@@ -867,6 +871,8 @@ def test_every_declared_secret_is_masked_hidden_from_repr_and_given_to_the_scrub
     doc = minimal()
     if declared.table in ARRAY_MINIMUM:
         doc[declared.table] = [{**ARRAY_MINIMUM[declared.table], declared.key: value}]
+    elif declared.table == "smpp_server.account":
+        doc["smpp_server"] = {"account": [{"system_id": "box1", declared.key: value}]}
     else:
         doc.setdefault(declared.table, {})[declared.key] = value
 

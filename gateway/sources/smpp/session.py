@@ -1,0 +1,250 @@
+"""A bound SMPP session, either side: reads PDUs, answers each short message once it is
+committed (up to `window` in flight), enquire_link both ways, unbind, and garbage answered with
+generic_nack or a close, never an exception out of the connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from .inbound import Answer, Inbound, PeerRules
+from .pdu import (
+    BINDS,
+    RESPONSE,
+    Command,
+    FrameError,
+    Header,
+    PduError,
+    Status,
+    cstring,
+    decode_message,
+    encode,
+    read_pdu,
+)
+
+__all__ = ["BindStatus", "Link", "LinkCounters"]
+
+log = structlog.get_logger(__name__)
+
+NACK_STORM = 10  # generic_nacks from the peer within a minute: the session is rebound
+
+
+class LinkCounters(Protocol):
+    """The per-source metric children a link counts into (gateway.metrics.Metrics.smpp_*)."""
+
+    def message(self, outcome: str) -> None: ...
+
+    def error(self, kind: str) -> None: ...
+
+
+@dataclass
+class BindStatus:
+    """What /health shows about one bind; owned by the event loop."""
+
+    source: str
+    peer: str = ""
+    state: str = "connecting"  # connecting | bound | closed | refused
+    bound_at: float | None = None
+    last_pdu_at: float | None = None
+    messages: int = 0
+    errors: int = 0
+    last_error: str = ""
+    in_flight: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def error(self, what: str) -> None:
+        self.errors += 1
+        self.last_error = what
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "host": self.peer,
+            "bound_at": self.bound_at,
+            "last_pdu_at": self.last_pdu_at,
+            "messages": self.messages,
+            "errors": self.errors,
+            "last_error": self.last_error or None,
+            "in_flight": self.in_flight,
+        }
+
+
+class Link:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        rules: PeerRules,
+        inbound: Inbound,
+        status: BindStatus,
+        counters: LinkCounters,
+        window: int = 10,
+        enquire_every: float = 30.0,
+        response_timeout: float = 10.0,
+        takes: frozenset[Command] = frozenset({Command.SUBMIT_SM, Command.DELIVER_SM}),
+        next_seq: Callable[[], int] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._rules = rules
+        self._inbound = inbound
+        self.status = status
+        self._counters = counters
+        self._window = asyncio.Semaphore(window)
+        self._enquire_every = enquire_every
+        self._response_timeout = response_timeout
+        self._takes = takes
+        self._seq = 1
+        self._next_seq = next_seq or self._own_seq
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_heard = time.monotonic()
+        self._nacks: list[float] = []
+        self._closing = False
+
+    def _own_seq(self) -> int:
+        self._seq = self._seq % 0x7FFFFFFF + 1
+        return self._seq
+
+    def _send(self, data: bytes) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(data)
+
+    async def run(self) -> str:
+        """Serve until the peer unbinds or goes, or `close()`; the reason it ended."""
+        pinger = asyncio.create_task(self._ping())
+        try:
+            return await self._serve()
+        finally:
+            pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pinger
+            await self._settle()
+            self._writer.close()
+            with contextlib.suppress(OSError, ConnectionError):
+                await self._writer.wait_closed()
+
+    async def _settle(self) -> None:
+        """Let commits in flight finish (their answers may still go out) before the close."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=30)
+
+    async def _serve(self) -> str:
+        while not self._closing:
+            try:
+                header, pdu = await read_pdu(self._reader)
+            except asyncio.IncompleteReadError as e:
+                return "closed by peer" if not e.partial else "closed mid-PDU"
+            except FrameError as e:
+                self._bad("frame", str(e))
+                self._send(encode(Command.GENERIC_NACK, 0, Status.RINVCMDLEN))
+                return "unframeable PDU"
+            except (ConnectionError, OSError) as e:
+                return f"connection lost: {e}"
+            self._last_heard = time.monotonic()
+            self.status.last_pdu_at = self._clock()
+            ended = await self._dispatch(header, pdu)
+            if ended:
+                return ended
+        return "closed"
+
+    def _bad(self, kind: str, what: str) -> None:
+        self.status.error(what)
+        self._counters.error(kind)
+        log.warning("smpp.bad_pdu", source=self._rules.source, kind=kind, error=what)
+
+    async def _dispatch(self, h: Header, pdu: bytes) -> str | None:
+        cid = h.command_id
+        if cid in (Command.SUBMIT_SM, Command.DELIVER_SM):
+            resp = cid | RESPONSE
+            if cid not in self._takes:
+                self._send(encode(resp, h.seq, Status.RINVBNDSTS))
+                return None
+            try:
+                m = decode_message(h, pdu)
+            except PduError as e:
+                self._bad("undecodable", str(e))
+                self._send(encode(Command.GENERIC_NACK, h.seq, e.status))
+                return None
+            await self._window.acquire()  # a full window stops reading: TCP pushes back
+            self.status.in_flight += 1
+            task = asyncio.create_task(self._answer(resp, m))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return None
+        if cid == Command.ENQUIRE_LINK:
+            self._send(encode(Command.ENQUIRE_LINK_RESP, h.seq))
+        elif cid == Command.UNBIND:
+            await self._settle()
+            self._send(encode(Command.UNBIND_RESP, h.seq))
+            return "unbound by peer"
+        elif cid == Command.UNBIND_RESP:
+            return "unbound"
+        elif cid == Command.GENERIC_NACK:
+            self._bad("nack", f"generic_nack status {h.status:#x} seq {h.seq}")
+            now = time.monotonic()
+            self._nacks = [t for t in self._nacks if now - t < 60] + [now]
+            if len(self._nacks) >= NACK_STORM:
+                return "generic_nack storm"
+        elif cid in BINDS:
+            self._send(encode(cid | RESPONSE, h.seq, Status.RALYBND))
+        elif not h.is_response:
+            self._bad("unknown_command", f"command {cid:#x} not served")
+            self._send(encode(Command.GENERIC_NACK, h.seq, Status.RINVCMDID))
+        return None  # other responses (enquire_link_resp ...) only show the peer is there
+
+    async def _answer(self, resp: int, m: Any) -> None:
+        try:
+            answer: Answer = await self._inbound.take(self._rules, m)
+        except Exception as e:  # a bug must not leave the peer's PDU unanswered
+            log.exception("smpp.take_failed", source=self._rules.source, seq=m.seq)
+            answer = Answer(Status.RX_T_APPN)
+            self.status.error(f"{type(e).__name__}")
+        finally:
+            self._window.release()
+            self.status.in_flight -= 1
+        body = cstring(answer.message_id) if answer.status == Status.ROK else b""
+        self._send(encode(resp, m.seq, answer.status, body))
+        outcome = {
+            Status.ROK: "stored" if answer.stored else "duplicate",
+            Status.RX_T_APPN: "temporary_error",
+        }.get(answer.status, "refused")
+        self._counters.message(outcome)
+        if answer.status == Status.ROK:
+            self.status.messages += 1
+        elif answer.status == Status.RX_T_APPN:
+            self.status.error("store unavailable")
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._writer.drain()
+
+    async def _ping(self) -> None:
+        """enquire_link after `enquire_every` of silence; no answer in time ends the session."""
+        while True:
+            quiet = time.monotonic() - self._last_heard
+            if quiet < self._enquire_every:
+                await asyncio.sleep(self._enquire_every - quiet)
+                continue
+            self._send(encode(Command.ENQUIRE_LINK, self._next_seq()))
+            await asyncio.sleep(self._response_timeout)
+            if time.monotonic() - self._last_heard >= self._enquire_every + self._response_timeout:
+                log.warning("smpp.link_silent", source=self._rules.source)
+                self.status.error("no answer to enquire_link")
+                self._writer.close()
+                return
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Unbind politely; the peer's unbind_resp (or `timeout`) ends `run`."""
+        self._closing = True
+        self._send(encode(Command.UNBIND, self._next_seq()))
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._writer.drain()
+        loop = asyncio.get_running_loop()
+        loop.call_later(timeout, self._writer.close)

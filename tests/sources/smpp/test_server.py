@@ -1,0 +1,223 @@
+"""The SMPP server over loopback with a real SQLite outbox: binds, windowed commits, garbage."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway import config
+from gateway.errors import StoreUnavailable
+from gateway.intake import Intake
+from gateway.metrics import Metrics
+from gateway.outbox import Hold, Outbox
+from gateway.sources.smpp.inbound import Inbound
+from gateway.sources.smpp.pdu import Command, Status
+from gateway.sources.smpp.server import SmppServer
+from tests.fakes.store import wait_messages
+from tests.sources.smpp.peer import Peer, raw_pdu, sm
+
+PASSWORD = "pw123456"
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, **account: Any) -> None:
+        self.cfg = config.parse(
+            {
+                "upstream": {"url": "http://127.0.0.1:9/push", "api_key": "k"},
+                "store": {"path": str(tmp_path / "outbox.sqlite3")},
+                "smpp_server": {
+                    "listen": "127.0.0.1:0",
+                    "window": 10,
+                    "enquire_link": 0.5,
+                    "response_timeout": 0.5,
+                    "account": [
+                        {"system_id": "box1", "password": PASSWORD, "max_binds": 2, **account}
+                    ],
+                },
+                "sim": [{"source": "smpp-server:box1", "port": "port3", "phone": "79001230003"}],
+            }
+        )
+        self.metrics = Metrics()
+        self.outbox: Outbox
+        self.server: SmppServer
+        self.peers: list[Peer] = []
+
+    async def start(self, intake: Intake | None = None) -> None:
+        self.outbox = await Outbox.open(self.cfg.store.path)
+        intake = intake or Intake(self.outbox, self.metrics)
+        assert self.cfg.smpp_server is not None
+        self.server = SmppServer(self.cfg.smpp_server, Inbound(intake, self.cfg.sim), self.metrics)
+        await self.server.start()
+
+    async def peer(self, bind: bool = True) -> Peer:
+        p = Peer()
+        await p.connect(self.server.port)
+        self.peers.append(p)
+        if bind:
+            h = await p.bind("box1", PASSWORD)
+            assert (h.command_id, h.status) == (Command.BIND_TRANSCEIVER_RESP, 0)
+        return p
+
+    async def stop(self) -> None:
+        for p in self.peers:
+            await p.close()
+        await self.server.stop()
+        await self.outbox.close()
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    r = Rig(tmp_path, allow=["127.0.0.0/8"])
+    await r.start()
+    yield r
+    await r.stop()
+
+
+async def test_submit_sm_is_answered_with_a_message_id_after_commit(rig: Rig) -> None:
+    p = await rig.peer()
+    p.send_message(sm(7, b"Code 1234"))
+    h, body = await p.read_until(Command.SUBMIT_SM_RESP)
+    assert (h.seq, h.status) == (7, Status.ROK) and len(body) > 1
+    (m,) = await wait_messages(rig.outbox, 1)
+    assert (m.source, m.phone, m.phone_from, m.text) == (
+        "smpp-server:box1", "79001230001", "79005556677", "Code 1234",
+    )  # fmt: skip
+
+
+async def test_deliver_sm_from_a_box_maps_its_port_to_the_sim_phone(rig: Rig) -> None:
+    p = await rig.peer()
+    p.send_message(sm(1, b"hi", dst="port3", command=Command.DELIVER_SM))
+    h, _ = await p.read_until(Command.DELIVER_SM_RESP)
+    assert h.status == Status.ROK
+    (m,) = await wait_messages(rig.outbox, 1)
+    assert m.phone == "79001230003"
+
+
+async def test_a_retransmitted_pdu_is_one_message(rig: Rig) -> None:
+    p = await rig.peer()
+    for _ in range(3):
+        p.send_message(sm(42, b"same"))
+        h, _ = await p.read_until(Command.SUBMIT_SM_RESP)
+        assert h.status == Status.ROK
+    p.send_message(sm(43, b"same"))  # another sequence number: another message
+    await p.read_until(Command.SUBMIT_SM_RESP)
+    assert len(await rig.outbox.list_messages()) == 2
+
+
+async def test_many_pdus_in_flight_are_each_answered(rig: Rig) -> None:
+    p = await rig.peer()
+    for seq in range(1, 201):
+        p.send_message(sm(seq, f"m{seq}".encode()))
+    seen: set[int] = set()
+    while len(seen) < 200:
+        h, _ = await p.read_until(Command.SUBMIT_SM_RESP)
+        assert h.status == Status.ROK
+        seen.add(h.seq)
+    assert seen == set(range(1, 201))
+    assert len(await rig.outbox.list_messages(limit=1000)) == 200
+
+
+@pytest.mark.parametrize(
+    ("system_id", "password", "status"),
+    [("box1", "wrong", Status.RINVPASWD), ("nobody", PASSWORD, Status.RINVSYSID)],
+)
+async def test_a_refused_bind_gets_the_smpp_error_and_stores_nothing(
+    rig: Rig, system_id: str, password: str, status: Status
+) -> None:
+    p = await rig.peer(bind=False)
+    h = await p.bind(system_id, password)
+    assert h.status == status
+    assert await p.closed()
+    assert rig.server.check().details["binds_refused"] == 1
+
+
+async def test_too_many_binds_are_refused(rig: Rig) -> None:
+    await rig.peer()
+    await rig.peer()
+    p = await rig.peer(bind=False)
+    assert (await p.bind("box1", PASSWORD)).status == Status.RBINDFAIL
+
+
+async def test_a_disallowed_address_is_refused(tmp_path: Path) -> None:
+    r = Rig(tmp_path, allow=["192.0.2.0/24"])
+    await r.start()
+    try:
+        p = await r.peer(bind=False)
+        assert (await p.bind("box1", PASSWORD)).status == Status.RBINDFAIL
+    finally:
+        await r.stop()
+
+
+async def test_enquire_link_both_ways(rig: Rig) -> None:
+    p = await rig.peer()
+    p.send_raw(raw_pdu(Command.ENQUIRE_LINK, 99))
+    h, _ = await p.read()
+    assert (h.command_id, h.seq) == (Command.ENQUIRE_LINK_RESP, 99)
+    h, _ = await p.read(timeout=3)  # our silence makes the server ask
+    assert h.command_id == Command.ENQUIRE_LINK
+
+
+async def test_a_silent_peer_is_dropped(rig: Rig) -> None:
+    p = await rig.peer()
+    assert await p.closed(timeout=5)  # never answers enquire_link
+
+
+async def test_garbage_gets_generic_nack_or_a_close_and_other_binds_carry_on(rig: Rig) -> None:
+    good = await rig.peer()
+    bad = await rig.peer()
+    bad.send_raw(raw_pdu(0x00001234, 5))  # unknown command
+    h, _ = await bad.read()
+    assert (h.command_id, h.seq, h.status) == (Command.GENERIC_NACK, 5, Status.RINVCMDID)
+    bad.send_raw(raw_pdu(Command.SUBMIT_SM, 6, b"\x00\x01"))  # truncated body
+    h, _ = await bad.read()
+    assert (h.command_id, h.seq) == (Command.GENERIC_NACK, 6)
+    bad.send_raw(raw_pdu(Command.SUBMIT_SM, 7, length=9))  # impossible length
+    h, _ = await bad.read()
+    assert h.command_id == Command.GENERIC_NACK
+    assert await bad.closed()
+    good.send_message(sm(1, b"still here"))
+    h, _ = await good.read_until(Command.SUBMIT_SM_RESP)
+    assert h.status == Status.ROK
+
+
+async def test_a_store_that_cannot_commit_answers_a_temporary_error(tmp_path: Path) -> None:
+    class Down(Intake):
+        async def accept(self, items: Any) -> Any:
+            raise StoreUnavailable("disk full")
+
+    r = Rig(tmp_path)
+    r.outbox = await Outbox.open(r.cfg.store.path)
+    await r.start(Down(r.outbox))
+    try:
+        p = await r.peer()
+        p.send_message(sm(3, b"x"))
+        h, _ = await p.read_until(Command.SUBMIT_SM_RESP)
+        assert h.status == Status.RX_T_APPN
+    finally:
+        await r.stop()
+
+
+async def test_receipts_are_kept_not_pushed(rig: Rig) -> None:
+    p = await rig.peer()
+    p.send_message(sm(1, b"id:1 stat:DELIVRD", esm_class=0x04, command=Command.DELIVER_SM))
+    await p.read_until(Command.DELIVER_SM_RESP)
+    (m,) = await wait_messages(rig.outbox, 1)
+    assert m.hold_reason == Hold.NOT_TEXT
+
+
+async def test_shuffled_udh_and_sar_parts_join(rig: Rig) -> None:
+    p = await rig.peer()
+    parts = [(3, b"C"), (1, b"A"), (2, b"B")]
+    for seq, text in parts:
+        udh = bytes([0x06, 0x08, 0x04, 0x12, 0x34, 3, seq])
+        p.send_message(sm(10 + seq, udh + text, esm_class=0x40))
+    for seq, text in [(2, "ä".encode("utf-16-be")), (1, "ö".encode("utf-16-be"))]:
+        tlvs = ((0x020C, b"\x00\x07"), (0x020E, b"\x02"), (0x020F, bytes([seq])))
+        p.send_message(sm(20 + seq, text, data_coding=8, tlvs=tlvs))
+    for _ in range(5):
+        await p.read_until(Command.SUBMIT_SM_RESP)
+    found = await wait_messages(rig.outbox, 2)
+    assert sorted(m.text for m in found) == ["ABC", "öä"]
