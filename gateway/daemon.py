@@ -35,6 +35,7 @@ from gateway.partner.service import PartnerService, partner_connection_cap
 from gateway.peers import PeerSources
 from gateway.sdnotify import Notifier
 from gateway.sources.modem.bank import ModemBank
+from gateway.sources.smpp import SmppSources
 
 log = structlog.get_logger(__name__)
 SHUTDOWN_BUDGET = 5.0  # seconds from SIGTERM to exit (CONTRACT section 2)
@@ -69,6 +70,7 @@ class Components:
     partner: PartnerService | None = None  # [partner] on: Onlinesim's calls on their listener
     activity: Activity | None = None  # the status page's last hour, sampled from the metrics
     inventory: Inventory | None = None  # every SIM the sources know (on with or without [partner])
+    smpp: SmppSources | None = None  # [smpp_server] and [[smpp_client]] binds
 
 
 def lock_store(path: str) -> int:
@@ -146,6 +148,9 @@ def build(cfg: Config, outbox: Outbox) -> Components:
         health.add_check("modems", modems.health_check)
     for name, check in peers.check_functions().items():
         health.add_check(name, check)
+    smpp = SmppSources(cfg, intake, metrics)
+    for name, check in smpp.check_functions().items():
+        health.add_check(name, check)
     if partner is not None:
         health.add_check("partner", partner.health_check)
         inventory.on_change(partner.on_inventory)
@@ -184,7 +189,7 @@ def build(cfg: Config, outbox: Outbox) -> Components:
     )
     return Components(
         outbox, metrics, intake, worker, housekeeper, health, http, modems, peers, partner,
-        activity, inventory,
+        activity, inventory, smpp,
     )  # fmt: skip
 
 
@@ -241,6 +246,8 @@ class Daemon:
             await p.inventory.start()
         p.modems.start()
         await p.peers.start()
+        if p.smpp is not None:
+            await p.smpp.start()
         try:
             await p.http.start()
         except OSError as e:
@@ -262,6 +269,8 @@ class Daemon:
         await p.http.stop_accepting()
         if p.partner is not None:  # no new call; those in flight are answered (1 s at most)
             await p.partner.stop()
+        if p.smpp is not None:  # unbind; PDUs committing are answered first
+            await p.smpp.stop()
         await p.peers.stop()
         await p.modems.stop()
         if p.inventory is not None:  # every SIM absent now; written before the store closes
