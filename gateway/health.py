@@ -11,6 +11,7 @@ from enum import IntEnum
 from typing import Any
 
 from gateway.delivery import DeliveryWorker
+from gateway.metrics import Metrics
 from gateway.outbox import Outbox
 
 
@@ -79,12 +80,14 @@ class Health:
         worker: DeliveryWorker,
         *,
         degraded_after: int,
+        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._outbox = outbox
         self._worker = worker
         self._degraded_after = degraded_after
+        self._metrics = metrics
         self._clock = clock
         self._monotonic = monotonic
         self._checks: dict[str, CheckFn] = {}
@@ -127,6 +130,11 @@ class Health:
             {"writable": error is None, "error": error, "path": self._outbox.path},
         )
 
+    async def store_writable(self) -> bool:
+        """The store probe /health runs (cached as there), for GET /metrics: it sets
+        `sms_gateway_store_writable` even where nobody calls /health."""
+        return await self._writable() is None
+
     async def _writable(self) -> str | None:
         """None when the store took a write transaction within PROBE_EVERY, else why not.
         Callers arriving during a probe share it; a caller that goes away does not cancel it."""
@@ -140,6 +148,8 @@ class Health:
     async def _run_probe(self) -> str | None:
         error = await self._outbox.check_writable()
         self._writable_at = self._monotonic() if error is None else None
+        if self._metrics is not None:
+            self._metrics.store_writable.set(1 if error is None else 0)
         return error
 
     def _upstream(self, now: float) -> Check:

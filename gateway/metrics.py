@@ -3,6 +3,7 @@ The only module that registers metrics: parts get theirs from `Metrics`."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from prometheus_client import (
@@ -82,6 +83,39 @@ class Metrics:
         self.modem_signal = Gauge(
             "sms_gateway_modem_signal", "Modem signal in dBm (AT+CSQ).", ["modem"], registry=r
         )
+        self.modem_registered = Gauge(
+            "sms_gateway_modem_registered",
+            "1 when the modem is registered on its network (home or roaming, +CREG 1 or 5).",
+            ["modem"],
+            registry=r,
+        )
+        self.modem_storage_used = Gauge(
+            "sms_gateway_modem_storage_used",
+            "SMS in the SIM storage the modem reads (AT+CPMS).",
+            ["modem"],
+            registry=r,
+        )
+        self.modem_storage_capacity = Gauge(
+            "sms_gateway_modem_storage_capacity",
+            "Slots of the SIM storage the modem reads (AT+CPMS).",
+            ["modem"],
+            registry=r,
+        )
+        self.store_writable = Gauge(
+            "sms_gateway_store_writable",
+            "1 when the store took a write transaction (the health probe, at most 5 s old).",
+            registry=r,
+        )
+        self.key_rejected = Gauge(
+            "sms_gateway_upstream_key_rejected",
+            "1 while the upstream rejects the API key (401/403, ERROR_WRONG_KEY...).",
+            registry=r,
+        )
+        self.key_rejected.set(0)
+        self.started = Gauge(
+            "sms_gateway_start_time_seconds", "Unix time the daemon started.", registry=r
+        )
+        self.started.set_to_current_time()
         self.source_rejected = Counter(
             "sms_gateway_source_rejected",
             "Input a peer source sent that was refused (malformed, wrong token or password).",
@@ -172,6 +206,25 @@ class Metrics:
         self.sims.clear()
         for (country, operator, state), n in counts.items():
             self.sims.labels(country, operator, state).set(n)
+
+    def observe_modem(
+        self,
+        name: str,
+        *,
+        up: bool,
+        registered: bool,
+        signal_dbm: int | None,
+        storage_used: int | None,
+        storage_total: int | None,
+    ) -> None:
+        """One modem's gauges. No reading (AT+CSQ 99, a closed port) is NaN, never the last
+        reading: an alert must see that there is no signal."""
+        self.modem_up.labels(name).set(1 if up else 0)
+        self.modem_registered.labels(name).set(1 if up and registered else 0)
+        self.modem_signal.labels(name).set(math.nan if signal_dbm is None else signal_dbm)
+        if storage_total:
+            self.modem_storage_used.labels(name).set(storage_used or 0)
+            self.modem_storage_capacity.labels(name).set(storage_total)
 
     def exposition(self) -> tuple[bytes, str]:
         """GET /metrics: the body in Prometheus text format, and its content type."""

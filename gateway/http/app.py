@@ -115,6 +115,7 @@ class HttpServer:
             self._metrics.observe_store(await self._outbox.summary(), self._clock())
         except Exception as e:  # the store's trouble shows in /health; metrics still answer
             log.warning("metrics.store_unreadable", error=str(e))
+        await self._health.store_writable()  # sets sms_gateway_store_writable (probe cached 5 s)
         body, content_type = self._metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": content_type})
 

@@ -1,11 +1,14 @@
 """The real daemon's /metrics, scraped once for the deploy tests: a daemon with a simulated modem
-(a real pty) and a GoIP peer, one SMS from the API and one from the modem delivered to the
-stand-in upstream, so that every metric family the rules and the dashboard may name has samples."""
+(a real pty), a GoIP peer and the partner side on (one GET_SERVICES answered), one SMS from the
+API and one from the modem delivered to the stand-in upstream, so that every metric family the
+rules and the dashboard may name has samples."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
+import socket
 from pathlib import Path
 
 import aiohttp
@@ -36,7 +39,25 @@ name = "g1"
 listen = "127.0.0.1:0"
 id = "goip01"
 password = "goip-test-password"
+
+[partner]
+listen = "127.0.0.1:{partner_port}"
+key = "{partner_key}"
+services = ["vk"]
+push_without_activation = true  # the SMS are pushed (delivered counters), not held
 """
+PARTNER_KEY = "partner-scrape-key"
+# The modem has been read: a signal reading (not NaN) and its SIM storage's size.
+READ = (
+    re.compile(r'^sms_gateway_modem_signal\{modem="m1"\} -?\d', re.MULTILINE),
+    'sms_gateway_modem_storage_capacity{modem="m1"}',
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def _scrape(directory: Path) -> str:
@@ -44,11 +65,17 @@ async def _scrape(directory: Path) -> str:
     await standin.start()
     fake = FakeModem("simcom", link_dir=directory)
     fake.start()
+    partner_port = free_port()
     daemon = DaemonProcess(
         write_config(
             directory,
             standin.url,
-            extra=PEERS.format(port=json.dumps(fake.port), iccid=json.dumps(fake.iccid)),
+            extra=PEERS.format(
+                port=json.dumps(fake.port),
+                iccid=json.dumps(fake.iccid),
+                partner_port=partner_port,
+                partner_key=PARTNER_KEY,
+            ),
         )
     )
     try:
@@ -59,10 +86,13 @@ async def _scrape(directory: Path) -> str:
         fake.deliver(encode_deliver("Bank", "code 1234"))
         await standin.wait_for(lambda s: len(s.delivered()) >= 2, timeout=10)
         async with aiohttp.ClientSession() as session, asyncio.timeout(15):
-            while True:  # the signal gauge is set once the modem's network has been read
+            call = {"action": "GET_SERVICES", "key": PARTNER_KEY}
+            async with session.post(f"http://127.0.0.1:{partner_port}/", json=call) as resp:
+                assert resp.status == 200, await resp.text()
+            while True:  # the modem's gauges are set once its network and storage are read
                 async with session.get(daemon.base + "/metrics") as resp:
                     text = await resp.text()
-                if 'sms_gateway_modem_signal{modem="m1"}' in text:
+                if READ[0].search(text) and READ[1] in text:
                     return text
                 await asyncio.sleep(0.1)  # polled, bounded by the timeout above
     finally:

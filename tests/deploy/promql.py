@@ -139,6 +139,7 @@ class Exposition:
 
     text: str
     samples: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    values: dict[tuple[str, frozenset[tuple[str, str]]], float] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, text: str) -> Exposition:
@@ -146,7 +147,12 @@ class Exposition:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 exp.samples.setdefault(sample.name, []).append(dict(sample.labels))
+                exp.values[sample.name, frozenset(sample.labels.items())] = sample.value
         return exp
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample `name` with exactly these labels; KeyError when there is none."""
+        return self.values[name, frozenset(labels.items())]
 
     def label_names(self, name: str) -> set[str]:
         return {label for labels in self.samples.get(name, []) for label in labels}

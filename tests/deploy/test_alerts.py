@@ -123,3 +123,16 @@ def test_the_scrape_config_in_deploy_readme_is_valid_and_names_the_rules_jobs(
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     result = run_promtool("check", "config", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_scraped_daemon_exports_the_new_gauges_with_real_values(exposition: Exposition) -> None:
+    """The gauges the newer rules need, as the real daemon sets them: the store probed writable
+    on the scrape, the key not rejected (a delivery succeeded), the modem registered with its
+    SIM storage's size, and the partner side's last call set by the GET_SERVICES made."""
+    assert exposition.value("sms_gateway_store_writable") == 1
+    assert exposition.value("sms_gateway_upstream_key_rejected") == 0
+    assert exposition.value("sms_gateway_modem_registered", modem="m1") == 1
+    assert exposition.value("sms_gateway_modem_storage_capacity", modem="m1") > 0
+    assert exposition.value("sms_gateway_modem_storage_used", modem="m1") >= 0
+    assert exposition.value("sms_gateway_partner_last_call_timestamp_seconds") > 0
+    assert exposition.value("sms_gateway_start_time_seconds") > 0

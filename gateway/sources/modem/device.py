@@ -673,9 +673,14 @@ class Modem:
         status = dataclasses.replace(self._status, **changes)
         self._status = status
         if self._metrics is not None:
-            self._metrics.modem_up.labels(status.name).set(1 if status.up else 0)
-            if status.signal_dbm is not None:
-                self._metrics.modem_signal.labels(status.name).set(status.signal_dbm)
+            self._metrics.observe_modem(
+                status.name,
+                up=status.up,
+                registered=status.registered,
+                signal_dbm=status.signal_dbm if status.port_open else None,
+                storage_used=status.storage_used,
+                storage_total=status.storage_total,
+            )
         if self._inventory is not None:
             self._report(status)
 
