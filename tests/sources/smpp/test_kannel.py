@@ -12,9 +12,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.intake import Intake
-from gateway.sources.smpp.inbound import Inbound
-from gateway.sources.smpp.server import SmppServer
 from tests.fakes.store import wait_messages
 from tests.sources.smpp.test_kill9 import free_port
 from tests.sources.smpp.test_server import PASSWORD, Rig
