@@ -28,7 +28,7 @@ COOKIE = "sms_gateway_status"
 CACHE_FOR = 1.0  # seconds a snapshot is shared by every caller (a wall of screens costs one)
 LOGIN_BODY = 4096
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 _HEADERS = {

@@ -244,7 +244,7 @@ def page(snap: Mapping[str, Any], q: Mapping[str, str], details: Mapping[str, An
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>SMS gateway: {e(snap["status"])}</title>
-<link rel="stylesheet" href="/status.css">
+<link rel="stylesheet" href="/status.css"><link rel="icon" href="data:,">
 <noscript><meta http-equiv="refresh" content="{refresh * 2}"></noscript>
 <script src="/status.js" defer></script>
 </head><body data-refresh="{refresh}">
@@ -276,7 +276,8 @@ def login_page(*, failed: bool) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>SMS gateway: sign in</title><link rel="stylesheet" href="/status.css"></head>
+<title>SMS gateway: sign in</title><link rel="stylesheet" href="/status.css">
+<link rel="icon" href="data:,"></head>
 <body><main><section id="login"><h1>SMS gateway</h1>{note}
 <form method="post" action="/login"><label>status token
 <input type="password" name="token" autocomplete="current-password" autofocus></label>
