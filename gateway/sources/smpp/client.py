@@ -77,7 +77,7 @@ class SmppClient:
     async def _run(self) -> None:
         while not self._stopping:
             retrying = AsyncRetrying(
-                wait=wait_exponential_jitter(initial=0.2, max=self.cfg.reconnect_max),
+                wait=wait_exponential_jitter(multiplier=0.2, max=self.cfg.reconnect_max),
                 retry=retry_if_exception_type(_NotBound),
                 reraise=True,
             )
