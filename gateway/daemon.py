@@ -143,7 +143,7 @@ def build(cfg: Config, outbox: Outbox) -> Components:
     names = cfg.partner.names if cfg.partner is not None else {}
     inventory = Inventory(PartnerBook(outbox, read_mark=False), names=names)
     modems = ModemBank(intake, cfg, metrics, inventory=inventory)
-    peers = PeerSources(cfg, intake, metrics)
+    peers = PeerSources(cfg, intake, metrics, inventory=inventory)
     if cfg.modem:
         health.add_check("modems", modems.health_check)
     for name, check in peers.check_functions().items():

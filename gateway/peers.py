@@ -1,5 +1,6 @@
 """The gateway boxes configured as peers: Dinstar and Ejoin push routes, GoIP servers and Yeastar
-clients, built from the config, started and stopped together, each with its own /health check.
+clients, built from the config, started and stopped together, each with its own /health check,
+each telling the SIM inventory (when given one) what it knows of its ports.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from gateway.errors import GatewayError, StoreError
 from gateway.health import Check
 from gateway.http.peers import PushEndpoint
 from gateway.intake import Intake
+from gateway.inventory.sims import Inventory
 from gateway.metrics import Metrics
 from gateway.sources import dinstar, ejoin
 from gateway.sources.goip import GoipServer
@@ -38,6 +40,7 @@ class PeerSources:
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.time,
+        inventory: Inventory | None = None,
     ) -> None:
         self._cfg = cfg
         self._intake = intake
@@ -62,17 +65,29 @@ class PeerSources:
                         status=self._status(f"{kind}:{peer.name}", up=False),
                         clock=clock,
                         where=f"{kind}[{i}].allow",
+                        ports=module.sightings,
+                        inventory=inventory,
                     )
                 )
         self.goip = [
             GoipServer(
-                g, intake, cfg.sim, status=self._status(f"goip:{g.name}", up=True), clock=clock
+                g,
+                intake,
+                cfg.sim,
+                status=self._status(f"goip:{g.name}", up=True),
+                clock=clock,
+                inventory=inventory,
             )
             for g in cfg.goip
         ]
         self.yeastar = [
             YeastarClient(
-                y, intake, cfg.sim, status=self._status(f"yeastar:{y.name}", up=True), clock=clock
+                y,
+                intake,
+                cfg.sim,
+                status=self._status(f"yeastar:{y.name}", up=True),
+                clock=clock,
+                inventory=inventory,
             )
             for y in cfg.yeastar
         ]

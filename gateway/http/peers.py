@@ -16,10 +16,11 @@ from gateway.errors import ConfigError, DecodeError, StoreError
 from gateway.fields import FieldError
 from gateway.http.wire import bearer, json_response, read_json
 from gateway.intake import Intake
+from gateway.inventory.sims import Inventory, Sighting
 from gateway.outbox.models import Incoming
 from gateway.sources.status import SourceStatus
 
-__all__ = ["Parser", "PushEndpoint"]
+__all__ = ["Parser", "PortParser", "PushEndpoint"]
 
 log = structlog.get_logger(__name__)
 
@@ -28,6 +29,14 @@ class Parser(Protocol):
     def __call__(
         self, payload: Any, *, source: str, sims: Sequence[SimConfig], now: float
     ) -> list[Incoming]: ...
+
+
+class PortParser(Protocol):
+    """The ports a push names, for the SIM inventory (``dinstar.sightings``)."""
+
+    def __call__(
+        self, payload: Any, *, source: str, sims: Sequence[SimConfig], now: float
+    ) -> list[Sighting]: ...
 
 
 class PushEndpoint:
@@ -46,6 +55,8 @@ class PushEndpoint:
         status: SourceStatus,
         clock: Callable[[], float] = time.time,
         where: str = "",
+        ports: PortParser | None = None,
+        inventory: Inventory | None = None,
     ) -> None:
         self.kind = kind
         self.cfg = cfg
@@ -58,6 +69,8 @@ class PushEndpoint:
         self._sims = sims
         self._clock = clock
         self._allow = _networks(cfg.allow, where or f"{kind}.allow")
+        self._ports = ports
+        self._inventory = inventory
 
     def route(self) -> web.RouteDef:
         return web.post(self.path, self.handle)
@@ -94,8 +107,18 @@ class PushEndpoint:
                     headers={"Retry-After": "10"},
                 )
             fresh = sum(1 for a in accepted if not a.duplicate)
+            self._list_ports(payload)
         self.status.accepted(fresh)
         return json_response(self._success)
+
+    def _list_ports(self, payload: Any) -> None:
+        """Every SMS in the push is committed: list the ports they came in on (not live)."""
+        if self._ports is None or self._inventory is None:
+            return
+        for sighting in self._ports(
+            payload, source=self.source, sims=self._sims, now=self._clock()
+        ):
+            self._inventory.report(sighting)
 
     def _refuse(self, request: web.Request, status: int, reason: str, answer: str) -> web.Response:
         log.warning(f"{self.kind}.refused", source=self.source, reason=reason, peer=request.remote)

@@ -9,6 +9,10 @@ Sources call in (this module imports no source and nothing of ``gateway.partner`
   down): its SIM becomes ``absent`` and not live.
 * ``sms(source, location, at)``: an SMS arrived there (``last_sms``).
 
+A sighting with ``live=False`` is listed but never live: a source that only says a port exists
+when an SMS arrives on it (Dinstar, Ejoin pushes) cannot prove the SIM is in a working module,
+and counting such a SIM toward GET_SERVICES gets the partner blocked.
+
 Records are ``gateway.outbox.partner.SimRecord`` values (country and operator by
 ``networks.identify`` and ``Names([partner.names])``; plain slugs without a mapping; ``signal``
 in dBm). ``live`` is not part of the record: a SIM is live when *this run* has seen it and it is
@@ -106,6 +110,9 @@ class Sighting:
     signal: int | None = None  # dBm
     network_name: str = ""  # what the network calls itself (AT+COPS): the operator fallback
     last_sms: float | None = None
+    # False: the source cannot prove the SIM sits in a working module now (a box that only
+    # pushes when an SMS arrives): the record is listed for operators but never live.
+    live: bool = True
 
     @property
     def key(self) -> str:
@@ -221,7 +228,7 @@ class Inventory:
                 record, imsi=old.imsi, mcc=old.mcc, mnc=old.mnc, country=old.country,
                 operator=old.operator,
             )  # fmt: skip
-        live = s.state is not SimState.ABSENT
+        live = s.live and s.state is not SimState.ABSENT
         was_live = key in self._live
         self._records[key] = record
         (self._live.add if live else self._live.discard)(key)
@@ -230,8 +237,9 @@ class Inventory:
         if old is None or not _same(old, record) or was_live != live:
             changed.append(key)
             if old is None or old.state != record.state or was_live != live:
+                event = "inventory.sim_seen" if live else "inventory.sim_absent"
                 log.info(
-                    "inventory.sim_seen" if live else "inventory.sim_absent",
+                    event if s.live else "inventory.sim_listed",
                     sim=key, source=s.source, location=s.location, state=record.state,
                     phone=record.phone or None,
                 )  # fmt: skip

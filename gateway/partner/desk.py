@@ -11,7 +11,6 @@ take the same SIM.
 from __future__ import annotations
 
 import asyncio
-import enum
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -19,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
+from gateway.inventory.sims import SimState  # the one SIM state (inner code; re-exported)
 from gateway.outbox.partner import (
     Activation,
     ActivationState,
@@ -38,14 +38,6 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 ANY = "any"
 RENT = "rent"
-
-
-class SimState(enum.Enum):
-    READY = "ready"
-    NO_SIGNAL = "no_signal"
-    NOT_REGISTERED = "not_registered"
-    SIM_ERROR = "sim_error"
-    ABSENT = "absent"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@ Reference: "Dinstar GSM Gateway HTTP API" v201910, section "Receive SMS" (the pu
 adds ``imsi``. The device counts the push as delivered when the answer carries
 ``"error_code": 200``. The same page set pushes ``sms_result``, ``sms_deliver_status``, ``ussd``
 and device events when enabled; those are acknowledged and ignored here.
+
+For the SIM inventory, ``sightings`` lists the port (and IMSI when present) of each SMS in a
+push: the box says nothing of its ports until an SMS arrives, so such a port is listed for
+operators (``ready`` at its ``last_sms``) but never live, never counted toward GET_SERVICES.
 """
 
 from __future__ import annotations
@@ -28,11 +32,12 @@ from gateway.fields import (
     check_string,
     device_time,
 )
+from gateway.inventory.sims import PhoneOrigin, Sighting, SimState
 from gateway.outbox.models import Hold, Incoming
 from gateway.sources.dedup import digest
 from gateway.sources.sim_match import phone_for
 
-__all__ = ["KIND", "SUCCESS", "parse_push"]
+__all__ = ["KIND", "SUCCESS", "parse_push", "sightings"]
 
 KIND = "dinstar"
 SUCCESS: dict[str, Any] = {"error_code": 200}
@@ -59,6 +64,39 @@ def parse_push(
     if len(items) > MAX_ITEMS:
         raise FieldError("sms", f"{len(items)} entries; at most {MAX_ITEMS} per push")
     return [_item(item, f"sms[{i}]", sn, source, sims, now) for i, item in enumerate(items)]
+
+
+def sightings(
+    payload: Any, *, source: str, sims: Sequence[SimConfig], now: float
+) -> list[Sighting]:
+    """The ports the SMS of a push (one ``parse_push`` took) came in on, one sighting each,
+    listed and not live; a row without a port names no SIM and is left out."""
+    rows = payload.get("sms") if isinstance(payload, dict) else None
+    found: dict[str, Sighting] = {}
+    for i, item in enumerate(rows if isinstance(rows, list) else []):
+        if not isinstance(item, dict):
+            continue
+        try:
+            port = _optional_id(item.get("port"), f"sms[{i}].port")
+            imsi = _string(item, "imsi", f"sms[{i}]", required=False)
+        except FieldError:
+            continue
+        if port is None:
+            continue
+        imsi_ok = imsi if imsi.isascii() and imsi.isdigit() and 6 <= len(imsi) <= 15 else None
+        phone = phone_for(sims, source=source, port=port, imsi=imsi_ok)
+        found[port] = Sighting(
+            source=source,
+            location=port,
+            state=SimState.READY,  # it received an SMS; nothing says it still can
+            port=port,
+            imsi=imsi_ok,
+            phone=phone or "",
+            phone_origin=PhoneOrigin.SIM.value if phone else None,
+            last_sms=now,
+            live=False,
+        )
+    return list(found.values())
 
 
 def _item(

@@ -10,6 +10,11 @@ UTC epoch seconds and, for an SMS, ``content`` is base64 of UTF-8: header lines 
 Slot: "01"\\r\\n\\r\\nG-666266 is your Google verification code.`` Some firmware appends ICCID
 and IMSI to the row. The same URL may receive ``dev-status``, ``port-status`` and
 ``status-report`` pushes; they are acknowledged and ignored here.
+
+For the SIM inventory, ``sightings`` lists the port of each SMS row with what the row carries
+(IMSI and ICCID when the firmware appends them, the recipient number): such a port is listed
+for operators (``ready`` at its ``last_sms``) but never live, never counted toward GET_SERVICES
+(the ``port-status`` pushes are not read yet).
 """
 
 from __future__ import annotations
@@ -32,17 +37,19 @@ from gateway.fields import (
     device_time,
     normalize_phone,
 )
+from gateway.inventory.sims import PhoneOrigin, Sighting, SimState
 from gateway.outbox.models import Hold, Incoming
 from gateway.sources.dedup import digest
 from gateway.sources.sim_match import phone_for
 
-__all__ = ["KIND", "SUCCESS", "decode_content", "parse_push"]
+__all__ = ["KIND", "SUCCESS", "decode_content", "parse_push", "sightings"]
 
 KIND = "ejoin"
 SUCCESS: dict[str, Any] = {"code": 0, "reason": "OK"}
 MAX_CONTENT = 4 * MAX_TEXT  # base64 characters
 _HEADER = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*:")
 _IMSI = re.compile(r"^\d{14,15}$")
+_ICCID = re.compile(r"^(89\d{16,20})F?$", re.IGNORECASE)
 
 
 def parse_push(
@@ -64,6 +71,52 @@ def parse_push(
         raise FieldError("sms", f"{len(rows)} entries; at most {MAX_ITEMS} per push")
     items = [_row(row, f"sms[{i}]", source, sims, now) for i, row in enumerate(rows)]
     return [item for item in items if item is not None]
+
+
+def sightings(
+    payload: Any, *, source: str, sims: Sequence[SimConfig], now: float
+) -> list[Sighting]:
+    """The ports the SMS rows of a push (one ``parse_push`` took) came in on, one sighting
+    each, listed and not live; delivery reports and other push kinds name no SIM here."""
+    if not isinstance(payload, dict) or payload.get("type") != "recv-sms":
+        return []
+    rows = payload.get("sms")
+    found: dict[str, Sighting] = {}
+    for i, row in enumerate(rows if isinstance(rows, list) else []):
+        if not isinstance(row, list) or len(row) < 6 or row[0] not in (0, "0"):
+            continue
+        try:
+            port = _field(row[1], f"sms[{i}][1]")
+            recipient = _field(row[4], f"sms[{i}][4]")
+        except FieldError:
+            continue
+        if not port:
+            continue
+        try:
+            headers, _ = decode_content(row[5]) if isinstance(row[5], str) else ({}, "")
+        except DecodeError:
+            headers = {}
+        extras = [str(x) for x in row[6:] if isinstance(x, str | int) and not isinstance(x, bool)]
+        imsi = headers.get("IMSI") or next((x for x in extras if _IMSI.match(x)), None)
+        imsi = imsi if imsi and _IMSI.match(imsi) else None
+        iccid = next((m.group(1) for x in extras if (m := _ICCID.match(x.strip()))), None)
+        phone = phone_for(sims, source=source, port=port, imsi=imsi, iccid=iccid)
+        origin = PhoneOrigin.SIM
+        if phone is None:
+            phone, origin = normalize_phone(recipient), PhoneOrigin.SOURCE
+        found[port] = Sighting(
+            source=source,
+            location=port,
+            state=SimState.READY,  # it received an SMS; nothing says it still can
+            port=port,
+            iccid=iccid,
+            imsi=imsi,
+            phone=phone or "",
+            phone_origin=origin.value if phone else None,
+            last_sms=now,
+            live=False,
+        )
+    return list(found.values())
 
 
 def _row(

@@ -14,6 +14,13 @@ only from an address in ``allow`` (any when empty), and a RECEIVE (or report) on
 address of the line's last good keepalive. Nothing is answered to a packet that fails any of
 these (an answer would go to a spoofable address), and rejections are logged at most once a
 minute per address, with the number left out.
+
+The SIM inventory (``inventory``): the line is one port, keyed by the keepalive's ``iccid`` when
+it carries one, else ``goip:<name>:<id>``; ``imsi``, ``signal`` (0..31 as ``AT+CSQ``, 99 unknown),
+``gsm_status`` (``LOGIN`` registered, ``LOGOUT`` not) and ``pro`` (the network's name) are
+recorded as the keepalive says them, the phone from ``[[sim]]`` else its ``num``. The line is
+live while keepalives come: ``keepalive_stale`` (180 s) without one makes its SIM absent, and
+each committed RECEIVE is its ``last_sms``.
 """
 
 from __future__ import annotations
@@ -32,8 +39,10 @@ from gateway.errors import DecodeError, StoreError
 from gateway.fields import MAX_TEXT, FieldError, normalize_phone
 from gateway.health import Check, Level
 from gateway.intake import Intake
+from gateway.inventory.sims import Inventory, PhoneOrigin, Sighting, SimState
 from gateway.outbox.models import Hold, Incoming, Part
 from gateway.sources.dedup import digest
+from gateway.sources.modem.answers import rssi_to_dbm
 from gateway.sources.sim_match import phone_for
 from gateway.sources.status import SourceStatus
 
@@ -160,6 +169,8 @@ class GoipServer:
         *,
         status: SourceStatus | None = None,
         clock: Callable[[], float] = time.time,
+        inventory: Inventory | None = None,
+        keepalive_stale: float = KEEPALIVE_STALE,
     ) -> None:
         self.cfg = cfg
         self.source = f"{KIND}:{cfg.name}"
@@ -174,6 +185,9 @@ class GoipServer:
         self._started_at: float | None = None
         self.last_keepalive_at: float | None = None
         self._line: dict[str, str] = {}  # what the last good keepalive said (num, imsi, signal)
+        self._inventory = inventory
+        self._keepalive_stale = keepalive_stale
+        self._silence: asyncio.TimerHandle | None = None  # fires keepalive_stale after the last
         self._allow = parse_networks(cfg.allow)
         self.peer: str | None = None  # the address of the last good keepalive
         self._rejects = RejectLog(self.source, clock)
@@ -200,6 +214,11 @@ class GoipServer:
         """Stop taking packets, finish the ones in hand, then join every burst now."""
         if self._transport is not None:
             self._transport.close()
+        if self._silence is not None:
+            self._silence.cancel()
+            self._silence = None
+        if self._inventory is not None:
+            self._inventory.gone(self.source, self.cfg.id)
         bursts = {*self._bursts.values(), *self._closing}
         for burst in bursts:
             if burst.timer is not None:
@@ -215,7 +234,7 @@ class GoipServer:
     def check(self) -> Check:
         now = self._clock()
         since = self.last_keepalive_at or self._started_at or now
-        stale = now - since > KEEPALIVE_STALE
+        stale = now - since > self._keepalive_stale
         self.status.set_up(not stale and self.last_keepalive_at is not None)
         return self.status.check(
             level=Level.DEGRADED if stale else Level.OK,
@@ -262,8 +281,58 @@ class GoipServer:
             self.peer = addr[0]
         self.last_keepalive_at = self._clock()
         self.status.set_up(True)
-        self._line = {k: packet.fields.get(k, "") for k in ("num", "imsi", "signal", "gsm_status")}
+        keys = ("num", "imsi", "iccid", "signal", "gsm_status", "pro")
+        self._line = {k: packet.fields.get(k, "") for k in keys}
         self._send(f"reg:{packet.seq};status:200;", addr)
+        if self._inventory is not None:
+            self._inventory.report(self.sighting())
+            if self._silence is not None:
+                self._silence.cancel()
+            loop = asyncio.get_running_loop()
+            self._silence = loop.call_later(self._keepalive_stale, self._fell_silent)
+
+    def sighting(self) -> Sighting:
+        """The line's SIM as its last keepalive told it (nothing made up: an absent field is
+        unknown)."""
+        line = self._line
+        signal = line.get("signal", "")
+        rssi = int(signal) if signal.isascii() and signal.isdigit() and len(signal) <= 2 else None
+        gsm = line.get("gsm_status", "").upper()
+        if gsm not in ("", "LOGIN"):
+            state = SimState.NOT_REGISTERED  # LOGOUT: the module is not on the network
+        elif rssi == 99:
+            state = SimState.NO_SIGNAL
+        else:
+            state = SimState.READY  # LOGIN (or firmware that does not say: it keeps alive)
+        imsi, iccid = _digits_or_none(line.get("imsi", "")), _iccid(line.get("iccid", ""))
+        phone = phone_for(self._sims, source=self.source, port=self.cfg.id, imsi=imsi, iccid=iccid)
+        origin = PhoneOrigin.SIM
+        if phone is None:
+            phone, origin = normalize_phone(line.get("num", "")), PhoneOrigin.SOURCE
+        return Sighting(
+            source=self.source,
+            location=self.cfg.id,
+            state=state,
+            port=self.cfg.id,
+            iccid=iccid,
+            imsi=imsi,
+            phone=phone or "",
+            phone_origin=origin.value if phone else None,
+            signal=rssi_to_dbm(rssi) if rssi is not None and rssi <= 31 else None,
+            network_name=line.get("pro", "")[:64],
+        )
+
+    def _fell_silent(self) -> None:
+        """No keepalive for ``keepalive_stale``: the line's SIM is not in a working module."""
+        self._silence = None
+        log.warning("goip.line_silent", source=self.source, after=self._keepalive_stale)
+        self.status.set_up(False)
+        if self._inventory is not None:
+            self._inventory.gone(self.source, self.cfg.id)
+
+    def _sms_arrived(self) -> None:
+        if self._inventory is not None:
+            self._inventory.sms(self.source, self.cfg.id, self._clock())
 
     def _reject(self, reason: str, addr: tuple[str, int]) -> None:
         self._rejects.reject(reason, addr[0])
@@ -280,7 +349,8 @@ class GoipServer:
 
     def _phone(self) -> str:
         imsi = self._line.get("imsi") or None
-        found = phone_for(self._sims, source=self.source, port=self.cfg.id, imsi=imsi)
+        iccid = _iccid(self._line.get("iccid", ""))
+        found = phone_for(self._sims, source=self.source, port=self.cfg.id, imsi=imsi, iccid=iccid)
         return found or normalize_phone(self._line.get("num", "")) or ""
 
     # -- parts and bursts ----------------------------------------------------------------
@@ -313,6 +383,7 @@ class GoipServer:
                     self._refuse(packet, addr, e)
                     return
             break
+        self._sms_arrived()
         self._send(f"RECEIVE {packet.seq} OK", addr)
 
     def _refuse(self, packet: Packet, addr: tuple[str, int], e: FieldError) -> None:
@@ -355,6 +426,7 @@ class GoipServer:
             return
         log.warning("goip.not_utf8", source=self.source, smsId=accepted.sms_id, recvid=packet.seq)
         self.status.accepted(0 if accepted.duplicate else 1)
+        self._sms_arrived()
         self._send(f"RECEIVE {packet.seq} OK", addr)
 
     async def _add(self, burst: _Burst, packet: Packet, sender: str, text: str) -> bool:
@@ -416,6 +488,18 @@ class GoipServer:
             burst.joined = True
             self._closing.discard(burst)
             self.status.accepted(1)
+
+
+def _digits_or_none(value: str) -> str | None:
+    value = value.strip()
+    return value if value.isascii() and value.isdigit() and len(value) <= 20 else None
+
+
+def _iccid(value: str) -> str | None:
+    """The keepalive's ``iccid`` as digits (one trailing filler ``F`` dropped); ``None`` when it
+    is empty or not an ICCID (18 to 22 digits)."""
+    digits = value.strip().upper().removesuffix("F")
+    return digits if digits.isascii() and digits.isdigit() and 18 <= len(digits) <= 22 else None
 
 
 class _Protocol(asyncio.DatagramProtocol):

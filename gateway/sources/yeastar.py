@@ -22,6 +22,16 @@ one long SMS share ``ID`` and are joined by ``Index`` / ``Total``. Firmware numb
 ``Index`` as given, and the outbox completes a group in either numbering (gateway/outbox/parts.py).
 The TG does not repeat an event, so one that cannot be committed is retried here until it is
 (reading pauses meanwhile); nothing is acknowledged or kept in memory.
+
+The SIM inventory (``inventory``): after login and with every ping the client asks
+``Action: smscommand`` / ``command: gsm show spans`` (one ``GSM span <n>: Power on, Provisioned,
+Up, Active,Standard`` line per port; ``Down``, ``Undetected SIM Card`` or ``Power off`` in its
+place otherwise), then ``gsm show span <n>`` for each port that is up (``SIM IMSI``, ``Signal
+Quality (0,31)``, ``Network Name``, ``Status``). A port is keyed ``yeastar:<name>:<span>`` (the
+TG reports no ICCID), ready and live while the session is up and the span says ``Up``; a span
+that is down is ``not_registered``, one without a SIM or power is absent, and every port goes
+absent when the session ends. A TG that does not answer the command still lists the spans its
+``ReceivedSMS`` events name, never live (nothing proves the port is working).
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import asyncio
 import contextlib
 import itertools
 import random
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import unquote_plus
@@ -41,8 +52,10 @@ from gateway.errors import DecodeError, GatewayError, StoreError
 from gateway.fields import MAX_TEXT, FieldError, device_time
 from gateway.health import Check, Level
 from gateway.intake import Intake
+from gateway.inventory.sims import Inventory, PhoneOrigin, Sighting, SimState
 from gateway.outbox.models import Hold, Incoming, Part
 from gateway.sources.dedup import digest
+from gateway.sources.modem.answers import rssi_to_dbm
 from gateway.sources.sim_match import phone_for
 from gateway.sources.status import SourceStatus
 
@@ -54,6 +67,18 @@ _ENDS = ("--END SMS EVENT--", "--END COMMAND--")
 MAX_PARTS = 255
 # The event's own names for the fields the rules check, for the log.
 _FIELD_NAMES = {"phone_from": "Sender", "text": "Content"}
+_SPANS = b"Action: smscommand\r\ncommand: gsm show spans\r\n\r\n"
+_SPAN_LINE = re.compile(r"GSM span (\d{1,3})", re.IGNORECASE)
+MAX_SPANS = 256  # port lines taken from one answer
+
+
+def span_state(status: str) -> SimState:
+    """``Power on, Provisioned, Up, Active,Standard`` -> ready; ``Down`` -> not registered;
+    ``Undetected SIM Card`` or ``Power off`` -> absent."""
+    items = {item.strip().lower() for item in status.split(",")}
+    if "power off" in items or any("undetected sim" in item for item in items):
+        return SimState.ABSENT
+    return SimState.READY if "up" in items else SimState.NOT_REGISTERED
 
 
 class LoginRejected(GatewayError):
@@ -158,6 +183,7 @@ class YeastarClient:
         idle_timeout: float = 60.0,
         connect_timeout: float = 10.0,
         rand: Callable[[], float] = random.random,
+        inventory: Inventory | None = None,
     ) -> None:
         self.cfg = cfg
         self.source = f"{KIND}:{cfg.name}"
@@ -174,6 +200,8 @@ class YeastarClient:
         self.connected = False
         self.connects = 0
         self.last_connected_at: float | None = None
+        self._inventory = inventory
+        self._spans: dict[str, dict[str, str]] = {}  # span -> what the TG said of it this session
 
     def reconnect_delay(self, failures: int) -> float:
         """Seconds before the next attempt after ``failures`` failed ones in a row: 0.5 s,
@@ -256,6 +284,8 @@ class YeastarClient:
             while (block := await self._block(reader)) is not None:
                 if block.get("Event") == "ReceivedSMS":
                     await self._take(block)
+                elif self._inventory is not None:
+                    self._port_news(block, writer)
         finally:
             writer.close()
             if pinger is not None:
@@ -264,10 +294,16 @@ class YeastarClient:
                 await writer.wait_closed()
 
     async def _ping(self, writer: asyncio.StreamWriter) -> None:
-        """Something to answer now and then, so a dead link shows as silence."""
+        """Something to answer now and then, so a dead link shows as silence; with an
+        inventory, the ports' state now and with every ping."""
+        if self._inventory is not None:
+            writer.write(_SPANS)
+            await writer.drain()
         for n in itertools.count(1):
             await asyncio.sleep(self._ping_interval)
             writer.write(f"Action: Ping\r\nActionID: ping-{n}\r\n\r\n".encode())
+            if self._inventory is not None:
+                writer.write(_SPANS)
             await writer.drain()
 
     async def _block(self, reader: asyncio.StreamReader) -> dict[str, str] | None:
@@ -291,6 +327,99 @@ class YeastarClient:
     def _set_connected(self, up: bool) -> None:
         self.connected = up
         self.status.set_up(up)
+        if not up:
+            spans, self._spans = self._spans, {}
+            if self._inventory is not None:
+                for span in spans:
+                    self._inventory.gone(self.source, span)
+
+    # -- ports -----------------------------------------------------------------------------
+
+    def _port_news(self, block: Mapping[str, str], writer: asyncio.StreamWriter) -> None:
+        """An answer to ``gsm show spans`` or ``gsm show span <n>``; anything else is ignored."""
+        listed: dict[str, str] = {}
+        for key, value in block.items():
+            match = _SPAN_LINE.fullmatch(key.strip())
+            if match is not None and len(listed) < MAX_SPANS:
+                listed[str(int(match.group(1)))] = value[:200]
+        if listed:
+            for span in [s for s in self._spans if s not in listed]:
+                del self._spans[span]
+                self._gone(span)
+            for span, status in listed.items():
+                self._spans.setdefault(span, {})["Status"] = status
+                if self._report_span(span) is SimState.READY:
+                    writer.write(
+                        f"Action: smscommand\r\ncommand: gsm show span {span}\r\n\r\n".encode()
+                    )
+            return
+        channel = block.get("D-channel", "").strip()
+        if channel.isascii() and channel.isdigit() and str(int(channel)) in self._spans:
+            span = str(int(channel))
+            known = self._spans[span]
+            for key in ("Status", "SIM IMSI", "Signal Quality (0,31)", "Network Name"):
+                if key in block:
+                    known[key] = block[key][:200]
+            self._report_span(span)
+
+    def _gone(self, span: str) -> None:
+        assert self._inventory is not None
+        self._inventory.gone(self.source, span)
+
+    def _report_span(self, span: str) -> SimState:
+        """Tell the inventory what the TG said of ``span``; its state."""
+        assert self._inventory is not None
+        known = self._spans[span]
+        state = span_state(known.get("Status", ""))
+        if state is SimState.ABSENT:
+            self._gone(span)
+            return state
+        imsi = known.get("SIM IMSI", "").strip()
+        imsi_ok = imsi if imsi.isascii() and imsi.isdigit() and 6 <= len(imsi) <= 15 else None
+        quality = known.get("Signal Quality (0,31)", "").strip()
+        rssi = (
+            int(quality) if quality.isascii() and quality.isdigit() and len(quality) <= 2 else None
+        )
+        if state is SimState.READY and rssi == 99:
+            state = SimState.NO_SIGNAL
+        phone = phone_for(self._sims, source=self.source, port=span, imsi=imsi_ok)
+        self._inventory.report(
+            Sighting(
+                source=self.source,
+                location=span,
+                state=state,
+                port=span,
+                imsi=imsi_ok,
+                phone=phone or "",
+                phone_origin=PhoneOrigin.SIM.value if phone else None,
+                signal=rssi_to_dbm(rssi) if rssi is not None and rssi <= 31 else None,
+                network_name=known.get("Network Name", "").strip()[:64],
+            )
+        )
+        return state
+
+    def _sms_on(self, span: str) -> None:
+        """An SMS was committed from ``span``: its ``last_sms``; a span the TG's port answers
+        never named is listed, not live."""
+        if self._inventory is None:
+            return
+        now = self._clock()
+        if span in self._spans:
+            self._inventory.sms(self.source, span, now)
+            return
+        phone = phone_for(self._sims, source=self.source, port=span)
+        self._inventory.report(
+            Sighting(
+                source=self.source,
+                location=span,
+                state=SimState.READY,  # it received an SMS; nothing says it still can
+                port=span,
+                phone=phone or "",
+                phone_origin=PhoneOrigin.SIM.value if phone else None,
+                last_sms=now,
+                live=False,
+            )
+        )
 
     # -- events ----------------------------------------------------------------------------
 
@@ -314,6 +443,9 @@ class YeastarClient:
                 else:
                     (accepted,) = await self._intake.accept([item])
                     self.status.accepted(0 if accepted.duplicate else 1)
+                span = fields.get("GsmSpan", "").strip()
+                if span.isascii() and span.isdigit() and len(span) <= 3:
+                    self._sms_on(str(int(span)))
                 return
             except FieldError as e:  # never acceptable: that event alone is refused
                 name = _FIELD_NAMES.get(e.field, e.field)

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.inventory.sims import SimState
 from gateway.outbox.partner import Activation, ActivationState, FinishStatus, LedgerEntry
-from gateway.partner.desk import Desk, SimState, SimView
+from gateway.partner.desk import Desk, SimView
 from gateway.partner.requests import FinishActivation, GetNumber, GetServices
 
 
