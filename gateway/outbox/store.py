@@ -551,11 +551,11 @@ class Outbox:
             if n < batch:
                 break
         # Records that were never going to be pushed age out like finished messages;
-        # held-for-no-phone ones never do (they are waiting, not finished).
+        # held-for-no-phone ones never do (they are waiting, not finished); every other hold
+        # reason (undecodable, refused, not_text, operator_answer, no_activation) does.
         total += await self._write_rowcount(
-            "DELETE FROM messages WHERE state = 'held' AND hold_reason IN"
-            " ('undecodable', 'not_text', 'no_activation') AND accepted_at < ?",
-            (cutoff,),
+            "DELETE FROM messages WHERE state = 'held' AND hold_reason != ? AND accepted_at < ?",
+            (Hold.NO_PHONE.value, cutoff),
         )
         await self._write_rowcount(
             "DELETE FROM parts WHERE sms_id IS NOT NULL AND accepted_at < ?", (cutoff,)

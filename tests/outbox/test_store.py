@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import statistics
 import time
@@ -24,6 +25,7 @@ from gateway.outbox import (
     State,
 )
 from gateway.outbox.migrate import available
+from gateway.outbox.models import Hold
 
 T0 = 1_800_000_000.0
 LEASE = 15.0
@@ -508,6 +510,18 @@ async def test_max_age_counts_from_acceptance_not_the_network_timestamp(
     assert (m.received_at, m.accepted_at) == (years_ago, T0)  # the network's time is kept
     clock.advance(DAY + LEASE + 1)
     assert await store.expire_old(max_age=DAY) == [1]  # a day after *we* got it, it expires
+
+
+async def test_held_records_age_out_except_those_waiting_for_a_phone(
+    store: Outbox, clock: FakeClock
+) -> None:
+    reasons = list(Hold)
+    held = [dataclasses.replace(sms(r.value), hold=r) for r in reasons]
+    ids = await accept_ids(store, *held)
+    clock.advance(100)
+    assert await store.purge_finished(keep=50) == len(reasons) - 1
+    (kept,) = await store.list_messages()
+    assert kept.sms_id == ids[reasons.index(Hold.NO_PHONE)]
 
 
 async def test_purge_works_in_batches(store: Outbox, clock: FakeClock) -> None:
