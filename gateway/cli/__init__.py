@@ -53,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = msub.add_parser("show", parents=[common], help="one message with its attempts")
     p.add_argument("sms_id", type=int, metavar="SMSID")
     p.add_argument("--json", action="store_true")
-    p = msub.add_parser("retry", parents=[common], help="queue dropped/expired messages again")
+    p = msub.add_parser(
+        "retry",
+        parents=[common],
+        help="queue dropped/expired messages again (and, by SMSID, ones held no_activation)",
+    )
     p.add_argument("sms_ids", type=int, nargs="*", metavar="SMSID")
     p.add_argument("--state", choices=["dropped", "expired"])
     p.add_argument("--since", metavar="DURATION", help="finished within, e.g. 3600, 90m, 2h, 1d")

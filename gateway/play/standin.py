@@ -33,6 +33,7 @@ from aiohttp import web
 
 log = structlog.get_logger(__name__)
 PUSH_KEYS = ("smsId", "phoneFrom", "phone", "text", "action", "key")
+RENT_PATH = "/pushSmsRent"
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,9 @@ class StandIn:
         self.port = 0
         self.app = web.Application(client_max_size=1024 * 1024)
         self.app.router.add_post(path, self._push)
+        # Rent SMS: the same body plus `service` (the gateway's default rent_push_url path).
+        self.rent_path = RENT_PATH
+        self.app.router.add_post(RENT_PATH, self._push)
         self.app.router.add_get("/received", self._received)
         self.app.router.add_get("/stats", self._stats)
         # Onlinesim's side (only with `partner`): what it ordered, by activationId.
@@ -292,7 +296,7 @@ class StandIn:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         self._changed.set()
         try:
-            answer, body = await self._answer(raw)
+            answer, body = await self._answer(raw, rent=request.path == self.rent_path)
             if answer.delay:
                 await asyncio.sleep(answer.delay)
             gone = request.transport is None or request.transport.is_closing()
@@ -332,7 +336,7 @@ class StandIn:
                 phone_from=body.get("phoneFrom"),
             )
 
-    async def _answer(self, raw: bytes) -> tuple[Answer, dict[str, Any] | None]:
+    async def _answer(self, raw: bytes, *, rent: bool) -> tuple[Answer, dict[str, Any] | None]:
         try:
             body = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
@@ -345,7 +349,8 @@ class StandIn:
             return self.failure, body
         if self.default is not None:
             return self.default, body
-        if sorted(body) != sorted(PUSH_KEYS) or body.get("action") != "PUSH_SMS":
+        keys = (*PUSH_KEYS, "service") if rent else PUSH_KEYS
+        if sorted(body) != sorted(keys) or body.get("action") != "PUSH_SMS":
             return Answer(400, '{"response": "ERROR_PARAMS"}'), body
         if self.key is not None and body.get("key") != self.key:
             return Answer(401, '{"response": "ERROR_WRONG_KEY"}'), body

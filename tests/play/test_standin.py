@@ -340,3 +340,20 @@ class StandInAt:
     @property
     def url(self) -> str:
         return f"{self.base}/v1/PUSH_SMS"
+
+
+async def test_rent_pushes_with_their_service_field_are_taken_on_the_rent_path() -> None:
+    stand = StandIn(key="k")
+    await stand.start()
+    try:
+        body = {
+            "smsId": 1, "phoneFrom": "X", "phone": "79001234567", "text": "t",
+            "action": "PUSH_SMS", "service": "rent", "key": "k",
+        }  # fmt: skip
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"http://127.0.0.1:{stand.port}/pushSmsRent", json=body) as r:
+                assert r.status == 200
+            async with s.post(f"http://127.0.0.1:{stand.port}/v1/PUSH_SMS", json=body) as r:
+                assert r.status == 400  # the plain path takes the plain body only
+    finally:
+        await stand.stop()
