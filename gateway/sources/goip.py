@@ -186,7 +186,7 @@ class GoipServer:
         self.last_keepalive_at: float | None = None
         self._line: dict[str, str] = {}  # what the last good keepalive said (num, imsi, signal)
         self._inventory = inventory
-        self._keepalive_stale = keepalive_stale
+        self.keepalive_stale = keepalive_stale
         self._silence: asyncio.TimerHandle | None = None  # fires keepalive_stale after the last
         self._allow = parse_networks(cfg.allow)
         self.peer: str | None = None  # the address of the last good keepalive
@@ -234,7 +234,7 @@ class GoipServer:
     def check(self) -> Check:
         now = self._clock()
         since = self.last_keepalive_at or self._started_at or now
-        stale = now - since > self._keepalive_stale
+        stale = now - since > self.keepalive_stale
         self.status.set_up(not stale and self.last_keepalive_at is not None)
         return self.status.check(
             level=Level.DEGRADED if stale else Level.OK,
@@ -289,7 +289,7 @@ class GoipServer:
             if self._silence is not None:
                 self._silence.cancel()
             loop = asyncio.get_running_loop()
-            self._silence = loop.call_later(self._keepalive_stale, self._fell_silent)
+            self._silence = loop.call_later(self.keepalive_stale, self._fell_silent)
 
     def sighting(self) -> Sighting:
         """The line's SIM as its last keepalive told it (nothing made up: an absent field is
@@ -325,7 +325,7 @@ class GoipServer:
     def _fell_silent(self) -> None:
         """No keepalive for ``keepalive_stale``: the line's SIM is not in a working module."""
         self._silence = None
-        log.warning("goip.line_silent", source=self.source, after=self._keepalive_stale)
+        log.warning("goip.line_silent", source=self.source, after=self.keepalive_stale)
         self.status.set_up(False)
         if self._inventory is not None:
             self._inventory.gone(self.source, self.cfg.id)

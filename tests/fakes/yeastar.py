@@ -3,6 +3,8 @@
 It greets, takes ``Action: Login`` (one user and password), answers ``Action: Ping`` and sends
 ``Event: ReceivedSMS`` blocks to every logged-in client when a test calls :meth:`send_sms`.
 :meth:`drop_clients` cuts every connection, as a TG reboot or a network fault would.
+``Action: smscommand`` answers ``gsm show spans`` from :attr:`spans` (span -> status line) and
+``gsm show span <n>`` from :attr:`span_info` (span -> its detail lines), as a TG's CLI does.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ class FakeYeastar:
         self.failed_logins = 0
         self.pings = 0
         self.actions: list[str] = []
+        self.spans: dict[int, str] = {}  # "Power on, Provisioned, Up, Active,Standard"
+        self.span_info: dict[int, dict[str, str]] = {}  # "SIM IMSI", "Signal Quality (0,31)"
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[None]] = set()
@@ -126,6 +130,8 @@ class FakeYeastar:
                         f"Response: Success\r\nPing: Pong\r\nActionID: "
                         f"{block.get('actionid', '')}\r\n\r\n".encode()
                     )
+                elif action == "smscommand":
+                    writer.write(self._command(block.get("command", "")))
                 await writer.drain()
                 self._notify()
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -135,6 +141,17 @@ class FakeYeastar:
             writer.close()
             self._handlers.discard(task)
             self._notify()
+
+    def _command(self, command: str) -> bytes:
+        lines = ["Response: Follows", "Privilege: Command"]
+        words = command.split()
+        if words == ["gsm", "show", "spans"]:
+            lines += [f"GSM span {n}: {status}" for n, status in sorted(self.spans.items())]
+        elif words[:3] == ["gsm", "show", "span"] and len(words) == 4 and words[3].isdigit():
+            n = int(words[3])
+            lines += [f"D-channel: {n}", f"Status: {self.spans.get(n, '')}"]
+            lines += [f"{k}: {v}" for k, v in self.span_info.get(n, {}).items()]
+        return ("\r\n".join([*lines, "--END COMMAND--"]) + "\r\n\r\n").encode()
 
     @staticmethod
     async def _read_block(reader: asyncio.StreamReader) -> dict[str, str] | None:
