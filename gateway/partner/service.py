@@ -25,11 +25,12 @@ from gateway.config import Config, PartnerConfig
 from gateway.errors import ConfigError, GatewayError
 from gateway.health import Check, Level
 from gateway.http.guard import FD_RESERVE, ConnectionGuard, connection_cap
+from gateway.inventory.sims import SimState
 from gateway.metrics import Metrics
 from gateway.outbox import Outbox
 from gateway.outbox.partner import Activation, PartnerBook, SimRecord
 from gateway.partner.api import ApiLimits, CallStats, partner_app
-from gateway.partner.desk import Desk, SimState, SimView
+from gateway.partner.desk import Desk, SimView
 
 __all__ = [
     "QUIET_AFTER",
