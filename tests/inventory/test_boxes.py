@@ -7,10 +7,12 @@ push-only port is listed and never counted."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +34,14 @@ from gateway.peers import PeerSources
 from gateway.sources import dinstar, ejoin
 from gateway.sources.goip import GoipServer
 from gateway.sources.yeastar import YeastarClient, span_state
+from tests.fakes.daemon import DaemonProcess
 from tests.fakes.peers import serving
 from tests.fakes.yeastar import FakeYeastar
 from tests.inventory.conftest import InventoryWatch
 from tests.sources.test_goip import Line
 
 PASSWORD = "goip-secret-pw"
+PARTNER_KEY = "partner-key-SECRET-0123"
 ICCID = "8970199123456789012"
 IMSI_MTS = "250011234567890"  # MCC 250 (Russia), MNC 01: "mts" by the fixture's names
 UP = "Power on, Provisioned, Up, Active,Standard"
@@ -369,3 +373,77 @@ def test_ejoin_rows_whose_content_is_garbage_still_name_their_port() -> None:
     body = {"type": "recv-sms", "sms": [[0, "3A", 1, "900", "", "%%%not base64"]]}
     (s,) = ejoin.sightings(json.loads(json.dumps(body)), source="ejoin:s", sims=(), now=5.0)
     assert (s.port, s.last_sms, s.imsi, s.iccid) == ("3A", 5.0, None, None)
+
+
+# -- in a real daemon: the wiring from the config to GET_SERVICES ---------------------------
+
+
+async def test_a_daemon_counts_its_goip_sim_and_never_a_dinstar_port(
+    tmp_path: Path, daemon_factory: Callable[..., Any]
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        udp = int(probe.getsockname()[1])
+    extra = f"""
+[partner]
+listen = "127.0.0.1:0"
+key = "{PARTNER_KEY}"
+services = ["vk"]
+
+[[goip]]
+name = "goip-1"
+id = "goip01"
+password = "{PASSWORD}"
+listen = "127.0.0.1:{udp}"
+
+[[dinstar]]
+name = "box-1"
+token = "tok-d"
+
+[[sim]]
+source = "goip-1"
+port = "goip01"
+phone = "79001230001"
+
+[[sim]]
+source = "box-1"
+port = "3"
+phone = "79001230003"
+"""
+    daemon: DaemonProcess = await daemon_factory(extra=extra)
+    (listening,) = [e for e in daemon.logs() if e["event"] == "partner.listening"]
+    services = f"http://127.0.0.1:{listening['port']}/getServices"
+
+    async def vk_count(s: aiohttp.ClientSession) -> int:
+        async with s.post(services, json={"key": PARTNER_KEY}) as r:
+            answer = await r.json()
+        return sum(int(c["operatorMap"]["any"].get("vk", 0)) for c in answer["countryList"])
+
+    line = Line()
+    await line.open(("127.0.0.1", udp))
+    try:
+        async with aiohttp.ClientSession() as s:
+            assert await vk_count(s) == 0
+            line.send(keepalive())
+            assert await line.answer(timeout=5) == "reg:12;status:200;"
+            push = {"sn": "sn", "sms": [
+                {"incoming_sms_id": 1, "port": 3, "number": "900", "text": "x", "imsi": IMSI_MTS},
+            ]}  # fmt: skip
+            url = f"{daemon.base}/v1/inbound/dinstar/box-1?token=tok-d"
+            async with s.post(url, json=push) as r:
+                assert r.status == 200
+            for _ in range(200):  # the GoIP SIM, not the Dinstar port; 10 s at most
+                if await vk_count(s) == 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert await vk_count(s) == 1
+    finally:
+        line.close()
+    assert await daemon.stop() == 0
+    outbox = await Outbox.open(str(tmp_path / "outbox.sqlite3"), readonly=True, migrate=False)
+    try:
+        records = {r.sim_key: r for r in await PartnerBook(outbox, read_mark=False).sims()}
+    finally:
+        await outbox.close()
+    assert records[ICCID].phone == "79001230001" and records[ICCID].state == "absent"
+    assert records["dinstar:box-1:3"].last_sms is not None

@@ -221,3 +221,13 @@ def test_counts_always_equal_the_sims_an_order_could_get(steps: list[tuple[str, 
                 assert count(d, service) == expected
 
     asyncio.run(run())
+
+
+def test_the_desk_uses_the_inventorys_one_sim_state() -> None:
+    from gateway.inventory import sims as inventory
+    from gateway.partner import desk as desk_module
+
+    assert desk_module.SimState is inventory.SimState
+    assert SimView("k", "7900", "russia", "mts", inventory.SimState("ready"), True).state is (
+        SimState.READY
+    )
