@@ -23,6 +23,10 @@ from .session import BindStatus, Link
 
 __all__ = ["SmppClient"]
 
+# A bound session shorter than this counts as a failed attempt, so an SMSC that unbinds or
+# drops every session at once is retried with the growing backoff, not in a tight loop.
+STEADY = 10.0
+
 log = structlog.get_logger(__name__)
 
 
@@ -86,7 +90,10 @@ class SmppClient:
                     with attempt:
                         if self._stopping:
                             return
+                        started = time.monotonic()
                         await self._session()  # returns after a bound session ended
+                        if not self._stopping and time.monotonic() - started < STEADY:
+                            raise _NotBound
             except _NotBound:  # pragma: no cover - the retry never stops
                 return
 
@@ -143,6 +150,11 @@ class SmppClient:
             self._link = None
             self.status.state = "closed"
             self._metrics.smpp_binds.labels(self.source).set(0)
+        # an unbind is polite; silence was counted as "silent" already
+        expected = ("unbound", "unbound by peer", "no answer to enquire_link")
+        if not self._stopping and reason not in expected:
+            self.status.error(f"session ended: {reason}")
+            self._counters.error("session_lost")
         log.info("smpp.unbound", source=self.source, reason=reason)
 
     def _failed(self, kind: str, what: str) -> None:

@@ -52,6 +52,7 @@ class BindStatus:
     state: str = "connecting"  # connecting | bound | closed | refused
     bound_at: float | None = None
     last_pdu_at: float | None = None
+    last_pdu: str = ""  # the command of the last PDU read
     messages: int = 0
     errors: int = 0
     last_error: str = ""
@@ -68,11 +69,19 @@ class BindStatus:
             "host": self.peer,
             "bound_at": self.bound_at,
             "last_pdu_at": self.last_pdu_at,
+            "last_pdu": self.last_pdu or None,
             "messages": self.messages,
             "errors": self.errors,
             "last_error": self.last_error or None,
             "in_flight": self.in_flight,
         }
+
+
+def _command_name(command_id: int) -> str:
+    try:
+        return Command(command_id).name.lower()
+    except ValueError:
+        return f"{command_id:#010x}"
 
 
 class Link:
@@ -109,6 +118,7 @@ class Link:
         self._last_heard = time.monotonic()
         self._nacks: list[float] = []
         self._closing = False
+        self._silent = False  # closed by us: no answer to our enquire_link
 
     def _own_seq(self) -> int:
         self._seq = self._seq % 0x7FFFFFFF + 1
@@ -142,6 +152,8 @@ class Link:
             try:
                 header, pdu = await read_pdu(self._reader)
             except asyncio.IncompleteReadError as e:
+                if self._silent:
+                    return "no answer to enquire_link"
                 return "closed by peer" if not e.partial else "closed mid-PDU"
             except FrameError as e:
                 self._bad("frame", str(e))
@@ -151,6 +163,7 @@ class Link:
                 return f"connection lost: {e}"
             self._last_heard = time.monotonic()
             self.status.last_pdu_at = self._clock()
+            self.status.last_pdu = _command_name(header.command_id)
             ended = await self._dispatch(header, pdu)
             if ended:
                 return ended
@@ -237,6 +250,8 @@ class Link:
             if time.monotonic() - self._last_heard >= self._enquire_every + self._response_timeout:
                 log.warning("smpp.link_silent", source=self._rules.source)
                 self.status.error("no answer to enquire_link")
+                self._counters.error("silent")
+                self._silent = True
                 self._writer.close()
                 return
 

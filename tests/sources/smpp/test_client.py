@@ -4,9 +4,13 @@ libnet-smpp-perl): it binds, each deliver_sm is committed before its deliver_sm_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+import sqlite3
 import subprocess
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +20,8 @@ from gateway.metrics import Metrics
 from gateway.outbox import Outbox
 from gateway.sources.smpp.client import SmppClient
 from gateway.sources.smpp.inbound import Inbound
+from gateway.sources.smpp.pdu import Status
+from gateway.sources.smpp.session import NACK_STORM
 from tests.sources.smpp.test_kill9 import free_port
 
 SMSC = Path(__file__).parent / "data" / "net_smpp_smsc.pl"
@@ -64,6 +70,202 @@ async def test_client_commits_each_deliver_sm_before_answering(tmp_path: Path) -
         assert client.check().details["state"] == "bound"
     finally:
         await client.stop()
-        smsc.kill()
+        with contextlib.suppress(ProcessLookupError):  # it ends once the client went
+            smsc.kill()
         await smsc.wait()
         await outbox.close()
+
+
+SCRIPTED = Path(__file__).parent / "data" / "net_smpp_scripted.pl"
+
+
+class PerlSmsc:
+    """net_smpp_scripted.pl in a subprocess: `send` a command, `expect` an event."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.events: list[str] = []
+
+    @classmethod
+    async def start(cls) -> PerlSmsc:
+        port = free_port()
+        proc = await asyncio.create_subprocess_exec(
+            "perl", str(SCRIPTED), str(port),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        smsc = cls(proc, port)
+        await smsc.expect("LISTENING")
+        return smsc
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+
+    async def expect(self, prefix: str, timeout: float = 10.0) -> str:
+        """The next event starting with `prefix` (the ones before it are kept in `events`)."""
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                line = (await self.proc.stdout.readline()).decode().strip()
+                assert line, f"the SMSC ended; events: {self.events}"
+                self.events.append(line)
+                if line.startswith(prefix):
+                    return line
+
+    async def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        await self.proc.wait()
+
+
+def client_config(tmp_path: Path, port: int, **extra: Any) -> config.Config:
+    return config.parse(
+        {
+            "upstream": {"url": "http://127.0.0.1:9/push", "api_key": "k"},
+            "store": {"path": str(tmp_path / "outbox.sqlite3")},
+            "smpp_client": [
+                {"name": "op1", "host": "127.0.0.1", "port": port, "system_id": "esme1",
+                 "password": "secret", "bind": "transceiver", "reconnect_max": 1.0, **extra}
+            ],
+        }
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def smsc() -> AsyncIterator[PerlSmsc]:
+    s = await PerlSmsc.start()
+    yield s
+    await s.stop()
+
+
+class Rig:
+    def __init__(self, outbox: Outbox, client: SmppClient, metrics: Metrics) -> None:
+        self.outbox = outbox
+        self.client = client
+        self.metrics = metrics
+
+    def counted(self, name: str, **labels: str) -> float:
+        labels = {"source": "smpp-client:op1", **labels}
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+@contextlib.asynccontextmanager
+async def running_client(
+    tmp_path: Path, port: int, *, busy_timeout_ms: int = 5000, **extra: Any
+) -> AsyncIterator[Rig]:
+    cfg = client_config(tmp_path, port, **extra)
+    outbox = await Outbox.open(cfg.store.path, busy_timeout_ms=busy_timeout_ms)
+    metrics = Metrics()
+    client = SmppClient(cfg.smpp_client[0], Inbound(Intake(outbox, metrics)), metrics)
+    await client.start()
+    try:
+        yield Rig(outbox, client, metrics)
+    finally:
+        await client.stop()
+        await outbox.close()
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - the client has no event to wait on
+            await asyncio.sleep(0.02)
+
+
+async def texts(outbox: Outbox) -> list[str]:
+    return sorted(m.text for m in await outbox.list_messages())
+
+
+async def test_reconnects_with_backoff_after_the_smsc_drops_the_connection(
+    tmp_path: Path, smsc: PerlSmsc
+) -> None:
+    async with running_client(tmp_path, smsc.port) as rig:
+        await smsc.expect("BIND 9 esme1 secret")
+        smsc.send("DELIVER 1 before the drop")
+        assert await smsc.expect("RESP 1") == "RESP 1 0"
+        smsc.send("DROP")
+        await smsc.expect("DROPPED")
+        # the session was short: the backoff (0.2 s growing, at most reconnect_max) applies
+        await smsc.expect("BIND 9 esme1 secret", timeout=5)
+        smsc.send("DELIVER 2 after the drop")
+        assert await smsc.expect("RESP 2") == "RESP 2 0"
+        assert await texts(rig.outbox) == ["after the drop", "before the drop"]
+        assert rig.client.binds == 2
+        details = rig.client.check().details
+        assert details["state"] == "bound"
+        assert details["last_error"] == "session ended: closed by peer"
+        assert rig.counted("sms_gateway_smpp_errors_total", kind="session_lost") == 1
+
+
+async def test_rebinds_after_an_unbind_from_the_smsc(tmp_path: Path, smsc: PerlSmsc) -> None:
+    async with running_client(tmp_path, smsc.port) as rig:
+        await smsc.expect("BIND")
+        smsc.send("UNBIND")
+        await smsc.expect("UNBIND_RESP")
+        await smsc.expect("CLOSED")
+        await smsc.expect("BIND 9 esme1 secret", timeout=5)
+        smsc.send("DELIVER 5 rebound")
+        assert await smsc.expect("RESP 5") == "RESP 5 0"
+        assert await texts(rig.outbox) == ["rebound"]
+        assert rig.client.binds == 2
+
+
+async def test_rebinds_after_a_generic_nack_storm(tmp_path: Path, smsc: PerlSmsc) -> None:
+    async with running_client(tmp_path, smsc.port) as rig:
+        await smsc.expect("BIND")
+        smsc.send(f"NACK {NACK_STORM - 1}")
+        smsc.send("DELIVER 1 still bound")
+        assert await smsc.expect("RESP 1") == "RESP 1 0"  # a few nacks do not end it
+        smsc.send("NACK 1")
+        await smsc.expect("CLOSED")
+        await smsc.expect("BIND 9 esme1 secret", timeout=5)
+        await until(lambda: rig.client.binds == 2)
+        assert rig.counted("sms_gateway_smpp_errors_total", kind="nack") == NACK_STORM
+        assert rig.client.check().details["last_error"] == "session ended: generic_nack storm"
+
+
+async def test_enquire_link_both_ways_and_a_silent_smsc_is_dropped(
+    tmp_path: Path, smsc: PerlSmsc
+) -> None:
+    async with running_client(tmp_path, smsc.port, enquire_link=0.3, response_timeout=0.5) as rig:
+        await smsc.expect("BIND")
+        smsc.send("ENQUIRE")
+        await smsc.expect("ENQUIRE_RESP")  # the SMSC's enquire_link answered
+        await smsc.expect("ENQUIRE ", timeout=3)  # ours, after 0.3 s of silence, answered
+        await smsc.expect("ENQUIRE ", timeout=3)
+        assert rig.client.binds == 1
+        smsc.send("SILENT")
+        await smsc.expect("DONE SILENT")
+        await smsc.expect("ENQUIRE ", timeout=3)  # unanswered now: closed after 0.5 s
+        await smsc.expect("CLOSED", timeout=3)
+        smsc.send("LOUD")
+        await smsc.expect("BIND 9 esme1 secret", timeout=5)
+        await until(lambda: rig.client.binds == 2)
+        assert rig.counted("sms_gateway_smpp_errors_total", kind="silent") == 1
+
+
+async def test_a_store_that_cannot_commit_answers_rx_t_appn_and_the_smsc_redelivers(
+    tmp_path: Path, smsc: PerlSmsc
+) -> None:
+    async with running_client(tmp_path, smsc.port, busy_timeout_ms=200) as rig:
+        await smsc.expect("BIND")
+        blocker = sqlite3.connect(tmp_path / "outbox.sqlite3", timeout=1, isolation_level=None)
+        try:
+            blocker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+            smsc.send("DELIVER 1 locked out")
+            assert await smsc.expect("RESP 1") == f"RESP 1 {Status.RX_T_APPN.value}"
+            await smsc.expect("REDELIVER 1")  # the SMSC sends it again after 0.3 s
+            assert await smsc.expect("RESP 1") == f"RESP 1 {Status.RX_T_APPN.value}"
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        # the next redelivery commits and is answered ROK, once
+        assert await smsc.expect("RESP 1 0", timeout=5) == "RESP 1 0"
+        assert await texts(rig.outbox) == ["locked out"]
+        smsc.send("DELIVER 1 locked out")  # a late duplicate of the same PDU: still one
+        assert await smsc.expect("RESP 1") == "RESP 1 0"
+        assert await texts(rig.outbox) == ["locked out"]
+        assert rig.counted("sms_gateway_smpp_messages_total", outcome="temporary_error") >= 2
+        assert rig.counted("sms_gateway_smpp_messages_total", outcome="stored") == 1
+        assert rig.counted("sms_gateway_smpp_messages_total", outcome="duplicate") == 1
