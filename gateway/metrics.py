@@ -128,7 +128,7 @@ class Metrics:
             ["source"],
             registry=r,
         )
-        # SMPP binds ([smpp_server], [[smpp_client]]), per source (smpp-server:ID, smpp-client:NAME).
+        # SMPP binds ([smpp_server], [[smpp_client]]) by source (smpp-server:ID, smpp-client:NAME).
         self.smpp_binds = Gauge(
             "sms_gateway_smpp_binds", "SMPP sessions bound now.", ["source"], registry=r
         )
