@@ -3,7 +3,7 @@
 Prints each figure with its target and PASS/FAIL and writes bench/results.json. A FAIL is an
 honest result, not an error: the exit status is 0 unless a benchmark could not run.
 `python -m bench NAME...` runs only the named ones (drain ingest latency backlog modems
-gammu partner status_page).
+gammu partner smpp status_page).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import backlog, drain, gammu, ingest, latency, modems, partner, status_page
+from bench import backlog, drain, gammu, ingest, latency, modems, partner, smpp, status_page
 from bench.common import verdict
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, Callable[[], Coroutine[Any, Any, dict[str, Any]]]] = {
     "modems": modems.run,
     "gammu": gammu.run,  # the sixth: skipped (printed "not run") without gammu-smsd, jq or curl
     "partner": partner.run,  # GET_NUMBER and GET_SERVICES latency with 10,000 SIMs
+    "smpp": smpp.run,  # deliver_sm/s over one bind, window 10, committed before each resp
     "status_page": status_page.run,  # /status.json at 10 req/s with 256 modems: added CPU
 }
 

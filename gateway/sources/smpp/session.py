@@ -119,14 +119,27 @@ class Link:
         self._nacks: list[float] = []
         self._closing = False
         self._silent = False  # closed by us: no answer to our enquire_link
+        self._out: list[bytes] = []  # PDUs to write at the end of this loop turn
 
     def _own_seq(self) -> int:
         self._seq = self._seq % 0x7FFFFFFF + 1
         return self._seq
 
     def _send(self, data: bytes) -> None:
-        if not self._writer.is_closing():
-            self._writer.write(data)
+        """Queue a PDU; everything queued in one loop turn goes out in one write, in order.
+
+        The answers of one commit (a window's worth) then reach the peer in one segment, so
+        the PDUs it sends back arrive together and share the next commit (one fsync) instead
+        of trickling into two or three.
+        """
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(data)
+
+    def _flush(self) -> None:
+        if self._out and not self._writer.is_closing():
+            self._writer.write(b"".join(self._out))
+        self._out.clear()
 
     async def run(self) -> str:
         """Serve until the peer unbinds or goes, or `close()`; the reason it ended."""
@@ -138,6 +151,7 @@ class Link:
             with contextlib.suppress(asyncio.CancelledError):
                 await pinger
             await self._settle()
+            self._flush()
             self._writer.close()
             with contextlib.suppress(OSError, ConnectionError):
                 await self._writer.wait_closed()
@@ -252,6 +266,7 @@ class Link:
                 self.status.error("no answer to enquire_link")
                 self._counters.error("silent")
                 self._silent = True
+                self._flush()
                 self._writer.close()
                 return
 
@@ -259,6 +274,7 @@ class Link:
         """Unbind politely; the peer's unbind_resp (or `timeout`) ends `run`."""
         self._closing = True
         self._send(encode(Command.UNBIND, self._next_seq()))
+        self._flush()
         with contextlib.suppress(ConnectionError, OSError):
             await self._writer.drain()
         loop = asyncio.get_running_loop()
