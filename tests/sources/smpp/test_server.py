@@ -13,6 +13,7 @@ from gateway.errors import StoreUnavailable
 from gateway.intake import Intake
 from gateway.metrics import Metrics
 from gateway.outbox import Hold, Outbox
+from gateway.sources.smpp.content import TLV_RECEIPTED_MESSAGE_ID
 from gateway.sources.smpp.inbound import Inbound
 from gateway.sources.smpp.pdu import Command, Status
 from gateway.sources.smpp.server import SmppServer
@@ -221,3 +222,17 @@ async def test_shuffled_udh_and_sar_parts_join(rig: Rig) -> None:
         await p.read_until(Command.SUBMIT_SM_RESP)
     found = await wait_messages(rig.outbox, 2)
     assert sorted(m.text for m in found) == ["ABC", "öä"]
+
+
+async def test_a_receipt_sent_again_under_a_new_sequence_number_is_one_message(rig: Rig) -> None:
+    """A receipt names its message id (receipted_message_id): that is its identity, whatever
+    sequence number the redelivery carries; another id is another receipt."""
+    p = await rig.peer()
+    for seq, msg_id in ((1, b"abc123\0"), (2, b"abc123\0"), (3, b"def456\0")):
+        tlvs = ((TLV_RECEIPTED_MESSAGE_ID, msg_id),)
+        receipt = sm(seq, b"id:x stat:DELIVRD", esm_class=4, command=Command.DELIVER_SM, tlvs=tlvs)
+        p.send_message(receipt)
+        h, _ = await p.read_until(Command.DELIVER_SM_RESP)
+        assert h.status == Status.ROK
+    found = await rig.outbox.list_messages()  # each answer followed its commit: all are there
+    assert [m.hold_reason for m in found] == [Hold.NOT_TEXT, Hold.NOT_TEXT]
