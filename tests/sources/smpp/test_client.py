@@ -199,12 +199,16 @@ async def test_reconnects_with_backoff_after_the_smsc_drops_the_connection(
 
 
 async def test_rebinds_after_an_unbind_from_the_smsc(tmp_path: Path, smsc: PerlSmsc) -> None:
-    async with running_client(tmp_path, smsc.port) as rig:
-        await smsc.expect("BIND")
+    async with running_client(
+        tmp_path, smsc.port, bind="receiver", system_type="MO", address_range="^7900"
+    ) as rig:
+        assert await smsc.expect("BIND") == "BIND 1 esme1 secret"
+        fields = await smsc.expect("BIND_FIELDS")
+        assert fields == "BIND_FIELDS version=0x34 system_type=MO address_range=^7900"
         smsc.send("UNBIND")
         await smsc.expect("UNBIND_RESP")
         await smsc.expect("CLOSED")
-        await smsc.expect("BIND 9 esme1 secret", timeout=5)
+        await smsc.expect("BIND 1 esme1 secret", timeout=5)
         smsc.send("DELIVER 5 rebound")
         assert await smsc.expect("RESP 5") == "RESP 5 0"
         assert await texts(rig.outbox) == ["rebound"]

@@ -7,8 +7,9 @@
 #   NACK n             n generic_nack PDUs
 #   SILENT | LOUD      stop / resume answering the ESME's enquire_link
 #   DROP               close the connection without an unbind
-# Events: LISTENING, CONNECTED, BIND cmd system_id password, RESP seq status, REDELIVER seq,
-# ENQUIRE seq (the ESME's), ENQUIRE_RESP seq, UNBIND (the ESME's), UNBIND_RESP, CLOSED, DROPPED.
+# Events: LISTENING, CONNECTED, BIND cmd system_id password, BIND_FIELDS ..., RESP seq status,
+# REDELIVER seq, ENQUIRE seq (the ESME's), ENQUIRE_RESP seq, UNBIND (the ESME's), UNBIND_RESP,
+# CLOSED, DROPPED.
 use strict; use warnings; use Net::SMPP; use IO::Select; use Time::HiRes qw(time);
 $| = 1;
 my ($port) = @ARGV;
@@ -54,6 +55,8 @@ sub pdu {
   my $cmd = $p->{cmd};
   if ($cmd == 1 || $cmd == 2 || $cmd == 9) {
     print "BIND $cmd $p->{system_id} $p->{password}\n";
+    printf "BIND_FIELDS version=%#x system_type=%s address_range=%s\n",
+      $p->{interface_version}, $p->{system_type}, $p->{address_range};
     my %resp = (1 => 'bind_receiver_resp', 2 => 'bind_transmitter_resp', 9 => 'bind_transceiver_resp');
     my $method = $resp{$cmd};
     $smpp->$method(seq => $p->{seq}, system_id => 'perlsmsc', status => 0);
