@@ -58,6 +58,7 @@ from gateway.sources.dedup import digest
 from gateway.sources.modem.answers import rssi_to_dbm
 from gateway.sources.sim_match import phone_for
 from gateway.sources.status import SourceStatus
+from gateway.tasks import cancel_and_wait
 
 __all__ = ["KIND", "YeastarClient", "item_from_event", "part_position"]
 
@@ -221,7 +222,7 @@ class YeastarClient:
         self._stopping.set()
         if self._task is not None:
             task, self._task = self._task, None
-            await _cancel_and_wait(task)
+            await cancel_and_wait(task)
         self._set_connected(False)
 
     def check(self) -> Check:
@@ -289,7 +290,7 @@ class YeastarClient:
         finally:
             writer.close()
             if pinger is not None:
-                await _cancel_and_wait(pinger)
+                await cancel_and_wait(pinger)
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
@@ -459,16 +460,3 @@ class YeastarClient:
             except asyncio.CancelledError:
                 log.error("yeastar.event_lost", source=self.source, sender=item.phone_from)
                 raise
-
-
-async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
-    """Cancel ``task`` and wait for its end. Only the cancellation asked for here is absorbed:
-    when the caller itself is being cancelled (``stop`` under a timeout, a shutdown), that
-    CancelledError propagates instead of being swallowed with the task's."""
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise

@@ -33,7 +33,7 @@ from gateway.sources.modem.lines import (
     Urc,
 )
 from gateway.sources.modem.serial_link import LinkClosed, LinkError, SerialLink
-from gateway.sources.modem.tasks import cancel_and_wait
+from gateway.tasks import cancel_and_wait
 
 __all__ = [
     "AtChannel",

@@ -40,8 +40,8 @@ from gateway.sources.modem.phones import modem_source, resolve_phone_origin
 from gateway.sources.modem.receiver import Receiver
 from gateway.sources.modem.serial_link import LinkOpenError, open_serial_link
 from gateway.sources.modem.session import Identity, Network, Session, SimNotReady, Storage
-from gateway.sources.modem.tasks import cancel_and_wait
 from gateway.sources.modem.ussd import parse_cusd
+from gateway.tasks import cancel_and_wait
 
 __all__ = ["NEARLY_FULL", "Modem", "ModemStatus"]
 
