@@ -31,7 +31,7 @@ from gateway.inventory.sims import Inventory
 from gateway.metrics import Metrics
 from gateway.outbox import Outbox
 from gateway.outbox.partner import PartnerBook
-from gateway.partner.service import PartnerService, partner_connection_cap
+from gateway.partner.service import PartnerService
 from gateway.peers import PeerSources
 from gateway.sdnotify import Notifier
 from gateway.sources.modem.bank import ModemBank
@@ -90,16 +90,17 @@ def lock_store(path: str) -> int:
     return fd
 
 
-def http_connection_cap(cfg: Config) -> int:
-    """`http.max_connections`, lowered so HTTP clients can never take the descriptors the
-    store, the sources and the upstream client need (the cap is what is left of
-    RLIMIT_NOFILE after those)."""
+def listener_cap(cfg: Config, *, event: str, max_connections: int, beside: int = 0) -> int:
+    """A listener's `max_connections`, lowered so HTTP clients can never take the descriptors the
+    store, the sources and the upstream client need: the cap is what is left of RLIMIT_NOFILE
+    after those and after `beside` (the connections another listener may already hold).
+    Logged as `event`, a warning when it had to be lowered."""
     sources = len(cfg.modem) + len(cfg.goip) + len(cfg.yeastar)
-    reserve = FD_RESERVE + cfg.upstream.concurrency + 2 * sources
-    cap, nofile, open_now = connection_cap(cfg.http.max_connections, reserve=reserve)
-    (log.info if cap == cfg.http.max_connections else log.warning)(
-        "http.connection_cap",
-        max_connections=cfg.http.max_connections,
+    reserve = FD_RESERVE + cfg.upstream.concurrency + 2 * sources + beside
+    cap, nofile, open_now = connection_cap(max_connections, reserve=reserve)
+    (log.info if cap == max_connections else log.warning)(
+        event,
+        max_connections=max_connections,
         cap=cap,
         open_files_limit=nofile,
         open_now=open_now,
@@ -111,7 +112,9 @@ def http_connection_cap(cfg: Config) -> int:
 def build(cfg: Config, outbox: Outbox) -> Components:
     """Wire every part to the open store; nothing starts here (no task, socket or port)."""
     metrics = Metrics()
-    http_cap = http_connection_cap(cfg)
+    http_cap = listener_cap(
+        cfg, event="http.connection_cap", max_connections=cfg.http.max_connections
+    )
     partner = None
     if cfg.partner is not None:
         partner = PartnerService(
@@ -119,7 +122,12 @@ def build(cfg: Config, outbox: Outbox) -> Components:
             upstream_key=cfg.upstream.api_key,
             outbox=outbox,
             metrics=metrics,
-            max_connections=partner_connection_cap(cfg, http_cap),
+            max_connections=listener_cap(
+                cfg,
+                event="partner.connection_cap",
+                max_connections=cfg.partner.max_connections,
+                beside=http_cap,  # the two listeners together stay within the limit
+            ),
         )
     # [partner] on: delivery follows activations (the desk's), rent pushes to their own URL.
     intake = Intake(

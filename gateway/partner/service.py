@@ -21,10 +21,10 @@ from typing import Protocol
 import structlog
 from aiohttp import web
 
-from gateway.config import Config, PartnerConfig
+from gateway.config import PartnerConfig
 from gateway.errors import ConfigError, GatewayError
 from gateway.health import Check, Level
-from gateway.http.guard import FD_RESERVE, ConnectionGuard, connection_cap
+from gateway.http.guard import ConnectionGuard
 from gateway.inventory.sims import SimState
 from gateway.metrics import Metrics
 from gateway.outbox import Outbox
@@ -90,24 +90,6 @@ def local_address(listen: str) -> tuple[str, int]:
     elif host == "::":
         host = "::1"
     return host, int(port)
-
-
-def partner_connection_cap(cfg: Config, http_cap: int) -> int:
-    """`[partner] max_connections`, lowered so the two listeners together can never take the
-    descriptors the store, the sources and the upstream client need."""
-    assert cfg.partner is not None
-    sources = len(cfg.modem) + len(cfg.goip) + len(cfg.yeastar)
-    reserve = FD_RESERVE + cfg.upstream.concurrency + 2 * sources + http_cap
-    cap, nofile, open_now = connection_cap(cfg.partner.max_connections, reserve=reserve)
-    (log.info if cap == cfg.partner.max_connections else log.warning)(
-        "partner.connection_cap",
-        max_connections=cfg.partner.max_connections,
-        cap=cap,
-        open_files_limit=nofile,
-        open_now=open_now,
-        reserved=reserve,
-    )
-    return cap
 
 
 class PartnerService:
