@@ -10,13 +10,14 @@ applied to the store directly through the same desk rules, holding the daemon's 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import ssl
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -30,7 +31,7 @@ from gateway.partner.desk import Desk
 from gateway.partner.requests import FinishActivation
 from gateway.partner.service import local_address
 
-__all__ = ["STATUS_NAMES", "activation_json", "run"]
+__all__ = ["STATUS_NAMES", "activation_json", "reading_book", "run"]
 
 STATUS_NAMES = {
     FinishStatus.NOT_FOR_SERVICE: "not for this service",
@@ -44,16 +45,7 @@ CALL_TIMEOUT = 10.0
 async def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.action == "finish":
         return await finish(args, cfg)
-    outbox = await Outbox.open(
-        cfg.store.path,
-        node=cfg.ids.node,
-        nodes=cfg.ids.nodes,
-        create=False,
-        migrate=False,
-        readonly=True,
-    )
-    try:
-        book = PartnerBook(outbox, read_mark=False)
+    async with reading_book(cfg) as book:
         if args.action == "list":
             found = await book.activations(open_only=args.open, limit=args.limit)
             if args.json:
@@ -67,6 +59,22 @@ async def run(args: argparse.Namespace, cfg: Config) -> int:
             return 1
         print(render.dumps(activation_json(a)) if args.json else show_text(a))
         return 0
+
+
+@contextlib.asynccontextmanager
+async def reading_book(cfg: Config) -> AsyncIterator[PartnerBook]:
+    """The partner tables of an existing store, read-only: nothing created or migrated, and
+    the activation id mark left unread (a daemon may own the store meanwhile)."""
+    outbox = await Outbox.open(
+        cfg.store.path,
+        node=cfg.ids.node,
+        nodes=cfg.ids.nodes,
+        create=False,
+        migrate=False,
+        readonly=True,
+    )
+    try:
+        yield PartnerBook(outbox, read_mark=False)
     finally:
         await outbox.close()
 

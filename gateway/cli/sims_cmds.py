@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from gateway.cli import render
+from gateway.cli.partner_cmds import reading_book
 from gateway.config import Config, ModemConfig, NumberQueryConfig
 from gateway.errors import DecodeError, GatewayError, StoreUnavailable
 from gateway.http.sims import DISCOVER_PATH
@@ -52,20 +53,9 @@ _COMMANDS = 8  # command timeouts a discovery may take besides the query's own t
 async def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.action == "discover":
         return await discover(args, cfg)
-    outbox = await Outbox.open(
-        cfg.store.path,
-        node=cfg.ids.node,
-        nodes=cfg.ids.nodes,
-        create=False,
-        migrate=False,
-        readonly=True,
-    )
-    try:
-        book = PartnerBook(outbox, read_mark=False)
+    async with reading_book(cfg) as book:
         sims = await book.sims()
         ledger = await book.ledger()
-    finally:
-        await outbox.close()
     if args.json:
         print(render.dumps([sim_json(s, ledger) for s in sims]))
     else:
