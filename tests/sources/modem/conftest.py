@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import structlog
-from structlog.testing import LogCapture
 
 from gateway.config import ModemConfig, ModemsConfig, SimConfig
 from gateway.intake import Intake
@@ -20,6 +18,7 @@ from gateway.play.modem import FakeModem
 from gateway.play.pdu import encode_deliver
 from gateway.sources.modem.device import Modem
 from gateway.sources.modem.serial_link import SerialLink
+from tests.fakes.watch import LogWatch, until, watching
 
 T = TypeVar("T")
 WAIT = 5.0
@@ -27,35 +26,6 @@ PHONE = "79001234567"
 PIN = "4321"
 FAST = ModemsConfig(scan_interval=30.0, command_timeout=0.5, reopen_max=0.2)
 SCANNING = ModemsConfig(scan_interval=0.3, command_timeout=0.5, reopen_max=0.2)
-
-
-class LogWatch(LogCapture):
-    """Captures structlog events and wakes waiters on each one."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.changed = asyncio.Event()
-
-    def __call__(self, logger: Any, method_name: str, event_dict: Any) -> Any:
-        self.changed.set()
-        return super().__call__(logger, method_name, event_dict)
-
-    def named(self, event: str, **match: Any) -> list[dict[str, Any]]:
-        return [
-            dict(e)
-            for e in self.entries
-            if e["event"] == event and all(e.get(k) == v for k, v in match.items())
-        ]
-
-    async def wait(self, event: str, timeout: float = WAIT, **match: Any) -> dict[str, Any]:
-        """The first ``event`` (with the given fields) logged, waiting for it if need be."""
-        async with asyncio.timeout(timeout):
-            while True:
-                self.changed.clear()
-                found = self.named(event, **match)
-                if found:
-                    return found[0]
-                await self.changed.wait()
 
 
 class StoreWatch:
@@ -70,13 +40,7 @@ class StoreWatch:
         return list(reversed(await self.outbox.list_messages(limit=10_000)))
 
     async def until(self, check: Callable[[], Awaitable[T | None]], timeout: float = WAIT) -> T:
-        async with asyncio.timeout(timeout):
-            while True:
-                self.changed.clear()
-                result = await check()
-                if result:
-                    return result
-                await self.changed.wait()
+        return await until(check, self.changed, timeout)
 
     async def count(self, n: int, timeout: float = WAIT) -> list[Message]:
         async def enough() -> list[Message] | None:
@@ -88,17 +52,8 @@ class StoreWatch:
 
 @pytest.fixture
 def logs() -> Iterator[LogWatch]:
-    """Every structlog event (processors swapped in place, as structlog.testing does)."""
-    watch = LogWatch()
-    processors = structlog.get_config()["processors"]
-    saved = list(processors)
-    processors.clear()
-    processors.append(watch)
-    structlog.configure(processors=processors)
-    yield watch
-    processors.clear()
-    processors.extend(saved)
-    structlog.configure(processors=processors)
+    """Every structlog event."""
+    yield from watching(WAIT)
 
 
 @pytest.fixture
