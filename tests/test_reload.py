@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 from collections.abc import Callable
@@ -10,16 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from tests.fakes.daemon import API_KEY, DaemonProcess
-
-
-async def logged(daemon: DaemonProcess, event: str, timeout: float = 10.0) -> dict[str, Any]:
-    """The first log entry named ``event``, waiting (bounded) for the daemon to write it."""
-    async with asyncio.timeout(timeout):
-        while True:
-            found = [e for e in daemon.logs() if e.get("event") == event]
-            if found:
-                return found[0]
-            await asyncio.sleep(0.05)  # polling another process's log file: nothing to await
 
 
 async def test_a_reload_logs_each_config_warning(
@@ -37,8 +26,8 @@ async def test_a_reload_logs_each_config_warning(
     await daemon.start()
     key_file.chmod(0o644)
     daemon.signal(signal.SIGHUP)
-    await logged(daemon, "daemon.reloaded")
-    warning = await logged(daemon, "config.warning")
+    await daemon.logged("daemon.reloaded")
+    warning = await daemon.logged("config.warning")
     assert warning["level"] == "warning"
     assert str(key_file) in warning["warning"] and "chmod o-r" in warning["warning"]
     assert API_KEY not in daemon.log_text()

@@ -11,19 +11,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from gateway.outbox import Attempt, AttemptRecord, Hold, Incoming, Outbox, Outcome
 from gateway.play.standin import Answer, StandIn
 from tests.fakes.daemon import API_KEY, INGEST_TOKEN, DaemonProcess, write_config
-
-
-async def until(condition: Callable[[], bool], timeout: float) -> None:
-    """Wait, bounded, for what another process does (its log file): nothing there to await."""
-    async with asyncio.timeout(timeout):
-        while not condition():  # noqa: ASYNC110 - no event crosses the process boundary
-            await asyncio.sleep(0.02)
 
 
 def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -92,7 +84,7 @@ async def test_status_show_and_retry_while_the_daemon_runs(
     sms_id = answer["smsId"]
     await standin.wait_for(lambda s: len(s.pushes) == 2, timeout=10)
     # The drop is recorded just after the answer; the daemon logs it once committed.
-    await until(lambda: any(e.get("event") == "push.dropped" for e in daemon.logs()), timeout=10)
+    await daemon.logged("push.dropped", timeout=10)
 
     status = json.loads(cli("status", "--json", "-c", cfg).stdout)
     assert status["messages"]["dropped"] == 1

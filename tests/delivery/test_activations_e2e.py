@@ -75,7 +75,7 @@ async def test_the_ordered_sims_sms_is_pushed_and_the_other_kept(
     made[other].deliver(sms("VK code 2222", sender="VK"))
     await standin.wait_for(lambda s: len(s.delivered()) == 1, timeout=15)
     # The other SIM's SMS is committed held, never sent anywhere.
-    await _until_logged(daemon, "sms.held", reason="no_activation", phone=PHONES[other])
+    await daemon.logged("sms.held", reason="no_activation", phone=PHONES[other], timeout=15)
     (pushed,) = standin.delivered()
     assert pushed.body is not None
     assert (pushed.body["phone"], pushed.body["text"]) == (order.phone, "VK code 1111")
@@ -121,13 +121,3 @@ async def polled(check: Callable[[], Awaitable[bool]], timeout: float) -> None:
     async with asyncio.timeout(timeout):
         while not await check():  # noqa: ASYNC110 - no event crosses the process boundary
             await asyncio.sleep(0.05)
-
-
-async def _until_logged(daemon: DaemonProcess, event: str, **match: Any) -> None:
-    async def logged() -> bool:
-        return any(
-            e["event"] == event and all(e.get(k) == v for k, v in match.items())
-            for e in daemon.logs()
-        )
-
-    await polled(logged, timeout=15)

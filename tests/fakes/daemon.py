@@ -119,6 +119,16 @@ class DaemonProcess:
                 entries.append(json.loads(line))
         return entries
 
+    async def logged(self, event: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
+        """The first log entry named `event` (with the given fields), waiting, bounded, for
+        the daemon to write it."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for e in self.logs():
+                    if e.get("event") == event and all(e.get(k) == v for k, v in match.items()):
+                        return e
+                await asyncio.sleep(0.05)  # polling another process's log file: nothing to await
+
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)

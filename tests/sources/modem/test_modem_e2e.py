@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 from collections.abc import Callable
@@ -150,15 +149,8 @@ async def test_unplugged_modem_is_reopened_and_a_silent_one_reset(
     fake.replug()
     await standin.wait_for(lambda s: len(pushes_for(s, "sent while unplugged")) == 1, timeout=20)
     fake.silent = True  # hung: reads commands, answers nothing
-    await daemon_wait_event(daemon, "modem.unresponsive", timeout=15)
+    await daemon.logged("modem.unresponsive", timeout=15)
     fake.silent = False
     fake.deliver(sms("after the reset"))
     await standin.wait_for(lambda s: len(pushes_for(s, "after the reset")) == 1, timeout=20)
     assert await daemon.stop() == 0
-
-
-async def daemon_wait_event(daemon: DaemonProcess, event: str, timeout: float) -> None:
-    async with asyncio.timeout(timeout):
-        # Another process's log file: nothing to wait on but the file itself.
-        while not any(e.get("event") == event for e in daemon.logs()):  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
