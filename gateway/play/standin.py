@@ -191,7 +191,8 @@ class StandIn:
         self.app.router.add_post(path, self._push)
         # Rent SMS: the same body plus `service` (the gateway's default rent_push_url path).
         self.rent_path = RENT_PATH
-        self.app.router.add_post(RENT_PATH, self._push)
+        if path != RENT_PATH:  # a stand-in for the rent URL alone takes them on `path`
+            self.app.router.add_post(RENT_PATH, self._push)
         self.app.router.add_get("/received", self._received)
         self.app.router.add_get("/stats", self._stats)
         # Onlinesim's side (only with `partner`): what it ordered, by activationId.
