@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from prometheus_client import Counter
 
 from gateway.metrics import Metrics
 from gateway.outbox import Outcome
+from gateway.tasks import cancel_and_wait
 
 __all__ = ["Activity", "Minute"]
 
@@ -113,9 +113,7 @@ class Activity:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _run(self) -> None:

@@ -10,13 +10,13 @@ most every 30 s), for every source alike.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import structlog
 
 from gateway.errors import StoreUnavailable
 from gateway.intake import Intake
 from gateway.outbox import Outbox
+from gateway.tasks import cancel_and_wait
 
 __all__ = ["MAINTENANCE_EVERY", "Housekeeper", "flush_interval"]
 
@@ -57,9 +57,7 @@ class Housekeeper:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     @property
     def alive(self) -> bool:

@@ -31,6 +31,7 @@ from gateway.errors import StoreError
 from gateway.metrics import Metrics
 from gateway.outbox import Attempt, AttemptRecord, Message, Outbox, Outcome
 from gateway.outbox.store import BODY_LIMIT
+from gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 _str = json.encoder.encode_basestring  # a JSON string literal, non-ASCII kept as it is
@@ -284,9 +285,7 @@ class DeliveryWorker:
         self._stopping = True
         self._wake.ring()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self._refilling is not None:  # a claim in progress hands its leases back itself
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._refilling), grace)

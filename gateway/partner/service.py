@@ -11,7 +11,6 @@ the sweep stops. The store closes after this, so every commit begun here lands.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 import time
 from collections import Counter
@@ -31,6 +30,7 @@ from gateway.outbox import Outbox
 from gateway.outbox.partner import Activation, PartnerBook, SimRecord
 from gateway.partner.api import ApiLimits, CallStats, partner_app
 from gateway.partner.desk import Desk, SimView
+from gateway.tasks import cancel_and_wait
 
 __all__ = [
     "QUIET_AFTER",
@@ -202,9 +202,7 @@ class PartnerService:
             self._runner = None
         task, self._sweeper = self._sweeper, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     @property
     def listening(self) -> bool:

@@ -4,7 +4,6 @@ answered after its commit; reconnects with backoff, rebinds after an unbind or a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 import time
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 from gateway.config import SmppClientConfig
 from gateway.health import Check, Level
 from gateway.metrics import Metrics
+from gateway.tasks import cancel_and_wait
 
 from .inbound import Inbound, PeerRules
 from .pdu import Bind, Command, FrameError, Status, bind_body, encode, read_pdu
@@ -74,9 +74,7 @@ class SmppClient:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), 5)
             except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+                await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while not self._stopping:

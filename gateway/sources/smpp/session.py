@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 import structlog
 
+from gateway.tasks import cancel_and_wait
+
 from .inbound import Answer, Inbound, PeerRules
 from .pdu import (
     BINDS,
@@ -147,9 +149,7 @@ class Link:
         try:
             return await self._serve()
         finally:
-            pinger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pinger
+            await cancel_and_wait(pinger)
             await self._settle()
             self._flush()
             self._writer.close()
