@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.outbox.idmark import BLOCK, IdMark
+from gateway.outbox.queries import query
 from gateway.outbox.store import Outbox
 
 __all__ = [
@@ -82,13 +83,20 @@ class SimRecord:
     last_sms: float | None = None
 
 
-_SIM_COLUMNS = (
-    "sim_key, source, location, state, last_seen, iccid, imsi, mcc, mnc, country, operator,"
-    " phone, phone_origin, signal, last_sms"
-)
+# For activations(), whose filter is built per call; get_activation returns the same columns.
 _ACTIVATION_COLUMNS = (
     "activation_id, sim_key, phone, service, rent, opened_at, ends_at, state, status, finished_at"
 )
+_LAST_ACTIVATION_SEQ = query("last_activation_seq")
+_SET_ACTIVATION_SEQ = query("set_activation_seq")
+_NEXT_ACTIVATION_SEQ = query("next_activation_seq")
+_INSERT_ACTIVATION = query("insert_activation")
+_FINISH_ACTIVATION = query("finish_activation")
+_GET_ACTIVATION = query("get_activation")
+_SAVE_LEDGER_ENTRY = query("save_ledger_entry")
+_LEDGER = query("ledger")
+_SAVE_SIM = query("save_sim")
+_LIST_SIMS = query("list_sims")
 
 
 class PartnerBook:
@@ -109,13 +117,13 @@ class PartnerBook:
         mark = self._mark
 
         def op(conn: sqlite3.Connection) -> None:
-            (last_seq,) = conn.execute("SELECT last_seq FROM activation_sequence").fetchone()
+            (last_seq,) = conn.execute(_LAST_ACTIVATION_SEQ).fetchone()
             # A new store (last_seq 0) beside a mark replaced a lost one; a store whose last
             # id is below the one that last moved the mark is an old backup put back.
             behind = int(last_seq) * nodes + node < mark.max_id - BLOCK * nodes
             if mark.exists and (last_seq == 0 or behind):
                 last_seq = mark.first_seq_above(node, nodes) - 1
-                conn.execute("UPDATE activation_sequence SET last_seq = ?", (last_seq,))
+                conn.execute(_SET_ACTIVATION_SEQ, (last_seq,))
             mark.cover(int(last_seq) * nodes + node, node, nodes)
 
         await self._outbox.write(op)
@@ -129,14 +137,11 @@ class PartnerBook:
         mark = self._mark
 
         def op(conn: sqlite3.Connection) -> int:
-            (seq,) = conn.execute(
-                "UPDATE activation_sequence SET last_seq = last_seq + 1 RETURNING last_seq"
-            ).fetchone()
+            (seq,) = conn.execute(_NEXT_ACTIVATION_SEQ).fetchone()
             activation_id = int(seq) * nodes + node
             mark.cover(activation_id, node, nodes)  # on disk before the id reaches anyone
             conn.execute(
-                f"INSERT INTO activations ({_ACTIVATION_COLUMNS})"  # noqa: S608 - constants only
-                " VALUES (?,?,?,?,?,?,?,'open',NULL,NULL)",
+                _INSERT_ACTIVATION,
                 (activation_id, sim_key, phone, service, int(rent), opened_at, ends_at),
             )
             return activation_id
@@ -146,8 +151,7 @@ class PartnerBook:
     async def finish_activation(self, activation: Activation, entry: LedgerEntry | None) -> None:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "UPDATE activations SET state = ?, status = ?, finished_at = ?"
-                " WHERE activation_id = ?",
+                _FINISH_ACTIVATION,
                 (
                     activation.state.value,
                     int(activation.status) if activation.status is not None else None,
@@ -157,10 +161,7 @@ class PartnerBook:
             )
             if entry is not None:
                 conn.execute(
-                    "INSERT INTO ledger (sim_key, service, sold, blocked, cancels, refunds)"
-                    " VALUES (?,?,?,?,?,?) ON CONFLICT (sim_key, service) DO UPDATE SET"
-                    " sold = excluded.sold, blocked = excluded.blocked,"
-                    " cancels = excluded.cancels, refunds = excluded.refunds",
+                    _SAVE_LEDGER_ENTRY,
                     (
                         activation.sim_key,
                         activation.service,
@@ -189,19 +190,12 @@ class PartnerBook:
 
     async def activation(self, activation_id: int) -> Activation | None:
         row = await self._outbox.read(
-            lambda conn: conn.execute(
-                f"SELECT {_ACTIVATION_COLUMNS} FROM activations WHERE activation_id = ?",  # noqa: S608
-                (activation_id,),
-            ).fetchone()
+            lambda conn: conn.execute(_GET_ACTIVATION, (activation_id,)).fetchone()
         )
         return _activation(row) if row is not None else None
 
     async def ledger(self) -> dict[tuple[str, str], LedgerEntry]:
-        rows = await self._outbox.read(
-            lambda conn: conn.execute(
-                "SELECT sim_key, service, sold, blocked, cancels, refunds FROM ledger"
-            ).fetchall()
-        )
+        rows = await self._outbox.read(lambda conn: conn.execute(_LEDGER).fetchall())
         return {
             (r[0], r[1]): LedgerEntry(bool(r[2]), bool(r[3]), int(r[4]), int(r[5])) for r in rows
         }
@@ -218,29 +212,14 @@ class PartnerBook:
             )
             for s in sims
         ]  # fmt: skip
-        placeholders = ",".join("?" * 15)
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                f"INSERT INTO sims ({_SIM_COLUMNS}) VALUES ({placeholders})"  # noqa: S608
-                " ON CONFLICT (sim_key) DO UPDATE SET source = excluded.source,"
-                " location = excluded.location, state = excluded.state,"
-                " last_seen = excluded.last_seen, iccid = excluded.iccid, imsi = excluded.imsi,"
-                " mcc = excluded.mcc, mnc = excluded.mnc, country = excluded.country,"
-                " operator = excluded.operator, phone = excluded.phone,"
-                " phone_origin = excluded.phone_origin, signal = excluded.signal,"
-                " last_sms = COALESCE(excluded.last_sms, sims.last_sms)",
-                rows,
-            )
+            conn.executemany(_SAVE_SIM, rows)
 
         await self._outbox.write(op)
 
     async def sims(self) -> list[SimRecord]:
-        rows = await self._outbox.read(
-            lambda conn: conn.execute(
-                f"SELECT {_SIM_COLUMNS} FROM sims ORDER BY source, location"  # noqa: S608
-            ).fetchall()
-        )
+        rows = await self._outbox.read(lambda conn: conn.execute(_LIST_SIMS).fetchall())
         return [SimRecord(*r) for r in rows]
 
 

@@ -20,11 +20,17 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.outbox.models import Accepted, Hold, Incoming, Part, PartResult
+from gateway.outbox.queries import query
 
 # Everything here runs on the store's thread, inside the writer's transaction.
 Insert = Callable[[sqlite3.Connection, list[Incoming]], list[Accepted]]
 _UNITS = "utf-16-le"
-_PART_COLUMNS = "id, source, group_key, seq, total, text, phone, phone_from, received_at, units"
+_FIND_PART = query("find_part")
+_INSERT_PART = query("insert_part")
+# Rows of id, source, group_key, seq, total, text, phone, phone_from, received_at, units.
+_WAITING_PARTS = query("waiting_parts")
+_STALE_GROUPS = query("stale_groups")
+_MARK_PART_JOINED = query("mark_part_joined")
 
 
 def gap_marker(seq: int, total: int) -> str:
@@ -32,17 +38,13 @@ def gap_marker(seq: int, total: int) -> str:
 
 
 def add_part(conn: sqlite3.Connection, part: Part, now: float, insert: Insert) -> PartResult:
-    row = conn.execute(
-        "SELECT sms_id FROM parts WHERE source = ? AND source_ref = ?",
-        (part.source, part.source_ref),
-    ).fetchone()
+    row = conn.execute(_FIND_PART, (part.source, part.source_ref)).fetchone()
     if row is not None:
         joined = Accepted(int(row[0]), duplicate=True) if row[0] is not None else None
         return PartResult(duplicate=True, joined=joined)
     text, units = _storable(part.text)
     conn.execute(
-        "INSERT INTO parts (source, group_key, source_ref, seq, total, text, phone, phone_from,"
-        " received_at, accepted_at, raw, units) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        _INSERT_PART,
         (part.source, part.group_key, part.source_ref, part.seq, part.total, text,
          part.phone, part.phone_from, part.received_at, now, part.raw, units),
     )  # fmt: skip
@@ -74,11 +76,7 @@ def _expected(rows: list[Any]) -> int:
 
 def flush_stale(conn: sqlite3.Connection, cutoff: float, insert: Insert) -> list[Accepted]:
     """Join every group waiting since before `cutoff` with what arrived, gaps marked."""
-    groups = conn.execute(
-        "SELECT source, group_key FROM parts WHERE sms_id IS NULL"
-        " GROUP BY source, group_key HAVING MIN(accepted_at) < ?",
-        (cutoff,),
-    ).fetchall()
+    groups = conn.execute(_STALE_GROUPS, (cutoff,)).fetchall()
     joined = []
     for source, group_key in groups:
         rows = _waiting(conn, source, group_key)
@@ -87,11 +85,7 @@ def flush_stale(conn: sqlite3.Connection, cutoff: float, insert: Insert) -> list
 
 
 def _waiting(conn: sqlite3.Connection, source: str, group_key: str) -> list[Any]:
-    return conn.execute(
-        f"SELECT {_PART_COLUMNS} FROM parts WHERE source = ? AND group_key = ?"  # noqa: S608
-        " AND sms_id IS NULL ORDER BY seq, id",
-        (source, group_key),
-    ).fetchall()
+    return conn.execute(_WAITING_PARTS, (source, group_key)).fetchall()
 
 
 def _one_per_seq(rows: list[Any]) -> dict[int, Any]:
@@ -142,7 +136,7 @@ def _join(conn: sqlite3.Connection, chosen: dict[int, Any], total: int, insert: 
     )
     (accepted,) = insert(conn, [message])
     conn.executemany(
-        "UPDATE parts SET sms_id = ? WHERE id = ?",
+        _MARK_PART_JOINED,
         [(accepted.sms_id, r[0]) for r in chosen.values()],
     )
     return accepted

@@ -1,4 +1,9 @@
-"""The outbox, the only code that runs SQL; a message is committed before its source is answered."""
+"""The outbox, the only code that runs SQL; a message is committed before its source is answered.
+
+Its fixed statements are named blocks of queries.sql (loaded by gateway/outbox/queries.py);
+what stays written here is SQL shaped by each call (the multi-row INSERT, the dedup and smsId
+lists, optional filters) and the connection PRAGMAs, each listed with why in queries.py.
+"""
 
 from __future__ import annotations
 
@@ -32,12 +37,15 @@ from gateway.outbox.models import (
     State,
     StoreSummary,
 )
+from gateway.outbox.queries import query
 from gateway.outbox.writer import GroupWriter
 
 log = structlog.get_logger(__name__)
 Clock = Callable[[], float]
 T = TypeVar("T")
 BODY_LIMIT = 4096
+# For list_messages, whose filter is built per call; claim_due and get_message return the same
+# columns (tests/outbox/test_queries.py holds them to it), all read by _message().
 _MESSAGE_COLUMNS = (
     "sms_id, source, source_ref, phone, phone_from, text, received_at, accepted_at, "
     "state, due_at, attempts, finished_at, final_code, hold_reason, raw, partial,"
@@ -50,6 +58,28 @@ _INSERT_COLUMNS = (
 )
 _COLUMNS = 16
 _INSERT_ROWS = 64  # rows per INSERT at most (64 * 16 variables); chunks of 64, 32, ..., 1
+_LAST_SMS_SEQ = query("last_sms_seq")
+_SET_SMS_SEQ = query("set_sms_seq")
+_ALLOCATE_SMS_SEQS = query("allocate_sms_seqs")
+_TOUCH_SMS_SEQ = query("touch_sms_seq")
+_RELEASE_HELD = query("release_held")
+_CLAIM_DUE = query("claim_due")
+_INSERT_ATTEMPT = query("insert_attempt")
+_RECORD_DECISION = query("record_decision")
+_RELEASE_LEASE = query("release_lease")
+_RELEASE_STALE_LEASES = query("release_stale_leases")
+_EXPIRE_OLD = query("expire_old")
+_PURGE_FINISHED = query("purge_finished")
+_PURGE_HELD = query("purge_held")
+_PURGE_JOINED_PARTS = query("purge_joined_parts")
+_NEXT_DUE_AT = query("next_due_at")
+_COUNT_BY_STATE = query("count_by_state")
+_LAST_DELIVERED_AT = query("last_delivered_at")
+_QUEUED_COUNT = query("queued_count")
+_OLDEST_QUEUED_RECEIVED_AT = query("oldest_queued_received_at")
+_RECENT_DROPS = query("recent_drops")
+_GET_MESSAGE = query("get_message")
+_ATTEMPTS_FOR = query("attempts_for")
 # Decides, for each message a multi-part join makes, whether and where it is pushed (Intake's
 # activation rule, from a snapshot: it runs on the store's thread).
 Route = Callable[[Incoming], Incoming]
@@ -338,13 +368,7 @@ class Outbox:
         reason = None if hold is None else hold.value
 
         def op(conn: sqlite3.Connection) -> list[int]:
-            rows = conn.execute(
-                "UPDATE messages SET state = ?, phone = ?, hold_reason = ?, due_at = ?,"
-                " expiry_base = MAX(expiry_base, ?)"
-                " WHERE state = 'held' AND source = ? AND hold_reason = 'no_phone'"
-                " RETURNING sms_id",
-                (state, phone, reason, now, now, source),
-            ).fetchall()
+            rows = conn.execute(_RELEASE_HELD, (state, phone, reason, now, now, source)).fetchall()
             return sorted(int(r[0]) for r in rows)
 
         released = await self._write.submit(op)
@@ -404,10 +428,7 @@ class Outbox:
         self, conn: sqlite3.Connection, items: list[Incoming], now: float
     ) -> list[int]:
         """Allocate smsIds for `items` and insert them; returns the ids, in order."""
-        row = conn.execute(
-            "UPDATE id_sequence SET last_seq = last_seq + ? WHERE only_row = 1 RETURNING last_seq",
-            (len(items),),
-        ).fetchone()
+        row = conn.execute(_ALLOCATE_SMS_SEQS, (len(items),)).fetchone()
         assert row is not None
         first_seq = int(row[0]) - len(items) + 1
         nodes, node = self._nodes, self._node
@@ -453,14 +474,7 @@ class Outbox:
         cutoff = now - max_age if max_age > 0 else float("-inf")
 
         def op(conn: sqlite3.Connection) -> list[Message]:
-            rows = conn.execute(
-                f"UPDATE messages SET leased = 1, due_at = ? WHERE sms_id IN ("  # noqa: S608
-                " SELECT sms_id FROM messages INDEXED BY messages_due"
-                " WHERE state = 'queued' AND due_at <= ?"
-                " AND expiry_base >= ? ORDER BY due_at, sms_id LIMIT ?)"
-                f" RETURNING {_MESSAGE_COLUMNS}",
-                (now + lease, now, cutoff, limit),
-            ).fetchall()
+            rows = conn.execute(_CLAIM_DUE, (now + lease, now, cutoff, limit)).fetchall()
             return [_message(r) for r in rows]
 
         claimed = await self._write.submit(op)
@@ -474,14 +488,9 @@ class Outbox:
 
     def _write_records(self, conn: sqlite3.Connection, records: list[AttemptRecord]) -> list[None]:
         now = self._clock()
+        conn.executemany(_INSERT_ATTEMPT, [_attempt_row(r.attempt) for r in records])
         conn.executemany(
-            "INSERT INTO attempts (sms_id, started_at, duration, outcome, http_status, code,"
-            " error, body) VALUES (?,?,?,?,?,?,?,?)",
-            [_attempt_row(r.attempt) for r in records],
-        )
-        conn.executemany(
-            "UPDATE messages SET state = ?, due_at = ?, leased = 0, attempts = attempts + 1,"
-            " finished_at = ?, final_code = ? WHERE sms_id = ? AND state = 'queued'",
+            _RECORD_DECISION,
             [
                 (
                     r.new_state.value,
@@ -501,10 +510,7 @@ class Outbox:
         now = self._clock()
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "UPDATE messages SET leased = 0, due_at = ? WHERE sms_id = ? AND leased = 1",
-                [(now, i) for i in ids],
-            )
+            conn.executemany(_RELEASE_LEASE, [(now, i) for i in ids])
 
         if ids:
             await self._write.submit(op)
@@ -512,11 +518,7 @@ class Outbox:
     async def release_stale_leases(self) -> int:
         """At start, with the store locked by this process, every lease is a dead process's."""
         now = self._clock()
-        return await self._write_rowcount(
-            "UPDATE messages SET leased = 0, due_at = MIN(due_at, ?)"
-            " WHERE state = 'queued' AND leased = 1",
-            (now,),
-        )
+        return await self._write_rowcount(_RELEASE_STALE_LEASES, (now,))
 
     async def expire_old(self, max_age: float) -> list[int]:
         """Mark queued messages older than `max_age` as expired; returns their smsIds."""
@@ -525,13 +527,7 @@ class Outbox:
         now = self._clock()
 
         def op(conn: sqlite3.Connection) -> list[int]:
-            rows = conn.execute(
-                # A lease that ran out (its attempt was never recorded) does not protect.
-                "UPDATE messages SET state = 'expired', finished_at = ?, leased = 0,"
-                " final_code = 'MAX_AGE' WHERE state = 'queued' AND expiry_base < ?"
-                " AND (leased = 0 OR due_at < ?) RETURNING sms_id",
-                (now, now - max_age, now),
-            ).fetchall()
+            rows = conn.execute(_EXPIRE_OLD, (now, now - max_age, now)).fetchall()
             return [int(r[0]) for r in rows]
 
         return await self._write.submit(op)
@@ -541,25 +537,15 @@ class Outbox:
         cutoff = self._clock() - keep
         total = 0
         while True:
-            n = await self._write_rowcount(
-                "DELETE FROM messages WHERE sms_id IN (SELECT sms_id FROM messages"
-                " INDEXED BY messages_finished"
-                " WHERE state != 'queued' AND finished_at < ? LIMIT ?)",
-                (cutoff, batch),
-            )
+            n = await self._write_rowcount(_PURGE_FINISHED, (cutoff, batch))
             total += n
             if n < batch:
                 break
         # Records that were never going to be pushed age out like finished messages;
         # held-for-no-phone ones never do (they are waiting, not finished); every other hold
         # reason (undecodable, refused, not_text, operator_answer, no_activation) does.
-        total += await self._write_rowcount(
-            "DELETE FROM messages WHERE state = 'held' AND hold_reason != ? AND accepted_at < ?",
-            (Hold.NO_PHONE.value, cutoff),
-        )
-        await self._write_rowcount(
-            "DELETE FROM parts WHERE sms_id IS NOT NULL AND accepted_at < ?", (cutoff,)
-        )
+        total += await self._write_rowcount(_PURGE_HELD, (Hold.NO_PHONE.value, cutoff))
+        await self._write_rowcount(_PURGE_JOINED_PARTS, (cutoff,))
         return total
 
     async def requeue(
@@ -605,7 +591,7 @@ class Outbox:
         """None when a write transaction commits within `timeout`, else why not."""
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE id_sequence SET last_seq = last_seq WHERE only_row = 1")
+            conn.execute(_TOUCH_SMS_SEQ)
 
         try:
             await asyncio.wait_for(self._write.submit(op), timeout)
@@ -626,19 +612,14 @@ class Outbox:
     async def next_due_at(self, max_age: float = 0) -> float | None:
         """When the next claimable message is due (the same filter as claim_due)."""
         cutoff = self._clock() - max_age if max_age > 0 else float("-inf")
-        row = await self._one(
-            "SELECT due_at FROM messages INDEXED BY messages_due"
-            " WHERE state = 'queued' AND expiry_base >= ?"
-            " ORDER BY due_at, sms_id LIMIT 1",
-            (cutoff,),
-        )
+        row = await self._one(_NEXT_DUE_AT, (cutoff,))
         return float(row[0]) if row else None
 
     async def summary(self) -> StoreSummary:
         counts = {s: 0 for s in State}
-        for state, n in await self._all("SELECT state, COUNT(*) FROM messages GROUP BY state"):
+        for state, n in await self._all(_COUNT_BY_STATE):
             counts[State(state)] = int(n)
-        last = await self._one("SELECT MAX(finished_at) FROM messages WHERE state = 'delivered'")
+        last = await self._one(_LAST_DELIVERED_AT)
         return StoreSummary(
             counts=counts,
             oldest_queued_received_at=await self.oldest_queued_received_at(),
@@ -646,20 +627,14 @@ class Outbox:
         )
 
     async def queued_count(self) -> int:
-        row = await self._one("SELECT COUNT(*) FROM messages WHERE state = 'queued'")
+        row = await self._one(_QUEUED_COUNT)
         return int(row[0]) if row else 0
 
     async def oldest_queued_received_at(self) -> float | None:
-        return _float_or_none(
-            await self._one("SELECT MIN(received_at) FROM messages WHERE state = 'queued'")
-        )
+        return _float_or_none(await self._one(_OLDEST_QUEUED_RECEIVED_AT))
 
     async def recent_drops(self, limit: int = 10) -> list[Drop]:
-        rows = await self._all(
-            "SELECT sms_id, phone, phone_from, final_code, finished_at, state FROM messages"
-            " WHERE state IN ('dropped', 'expired') ORDER BY finished_at DESC LIMIT ?",
-            (limit,),
-        )
+        rows = await self._all(_RECENT_DROPS, (limit,))
         return [Drop(int(r[0]), r[1], r[2], r[3], float(r[4]), State(r[5])) for r in rows]
 
     async def list_messages(
@@ -680,18 +655,11 @@ class Outbox:
         return [_message(r) for r in rows]
 
     async def get_message(self, sms_id: int) -> Message | None:
-        row = await self._one(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sms_id = ?",  # noqa: S608
-            (sms_id,),
-        )
+        row = await self._one(_GET_MESSAGE, (sms_id,))
         return _message(row) if row else None
 
     async def attempts_for(self, sms_id: int) -> list[Attempt]:
-        rows = await self._all(
-            "SELECT sms_id, started_at, duration, outcome, http_status, code, error, body"
-            " FROM attempts WHERE sms_id = ? ORDER BY id",
-            (sms_id,),
-        )
+        rows = await self._all(_ATTEMPTS_FOR, (sms_id,))
         return [Attempt(int(r[0]), r[1], r[2], Outcome(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -710,7 +678,7 @@ def _continue_ids(
     A new store (replacing a lost one) or new `ids` settings start above the mark; otherwise
     the store's own sequence is the authority and the mark is only brought up to it.
     """
-    row = conn.execute("SELECT last_seq FROM id_sequence WHERE only_row = 1").fetchone()
+    row = conn.execute(_LAST_SMS_SEQ).fetchone()
     last_seq = int(row[0])
     # The mark is written a block ahead of the id that made it grow; a store whose last id is
     # below that id is older than ids already handed out (a backup restored over it).
@@ -721,7 +689,7 @@ def _continue_ids(
         start = mark.first_seq_above(node, nodes)
         if start - 1 > last_seq:
             last_seq = start - 1
-            conn.execute("UPDATE id_sequence SET last_seq = ? WHERE only_row = 1", (last_seq,))
+            conn.execute(_SET_SMS_SEQ, (last_seq,))
     mark.cover(last_seq * nodes + node, node, nodes)
     return (last_seq + 1) * nodes + node
 
