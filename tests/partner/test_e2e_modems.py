@@ -6,9 +6,10 @@ numbers it ordered, FINISH 3 after an SMS, 4 after its activation time).
 One daemon, one bank and one stand-in serve the whole module (starting 51 modems takes a few
 seconds). The tests do not depend on one another's order: each orders on a service of its own
 (vk, wa/tg, ok, fb), every activation a test opens is finished before it ends (`_no_open_left`
-checks), counts are compared with what the same test saw before, and the one test that restarts
-the daemon waits until every SIM is live again. What the daemon does is watched through its log,
-/health, the stand-in's `wait_for` and the operator's CLI in subprocesses, all bounded waits.
+checks /health), counts are compared with what the same test saw before, and the one test that
+restarts the daemon waits until every SIM is live again. What the daemon does is watched through
+its log, /health, the stand-in's `wait_for` and the operator's CLI in subprocesses, all bounded
+waits.
 """
 
 from __future__ import annotations
@@ -391,8 +392,8 @@ async def test_activations_and_the_ledger_survive_kill_9_with_orders_in_flight(w
         activations(w, "--open"), ledgers(w), activations(w), cli(w, "sims")
     )
     opened = {a["activation_id"]: a for a in open_list}
-    # Every activation Onlinesim was answered is there, open, on the number it was given (and
-    # one committed whose answer the kill cut off may be there too: recorded before answering).
+    # Every activation Onlinesim was answered is there, open, on the number it was given (those
+    # committed whose answers the kill cut off may be there too: recorded before answering).
     assert {i: opened[i]["phone"] for i in answered} == answered
     assert all(a["service"] == "ok" and a["state"] == "open" for a in opened.values())
     assert len(set(a["phone"] for a in opened.values())) == len(opened)
