@@ -6,8 +6,12 @@ Each accepted connection first meets `_Guarded.connection_made`: a peer outside 
 one beyond the cap, is aborted there, before a byte is read. Otherwise a timer runs from the
 first byte of a request; the app's middleware (`middleware`) stops it once the head has
 arrived and the body has been read. A client that stops in the middle (half-open connections
-held by the thousand) is cut off when the timer fires. Idle kept-alive connections are
-aiohttp's own `keepalive_timeout`; the timer only backs it up.
+held by the thousand) is cut off when its deadline passes. Idle kept-alive connections are
+aiohttp's own `keepalive_timeout`; the deadline only backs it up.
+
+Deadlines are times on each connection, checked by one sweep per listener (a few times per
+`request_timeout`, only while connections are open), not a timer per request: arming and
+cancelling two timers per request cost more than a small request's handler.
 """
 
 from __future__ import annotations
@@ -69,6 +73,9 @@ class ConnectionGuard:
         self.idle_timeout = keepalive_timeout + request_timeout  # aiohttp's keep-alive closes first
         self._by_transport: dict[asyncio.BaseTransport, _Guarded] = {}
         self._limit = RateLimit()
+        # The sweep's period: deadlines are met within it.
+        self.sweep_every = min(1.0, request_timeout / 4, self.idle_timeout / 4)
+        self._sweep: asyncio.TimerHandle | None = None
 
     @property
     def open(self) -> int:
@@ -110,10 +117,26 @@ class ConnectionGuard:
             self._refused("max_connections reached", host)
             return False
         self._by_transport[transport] = conn
+        if self._sweep is None:
+            loop = asyncio.get_running_loop()
+            self._sweep = loop.call_later(self.sweep_every, self._check_deadlines)
         return True
 
     def gone(self, transport: asyncio.BaseTransport) -> None:
         self._by_transport.pop(transport, None)
+        if not self._by_transport and self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+
+    def _check_deadlines(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for conn in list(self._by_transport.values()):
+            if conn.deadline is not None and now >= conn.deadline:
+                conn.expire()
+        self._sweep = (
+            loop.call_later(self.sweep_every, self._check_deadlines) if self._by_transport else None
+        )
 
     def _refused(self, reason: str, host: str | None) -> None:
         held = self._limit.take(("refused", reason))
@@ -141,13 +164,13 @@ class ConnectionGuard:
 
 
 class _Guarded(asyncio.Protocol):
-    """One connection: aiohttp's protocol inside, a deadline timer around it."""
+    """One connection: aiohttp's protocol inside, a deadline around it."""
 
     def __init__(self, guard: ConnectionGuard) -> None:
         self._guard = guard
         self._inner: asyncio.Protocol | None = None
         self._transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None  # loop time; the listener's sweep enforces it
         self._host: str | None = None
         self._idle = False  # between an answer and the next request's first byte
 
@@ -197,19 +220,17 @@ class _Guarded(asyncio.Protocol):
         self._arm(self._guard.idle_timeout, idle=True)
 
     def _arm(self, after: float, *, idle: bool) -> None:
-        self._cancel()
         self._idle = idle
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(after, self._expired, idle)
+        self.deadline = asyncio.get_running_loop().time() + after
 
     def _cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadline = None
         self._idle = False
 
-    def _expired(self, idle: bool) -> None:
-        self._timer = None
+    def expire(self) -> None:
+        """Past the deadline: cut the connection off."""
+        idle = self._idle
+        self.deadline = None
         self._guard.timed_out(self._host, idle)
         if self._transport is not None:
             self._transport.abort()
