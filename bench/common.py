@@ -352,3 +352,12 @@ async def paced_sms(
         sent[text] = time.time()
         fakes[k % len(fakes)].deliver(pdu)
     return sent
+
+
+async def until_signalled() -> None:
+    """Wait for SIGTERM or SIGINT: how a benchmark's server process is told to stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

@@ -42,7 +42,16 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import cores, free_port, percentile, pin, pinned_here, stop_process, verdict
+from bench.common import (
+    cores,
+    free_port,
+    percentile,
+    pin,
+    pinned_here,
+    stop_process,
+    until_signalled,
+    verdict,
+)
 from bench.common import wait_http as wait_http_common
 
 SIMS = 10_000
@@ -83,7 +92,6 @@ def inventory() -> list[tuple[str, str, str, str]]:
 
 def serve(port: int, directory: str) -> None:
     """The gateway's partner side on a real store, 10,000 SIMs, until SIGTERM/SIGINT."""
-    import signal
 
     from aiohttp import web
 
@@ -119,11 +127,7 @@ def serve(port: int, directory: str) -> None:
         runner = web.AppRunner(partner_app(desk, key=KEY, limits=limits), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_signalled()
         await runner.cleanup()
         await outbox.close()
 

@@ -29,7 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import cores, free_port, percentile, pin, pinned_here, stop_process, verdict
+from bench.common import (
+    cores,
+    free_port,
+    percentile,
+    pin,
+    pinned_here,
+    stop_process,
+    until_signalled,
+    verdict,
+)
 from gateway.sources.smpp.pdu import (
     HEADER,
     Bind,
@@ -56,7 +65,6 @@ PASSWORD = "benchpw"
 def serve(port: int, directory: str, store: bool) -> None:
     """SmppServer on 127.0.0.1:`port` until SIGTERM; `store`: through Intake into a real
     Outbox, else answering ROK without storing (the baseline)."""
-    import signal
 
     from gateway import config, logs
     from gateway.intake import Intake
@@ -96,11 +104,7 @@ def serve(port: int, directory: str, store: bool) -> None:
         server = SmppServer(cfg.smpp_server, inbound, metrics)
         await server.start()
         print("LISTENING", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_signalled()
         await server.stop()
         await outbox.close()
 

@@ -177,19 +177,14 @@ class Intake:
             )
             if self._metrics:
                 self._metrics.held.labels(item.hold.value).inc()
-        elif item.activation_id is not None:
-            log.info(
-                "sms.accepted",
-                sms_id=sms_id,
-                source=item.source,
-                phone=item.phone,
-                phone_from=item.phone_from,
-                chars=len(item.text),
-                partial=item.partial or None,
-                activation_id=item.activation_id,
-                rent_service=item.rent_service,
-            )
         else:
+            # The activation's fields only when there is one: without [partner] the line is
+            # as it always was.
+            activation = (
+                {"activation_id": item.activation_id, "rent_service": item.rent_service}
+                if item.activation_id is not None
+                else {}
+            )
             log.info(
                 "sms.accepted",
                 sms_id=sms_id,
@@ -198,6 +193,7 @@ class Intake:
                 phone_from=item.phone_from,
                 chars=len(item.text),
                 partial=item.partial or None,
+                **activation,
             )
         if self._metrics:
             self._metrics.count_received(item.source)
