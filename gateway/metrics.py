@@ -128,20 +128,32 @@ class Metrics:
             ["source"],
             registry=r,
         )
-        # SMPP binds ([smpp_server], [[smpp_client]]) by source (smpp-server:ID, smpp-client:NAME).
+        # SMPP ([smpp_server], [[smpp_client]]): `source` is the account or the client
+        # (smpp-server:ID, smpp-client:NAME), `bind` one connection: `ID#SLOT` of an account
+        # (the lowest slot 1..max_binds free at bind time, reused after), a client's NAME.
         self.smpp_binds = Gauge(
-            "sms_gateway_smpp_binds", "SMPP sessions bound now.", ["source"], registry=r
+            "sms_gateway_smpp_binds",
+            "SMPP sessions bound now, by account or client.",
+            ["source"],
+            registry=r,
+        )
+        self.smpp_in_flight = Gauge(
+            "sms_gateway_smpp_in_flight",
+            "submit_sm/deliver_sm of one bind being committed, not yet answered (window use).",
+            ["source", "bind"],
+            registry=r,
         )
         self.smpp_messages = Counter(
             "sms_gateway_smpp_messages",
             "submit_sm/deliver_sm answered: stored, duplicate, refused, temporary_error.",
-            ["source", "outcome"],
+            ["source", "bind", "outcome"],
             registry=r,
         )
         self.smpp_errors = Counter(
             "sms_gateway_smpp_errors",
-            "SMPP trouble: bind_refused, frame, undecodable, unknown_command, nack, connect.",
-            ["source", "kind"],
+            "SMPP trouble: bind_refused (bind: the account's ID), connect, frame, undecodable, "
+            "unknown_command, nack, silent, session_lost.",
+            ["source", "bind", "kind"],
             registry=r,
         )
         # The partner side ([partner] on): Onlinesim's calls, activations, the SIM inventory.

@@ -16,9 +16,9 @@ from gateway.health import Check, Level
 from gateway.metrics import Metrics
 from gateway.tasks import cancel_and_wait
 
+from .counters import BindCounters
 from .inbound import Inbound, PeerRules
 from .pdu import Bind, Command, FrameError, Status, bind_body, encode, read_pdu
-from .server import _Counters
 from .session import BindStatus, Link
 
 __all__ = ["SmppClient"]
@@ -47,9 +47,11 @@ class SmppClient:
         self.source = f"smpp-client:{cfg.name}"
         self._inbound = inbound
         self._metrics = metrics
-        self._counters = _Counters(metrics, self.source)
         self._clock = clock
         self.status = BindStatus(self.source, f"{cfg.host}:{cfg.port}")
+        # One client is one connection: its bind label is its name.
+        self.counters = BindCounters(metrics, self.source, cfg.name)
+        self.counters.watch(self.status)
         self._task: asyncio.Task[None] | None = None
         self._link: Link | None = None
         self._stopping = False
@@ -128,7 +130,7 @@ class SmppClient:
             rules=PeerRules(self.source, cfg.alphabet),
             inbound=self._inbound,
             status=self.status,
-            counters=self._counters,
+            counters=self.counters,
             window=cfg.window,
             enquire_every=cfg.enquire_link,
             response_timeout=cfg.response_timeout,
@@ -141,7 +143,7 @@ class SmppClient:
         self.status.state = "bound"
         self.status.bound_at = self._clock()
         self._metrics.smpp_binds.labels(self.source).set(1)
-        log.info("smpp.bound", source=self.source, bind=cfg.bind)
+        log.info("smpp.bound", source=self.source, bind=cfg.name, mode=cfg.bind)
         try:
             reason = await link.run()
         finally:
@@ -152,15 +154,15 @@ class SmppClient:
         expected = ("unbound", "unbound by peer", "no answer to enquire_link")
         if not self._stopping and reason not in expected:
             self.status.error(f"session ended: {reason}")
-            self._counters.error("session_lost")
-        log.info("smpp.unbound", source=self.source, reason=reason)
+            self.counters.error("session_lost")
+        log.info("smpp.unbound", source=self.source, bind=cfg.name, reason=reason)
 
     def _failed(self, kind: str, what: str) -> None:
         self.status.state = "closed"
         self.status.error(what)
-        self._counters.error(kind)
+        self.counters.error(kind)
         log.warning("smpp.client_failed", source=self.source, error=what)
 
     def check(self) -> Check:
         level = Level.OK if self.status.state == "bound" else Level.DEGRADED
-        return Check(level, {**self.status.details(), "binds": self.binds})
+        return Check(level, {"bind": self.cfg.name, **self.status.details(), "binds": self.binds})

@@ -17,6 +17,7 @@ from gateway.fields import normalize_phone
 from gateway.health import Check, Level
 from gateway.metrics import Metrics
 
+from .counters import BindCounters
 from .inbound import Inbound, PeerRules
 from .pdu import (
     BINDS,
@@ -32,7 +33,7 @@ from .pdu import (
 )
 from .session import BindStatus, Link
 
-__all__ = ["SmppServer", "source_of"]
+__all__ = ["SmppServer", "bind_name", "source_of"]
 
 log = structlog.get_logger(__name__)
 
@@ -45,16 +46,9 @@ def _claims(account: SmppAccountConfig) -> frozenset[str]:
     return frozenset(normalize_phone(c) or c for c in account.claims)
 
 
-class _Counters:
-    def __init__(self, metrics: Metrics, source: str) -> None:
-        self._metrics = metrics
-        self._source = source
-
-    def message(self, outcome: str) -> None:
-        self._metrics.smpp_messages.labels(self._source, outcome).inc()
-
-    def error(self, kind: str) -> None:
-        self._metrics.smpp_errors.labels(self._source, kind).inc()
+def bind_name(system_id: str, slot: int) -> str:
+    """A bind's label in metrics, /health and logs: the account and its slot, `box1#2`."""
+    return f"{system_id}#{slot}"
 
 
 def _allowed(address: str, networks: tuple[str, ...]) -> bool:
@@ -82,7 +76,9 @@ class SmppServer:
         self._clock = clock
         self._accounts = {a.system_id: a for a in cfg.account}
         self._server: asyncio.Server | None = None
-        self._links: dict[Link, str] = {}  # link -> its account's system_id
+        self._links: dict[Link, tuple[str, int]] = {}  # link -> its account's system_id, slot
+        self._slots: dict[str, set[int]] = {a.system_id: set() for a in cfg.account}
+        self._counters: dict[str, BindCounters] = {}  # by bind name, kept for the slot's reuse
         self._conns: set[asyncio.Task[Any]] = set()
         self._refused = 0
         self._last_refusal = ""
@@ -116,7 +112,15 @@ class SmppServer:
             await self._server.wait_closed()
 
     def binds(self, system_id: str) -> int:
-        return sum(1 for s in self._links.values() if s == system_id)
+        return len(self._slots[system_id])
+
+    def _take_slot(self, account: SmppAccountConfig) -> int | None:
+        """The lowest slot 1..max_binds the account has free, taken; None when all are."""
+        taken = self._slots[account.system_id]
+        slot = next((n for n in range(1, account.max_binds + 1) if n not in taken), None)
+        if slot is not None:
+            taken.add(slot)
+        return slot
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -139,9 +143,10 @@ class SmppServer:
         self._refused += 1
         self._last_refusal = str(why.get("reason", ""))
         system_id = str(why.get("system_id", ""))
-        if system_id in self._accounts:
+        if system_id in self._accounts:  # an unknown one is not counted: any name could come
+            # Refused before it had a slot: counted under the account's own name as its bind.
             self._metrics.smpp_errors.labels(
-                source_of(self._accounts[system_id]), "bind_refused"
+                source_of(self._accounts[system_id]), system_id, "bind_refused"
             ).inc()
         log.warning("smpp.bind_refused", status=status.name, **why)
         writer.write(encode(cid, seq, status))
@@ -184,13 +189,21 @@ class SmppServer:
                 writer, resp, header.seq, Status.RINVPASWD,
                 reason="wrong password", system_id=bind.system_id, peer=address,
             )  # fmt: skip
-        elif self.binds(account.system_id) >= account.max_binds:
+        elif (slot := self._take_slot(account)) is None:
             self._refuse(
                 writer, resp, header.seq, Status.RBINDFAIL,
                 reason="too many binds", system_id=bind.system_id, peer=address,
             )  # fmt: skip
         else:
-            await self._serve(reader, writer, account, bind.command, resp, header.seq, address)
+            try:
+                await self._serve(
+                    reader, writer, account, slot, bind.command, resp, header.seq, address
+                )
+            finally:
+                self._slots[account.system_id].discard(slot)
+                self._metrics.smpp_binds.labels(source_of(account)).set(
+                    self.binds(account.system_id)
+                )
             return
         await writer.drain()
 
@@ -199,13 +212,18 @@ class SmppServer:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         account: SmppAccountConfig,
+        slot: int,
         command: Command,
         resp: int,
         seq: int,
         address: str,
     ) -> None:
         source = source_of(account)
+        name = bind_name(account.system_id, slot)
         status = BindStatus(source, address, "bound", bound_at=self._clock())
+        counters = self._counters.get(name)
+        if counters is None:
+            counters = self._counters[name] = BindCounters(self._metrics, source, name)
         takes = {
             Command.BIND_RECEIVER: frozenset({Command.DELIVER_SM}),
             Command.BIND_TRANSMITTER: frozenset({Command.SUBMIT_SM, Command.DELIVER_SM}),
@@ -217,33 +235,42 @@ class SmppServer:
             rules=PeerRules(source, account.alphabet, _claims(account)),
             inbound=self._inbound,
             status=status,
-            counters=_Counters(self._metrics, source),
+            counters=counters,
             window=self.cfg.window,
             enquire_every=self.cfg.enquire_link,
             response_timeout=self.cfg.response_timeout,
             takes=takes,
             clock=self._clock,
         )
-        self._links[link] = account.system_id
+        self._links[link] = (account.system_id, slot)
+        counters.watch(status)
         self._metrics.smpp_binds.labels(source).set(self.binds(account.system_id))
         writer.write(encode(resp, seq, Status.ROK, cstring(self.cfg.system_id)))
-        log.info("smpp.bound", source=source, peer=address, bind=command.name.lower())
+        mode = command.name.lower().removeprefix("bind_")
+        log.info("smpp.bound", source=source, bind=name, peer=address, mode=mode)
         reason = "closed"
         try:
             reason = await link.run()
         finally:
             del self._links[link]
-            self._metrics.smpp_binds.labels(source).set(self.binds(account.system_id))
-            log.info("smpp.unbound", source=source, peer=address, reason=reason)
+            counters.idle()
+            log.info("smpp.unbound", source=source, bind=name, peer=address, reason=reason)
 
     def check(self) -> Check:
-        """One entry per account: its binds with state, last PDU and errors."""
+        """One entry per account: its binds (the `bind` label of their metrics) with state,
+        last PDU and errors, in slot order."""
         accounts: dict[str, Any] = {}
         for system_id in self._accounts:
-            links = [link for link, s in self._links.items() if s == system_id]
+            links = sorted(
+                ((slot, link) for link, (s, slot) in self._links.items() if s == system_id),
+                key=lambda found: found[0],
+            )
             accounts[system_id] = {
                 "binds": len(links),
-                "sessions": [link.status.details() for link in links],
+                "sessions": [
+                    {"bind": bind_name(system_id, slot), **link.status.details()}
+                    for slot, link in links
+                ],
             }
         details: dict[str, Any] = {
             "listen": self.cfg.listen,

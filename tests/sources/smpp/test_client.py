@@ -21,6 +21,7 @@ from gateway.outbox import Outbox
 from gateway.sources.smpp.client import SmppClient
 from gateway.sources.smpp.inbound import Inbound
 from gateway.sources.smpp.pdu import Status
+from gateway.sources.smpp.server import SmppServer
 from gateway.sources.smpp.session import NACK_STORM
 from tests.sources.smpp.test_kill9 import free_port
 
@@ -33,9 +34,10 @@ def has_net_smpp() -> bool:
     return subprocess.run(["perl", "-MNet::SMPP", "-e", "1"], capture_output=True).returncode == 0
 
 
-pytestmark = pytest.mark.skipif(not has_net_smpp(), reason="libnet-smpp-perl not installed")
+needs_perl = pytest.mark.skipif(not has_net_smpp(), reason="libnet-smpp-perl not installed")
 
 
+@needs_perl
 async def test_client_commits_each_deliver_sm_before_answering(tmp_path: Path) -> None:
     port = free_port()
     smsc = await asyncio.create_subprocess_exec(
@@ -147,7 +149,7 @@ class Rig:
         self.metrics = metrics
 
     def counted(self, name: str, **labels: str) -> float:
-        labels = {"source": "smpp-client:op1", **labels}
+        labels = {"source": "smpp-client:op1", "bind": "op1", **labels}  # one client, one bind
         return self.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
@@ -177,6 +179,7 @@ async def texts(outbox: Outbox) -> list[str]:
     return sorted(m.text for m in await outbox.list_messages())
 
 
+@needs_perl
 async def test_reconnects_with_backoff_after_the_smsc_drops_the_connection(
     tmp_path: Path, smsc: PerlSmsc
 ) -> None:
@@ -193,11 +196,12 @@ async def test_reconnects_with_backoff_after_the_smsc_drops_the_connection(
         assert await texts(rig.outbox) == ["after the drop", "before the drop"]
         assert rig.client.binds == 2
         details = rig.client.check().details
-        assert details["state"] == "bound"
+        assert (details["bind"], details["state"]) == ("op1", "bound")
         assert details["last_error"] == "session ended: closed by peer"
         assert rig.counted("sms_gateway_smpp_errors_total", kind="session_lost") == 1
 
 
+@needs_perl
 async def test_rebinds_after_an_unbind_from_the_smsc(tmp_path: Path, smsc: PerlSmsc) -> None:
     async with running_client(
         tmp_path, smsc.port, bind="receiver", system_type="MO", address_range="^7900"
@@ -215,6 +219,7 @@ async def test_rebinds_after_an_unbind_from_the_smsc(tmp_path: Path, smsc: PerlS
         assert rig.client.binds == 2
 
 
+@needs_perl
 async def test_rebinds_after_a_generic_nack_storm(tmp_path: Path, smsc: PerlSmsc) -> None:
     async with running_client(tmp_path, smsc.port) as rig:
         await smsc.expect("BIND")
@@ -229,6 +234,7 @@ async def test_rebinds_after_a_generic_nack_storm(tmp_path: Path, smsc: PerlSmsc
         assert rig.client.check().details["last_error"] == "session ended: generic_nack storm"
 
 
+@needs_perl
 async def test_enquire_link_both_ways_and_a_silent_smsc_is_dropped(
     tmp_path: Path, smsc: PerlSmsc
 ) -> None:
@@ -249,6 +255,7 @@ async def test_enquire_link_both_ways_and_a_silent_smsc_is_dropped(
         assert rig.counted("sms_gateway_smpp_errors_total", kind="silent") == 1
 
 
+@needs_perl
 async def test_a_store_that_cannot_commit_answers_rx_t_appn_and_the_smsc_redelivers(
     tmp_path: Path, smsc: PerlSmsc
 ) -> None:
@@ -273,3 +280,79 @@ async def test_a_store_that_cannot_commit_answers_rx_t_appn_and_the_smsc_redeliv
         assert rig.counted("sms_gateway_smpp_messages_total", outcome="temporary_error") >= 2
         assert rig.counted("sms_gateway_smpp_messages_total", outcome="stored") == 1
         assert rig.counted("sms_gateway_smpp_messages_total", outcome="duplicate") == 1
+
+
+@pytest.mark.parametrize(("in_file", "bound"), [("samepass", True), ("notsame", False)])
+async def test_the_clients_password_file_is_what_it_binds_with(
+    tmp_path: Path, in_file: str, bound: bool
+) -> None:
+    """Both ends from one config file on disk: our client binds to our own server, whose
+    account has the password `samepass`; the client's comes from its `password_file`."""
+    (tmp_path / "op1.password").write_text(in_file + "\n", encoding="utf-8")
+    (tmp_path / "op1.password").chmod(0o600)
+    port = free_port()
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f"""
+[upstream]
+url = "http://127.0.0.1:9/push"
+api_key = "k"
+
+[store]
+path = "{tmp_path / "outbox.sqlite3"}"
+
+[smpp_server]
+listen = "127.0.0.1:{port}"
+
+[[smpp_server.account]]
+system_id = "box1"
+password = "samepass"
+
+[[smpp_client]]
+name = "op1"
+host = "127.0.0.1"
+port = {port}
+system_id = "box1"
+password_file = "op1.password"
+bind = "transceiver"
+reconnect_max = 0.5
+""",
+        encoding="utf-8",
+    )
+    cfg = config.load(path)
+    assert cfg.smpp_server is not None
+    outbox = await Outbox.open(cfg.store.path)
+    metrics = Metrics()
+    inbound = Inbound(Intake(outbox, metrics))
+    server = SmppServer(cfg.smpp_server, inbound, metrics)
+    await server.start()
+    client = SmppClient(cfg.smpp_client[0], inbound, metrics)
+    await client.start()
+
+    def sample(name: str, **labels: str) -> float:
+        return metrics.registry.get_sample_value(name, labels) or 0.0
+
+    refused = "sms_gateway_smpp_errors_total"
+    try:
+        if bound:
+            await until(lambda: client.check().details["state"] == "bound")
+            await until(lambda: server.binds("box1") == 1)
+            assert server.check().details["binds_refused"] == 0
+            assert sample("sms_gateway_smpp_binds", source="smpp-client:op1") == 1
+        else:
+            await until(
+                lambda: (
+                    sample(refused, source="smpp-client:op1", bind="op1", kind="bind_refused") >= 2
+                )  # refused, tried again after the backoff, refused again
+            )
+            details = client.check().details
+            assert (details["bind"], details["state"]) == ("op1", "closed")
+            assert details["last_error"] == f"bind refused: status {Status.RINVPASWD:#x}"
+            assert server.binds("box1") == 0
+            assert server.check().details["last_error"] == "wrong password"
+            assert sample(refused, source="smpp-server:box1", bind="box1", kind="bind_refused") >= 2
+        assert in_file not in str(client.check().details)
+    finally:
+        await client.stop()
+        await server.stop()
+        await outbox.close()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,14 @@ from gateway import config
 from gateway.errors import StoreUnavailable
 from gateway.intake import Intake
 from gateway.metrics import Metrics
-from gateway.outbox import Hold, Outbox
+from gateway.outbox import Hold, Incoming, Outbox
 from gateway.sources.smpp.content import TLV_RECEIPTED_MESSAGE_ID
 from gateway.sources.smpp.inbound import Inbound
 from gateway.sources.smpp.pdu import Command, Status
 from gateway.sources.smpp.server import SmppServer
 from tests.fakes.store import wait_messages
 from tests.sources.smpp.peer import Peer, raw_pdu, sm
+from tests.sources.smpp.test_kill9 import free_port
 
 PASSWORD = "pw123456"
 
@@ -67,6 +69,22 @@ class Rig:
             await p.close()
         await self.server.stop()
         await self.outbox.close()
+
+    def counted(self, name: str, **labels: str) -> float | None:
+        """A sample of box1's series in the registry (None: no such series)."""
+        return self.metrics.registry.get_sample_value(
+            name, {"source": "smpp-server:box1", **labels}
+        )
+
+    def sessions(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.server.check().details["accounts"]["box1"]["sessions"]
+        return found
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - the server has no event to wait on
+            await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -236,3 +254,149 @@ async def test_a_receipt_sent_again_under_a_new_sequence_number_is_one_message(r
         assert h.status == Status.ROK
     found = await rig.outbox.list_messages()  # each answer followed its commit: all are there
     assert [m.hold_reason for m in found] == [Hold.NOT_TEXT, Hold.NOT_TEXT]
+
+
+async def send_and_answer(p: Peer, *seqs: int) -> None:
+    for seq in seqs:
+        p.send_message(sm(seq, f"from {seq}".encode()))
+    for _ in seqs:
+        h, _ = await p.read_until(Command.SUBMIT_SM_RESP)
+        assert h.status == Status.ROK
+
+
+async def test_two_binds_of_one_account_are_slots_1_and_2_each_counted_apart(rig: Rig) -> None:
+    first = await rig.peer()
+    second = await rig.peer()
+    assert [s["bind"] for s in rig.sessions()] == ["box1#1", "box1#2"]
+    await send_and_answer(first, 1)
+    await send_and_answer(second, 2, 3)
+    messages = "sms_gateway_smpp_messages_total"
+    assert rig.counted(messages, bind="box1#1", outcome="stored") == 1
+    assert rig.counted(messages, bind="box1#2", outcome="stored") == 2
+    assert rig.counted(messages, bind="box1#2", outcome="duplicate") == 0  # shown from the bind
+    assert [s["messages"] for s in rig.sessions()] == [1, 2]
+    assert rig.counted("sms_gateway_smpp_binds") == 2
+    # garbage on the second bind is its error, not the first one's
+    second.send_raw(raw_pdu(0x00001234, 9))
+    await second.read_until(Command.GENERIC_NACK)
+    errors = "sms_gateway_smpp_errors_total"
+    assert rig.counted(errors, bind="box1#2", kind="unknown_command") == 1
+    assert rig.counted(errors, bind="box1#1", kind="unknown_command") is None
+    assert [s["errors"] for s in rig.sessions()] == [0, 1]
+
+
+async def test_a_freed_slot_is_taken_again_by_the_next_bind(rig: Rig) -> None:
+    first = await rig.peer()
+    second = await rig.peer()
+    await send_and_answer(first, 1)
+    await first.close()
+    await until(lambda: rig.server.binds("box1") == 1)
+    assert [s["bind"] for s in rig.sessions()] == ["box1#2"]
+    assert rig.counted("sms_gateway_smpp_binds") == 1
+    third = await rig.peer()  # the lowest free slot: #1 again, not #3
+    assert [s["bind"] for s in rig.sessions()] == ["box1#1", "box1#2"]
+    await send_and_answer(third, 2)
+    assert rig.counted("sms_gateway_smpp_messages_total", bind="box1#1", outcome="stored") == 2
+    assert rig.counted("sms_gateway_smpp_in_flight", bind="box1#3") is None
+    await send_and_answer(second, 3)
+    assert rig.counted("sms_gateway_smpp_messages_total", bind="box1#2", outcome="stored") == 1
+
+
+async def test_a_bind_refused_before_it_had_a_slot_counts_under_the_account_name(
+    rig: Rig,
+) -> None:
+    await rig.peer()
+    await rig.peer()
+    late = await rig.peer(bind=False)
+    assert (await late.bind("box1", PASSWORD)).status == Status.RBINDFAIL  # max_binds = 2
+    wrong = await rig.peer(bind=False)
+    assert (await wrong.bind("box1", "wrong")).status == Status.RINVPASWD
+    errors = "sms_gateway_smpp_errors_total"
+    assert rig.counted(errors, bind="box1", kind="bind_refused") == 2
+    assert rig.counted(errors, bind="box1#1", kind="bind_refused") is None
+    assert [s["bind"] for s in rig.sessions()] == ["box1#1", "box1#2"]
+
+
+async def test_in_flight_shows_one_binds_pdus_waiting_for_their_commit(tmp_path: Path) -> None:
+    class Gated(Intake):
+        """Commits only once the gate opens: the PDUs stay in flight until then."""
+
+        gate = asyncio.Event()
+
+        async def accept(self, items: Sequence[Incoming]) -> Any:
+            await self.gate.wait()
+            return await super().accept(items)
+
+    r = Rig(tmp_path)
+    r.outbox = await Outbox.open(r.cfg.store.path)
+    intake = Gated(r.outbox, r.metrics)
+    await r.start(intake)
+    try:
+        idle = await r.peer()
+        busy = await r.peer()
+        for seq in (1, 2, 3):
+            busy.send_message(sm(seq, b"waiting"))
+        in_flight = "sms_gateway_smpp_in_flight"
+        await until(lambda: r.counted(in_flight, bind="box1#2") == 3)
+        assert r.counted(in_flight, bind="box1#1") == 0
+        assert [s["in_flight"] for s in r.sessions()] == [0, 3]
+        intake.gate.set()
+        for _ in range(3):
+            h, _ = await busy.read_until(Command.SUBMIT_SM_RESP)
+            assert h.status == Status.ROK
+        assert r.counted(in_flight, bind="box1#2") == 0
+        await busy.close()
+        await until(lambda: r.server.binds("box1") == 1)
+        assert r.counted(in_flight, bind="box1#2") == 0  # the slot's series stays, at 0
+        await idle.close()
+    finally:
+        await r.stop()
+
+
+async def test_an_accounts_password_file_is_read_and_checked_at_bind(tmp_path: Path) -> None:
+    """From a config file on disk, as the daemon reads it: `password_file` relative to it."""
+    secret = tmp_path / "box1.password"
+    secret.write_text("fromfile\n", encoding="utf-8")  # a trailing newline is not part of it
+    secret.chmod(0o600)
+    port = free_port()
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f"""
+[upstream]
+url = "http://127.0.0.1:9/push"
+api_key = "k"
+
+[store]
+path = "{tmp_path / "outbox.sqlite3"}"
+
+[smpp_server]
+listen = "127.0.0.1:{port}"
+
+[[smpp_server.account]]
+system_id = "box1"
+password_file = "box1.password"
+""",
+        encoding="utf-8",
+    )
+    cfg = config.load(path)
+    assert cfg.warnings == ()  # 0600: not readable by others
+    assert cfg.smpp_server is not None
+    outbox = await Outbox.open(cfg.store.path)
+    server = SmppServer(cfg.smpp_server, Inbound(Intake(outbox)), Metrics())
+    await server.start()
+    peers = [Peer(), Peer()]
+    try:
+        for p in peers:
+            await p.connect(port)
+        assert (await peers[0].bind("box1", "wrong")).status == Status.RINVPASWD
+        assert await peers[0].closed()
+        assert (await peers[1].bind("box1", "fromfile")).status == Status.ROK
+        peers[1].send_message(sm(1, b"bound with the file's password"))
+        h, _ = await peers[1].read_until(Command.SUBMIT_SM_RESP)
+        assert h.status == Status.ROK
+        assert "fromfile" not in str(server.check().details)
+    finally:
+        for p in peers:
+            await p.close()
+        await server.stop()
+        await outbox.close()
