@@ -1,7 +1,8 @@
 """The real daemon's /metrics, scraped once for the deploy tests: a daemon with a simulated modem
-(a real pty), a GoIP peer and the partner side on (one GET_SERVICES answered), one SMS from the
-API and one from the modem delivered to the stand-in upstream, so that every metric family the
-rules and the dashboard may name has samples."""
+(a real pty), a GoIP peer, an SMPP box bound to its [smpp_server] (and one refused for a wrong
+password) and the partner side on (one GET_SERVICES answered), one SMS each from the API, the
+modem and the box delivered to the stand-in upstream, so that every metric family the rules and
+the dashboard may name has samples."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ import pytest
 from gateway.play.modem import FakeModem
 from gateway.play.pdu import encode_deliver
 from gateway.play.standin import StandIn
+from gateway.sources.smpp.pdu import Command, Status
 from tests.deploy.promql import Exposition
 from tests.fakes.daemon import DaemonProcess, write_config
+from tests.sources.smpp.peer import Peer, sm
 
 PEERS = """
 [modems]
@@ -40,6 +43,13 @@ listen = "127.0.0.1:0"
 id = "goip01"
 password = "goip-test-password"
 
+[smpp_server]
+listen = "127.0.0.1:{smpp_port}"
+
+[[smpp_server.account]]
+system_id = "box1"
+password = "{smpp_password}"
+
 [partner]
 listen = "127.0.0.1:{partner_port}"
 key = "{partner_key}"
@@ -47,6 +57,7 @@ services = ["vk"]
 push_without_activation = true  # the SMS are pushed (delivered counters), not held
 """
 PARTNER_KEY = "partner-scrape-key"
+SMPP_PASSWORD = "smpp-pw"
 # The modem has been read: a signal reading (not NaN) and its SIM storage's size.
 READ = (
     re.compile(r'^sms_gateway_modem_signal\{modem="m1"\} -?\d', re.MULTILINE),
@@ -66,6 +77,8 @@ async def _scrape(directory: Path) -> str:
     fake = FakeModem("simcom", link_dir=directory)
     fake.start()
     partner_port = free_port()
+    smpp_port = free_port()
+    peers: list[Peer] = []  # closed before the daemon stops (no unbind to wait for)
     daemon = DaemonProcess(
         write_config(
             directory,
@@ -75,6 +88,8 @@ async def _scrape(directory: Path) -> str:
                 iccid=json.dumps(fake.iccid),
                 partner_port=partner_port,
                 partner_key=PARTNER_KEY,
+                smpp_port=smpp_port,
+                smpp_password=SMPP_PASSWORD,
             ),
         )
     )
@@ -84,7 +99,18 @@ async def _scrape(directory: Path) -> str:
         assert status == 201
         await fake.wait_command("AT+CMGL=4", timeout=10)  # the modem is read
         fake.deliver(encode_deliver("Bank", "code 1234"))
-        await standin.wait_for(lambda s: len(s.delivered()) >= 2, timeout=10)
+        box = Peer()
+        await box.connect(smpp_port)
+        peers.append(box)
+        assert (await box.bind("box1", SMPP_PASSWORD)).status == Status.ROK  # bind box1#1
+        box.send_message(sm(1, b"from the box"))
+        h, _ = await box.read_until(Command.SUBMIT_SM_RESP)
+        assert h.status == Status.ROK
+        refused = Peer()  # an error series: bind_refused
+        await refused.connect(smpp_port)
+        peers.append(refused)
+        assert (await refused.bind("box1", "wrong")).status == Status.RINVPASWD
+        await standin.wait_for(lambda s: len(s.delivered()) >= 3, timeout=10)
         async with aiohttp.ClientSession() as session, asyncio.timeout(15):
             call = {"action": "GET_SERVICES", "key": PARTNER_KEY}
             async with session.post(f"http://127.0.0.1:{partner_port}/", json=call) as resp:
@@ -96,6 +122,8 @@ async def _scrape(directory: Path) -> str:
                     return text
                 await asyncio.sleep(0.1)  # polled, bounded by the timeout above
     finally:
+        for peer in peers:
+            await peer.close()
         if daemon.proc is not None:
             await daemon.stop()
         fake.stop()

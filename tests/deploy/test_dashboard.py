@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from gateway.metrics import Metrics
 from tests.deploy.promql import TARGET_LABELS, Exposition, selectors
 from tests.deploy.test_alerts import run_promtool
 
@@ -141,3 +142,23 @@ def test_every_query_is_valid_promql(tmp_path: Path) -> None:
     result = run_promtool("check", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(rules)} rules found" in result.stdout
+
+
+def test_every_gauge_the_daemon_declares_is_charted() -> None:
+    """A gauge is a state an operator looks at: each one has a panel (counters and histograms
+    may be left to the alerts and ad-hoc queries)."""
+    charted = {sel.metric for _, expr in queries() for sel in selectors(expr)}
+    gauges = {f.name for f in Metrics().registry.collect() if f.type == "gauge"}
+    assert gauges - charted == set()
+
+
+def test_the_smpp_panels_break_down_by_bind() -> None:
+    """Per connection, as /health shows them: messages, errors and PDUs in flight by `bind`."""
+    for metric in (
+        "sms_gateway_smpp_messages_total",
+        "sms_gateway_smpp_errors_total",
+        "sms_gateway_smpp_in_flight",
+    ):
+        found = [expr for _, expr in queries() if metric in expr]
+        assert found, f"{metric} is not charted"
+        assert all(re.search(r"by \([^)]*\bbind\b", expr) for expr in found), metric
