@@ -725,9 +725,12 @@ def _existing_refs(
         chunk = pairs[start : start + _CHUNK]
         values = ",".join("(?,?)" for _ in chunk)
         params = [v for pair in chunk for v in pair]
+        # A join, not `(source, source_ref) IN (VALUES ...)`: SQLite 3.40 runs that row-value
+        # IN as a scan of the whole index (one per batch, growing with the store); the join
+        # is one index search per pair (tests/outbox/test_store.py checks the plan).
         for source, ref, sms_id in conn.execute(
-            f"SELECT source, source_ref, sms_id FROM messages"  # noqa: S608 - placeholders only
-            f" WHERE source_ref IS NOT NULL AND (source, source_ref) IN (VALUES {values})",
+            f"SELECT m.source, m.source_ref, m.sms_id FROM (VALUES {values}) AS v"  # noqa: S608
+            f" JOIN messages AS m ON m.source = v.column1 AND m.source_ref = v.column2",
             params,
         ):
             known[(source, ref)] = int(sms_id)
