@@ -135,6 +135,7 @@ bind = "transceiver"
             client = body["checks"]["smpp-client:op1"]
             assert client["status"] == "ok"
             assert client["state"] == "bound"
+            assert client["bind"] == "op1"
             assert client["messages"] == 3
             assert client["errors"] == 0
             assert client["last_pdu"] == "deliver_sm"
@@ -144,6 +145,7 @@ bind = "transceiver"
             assert server["last_error"] == "wrong password"
             (session,) = server["accounts"]["box1"]["sessions"]
             assert session["state"] == "bound"
+            assert session["bind"] == "box1#1"
             assert session["messages"] == 1
             assert session["last_pdu"] == "bind_transceiver"
             assert "secret" not in str(body) and "boxpw" not in str(body)
@@ -158,10 +160,19 @@ bind = "transceiver"
             op1, box1 = "smpp-client:op1", "smpp-server:box1"
             assert metric("sms_gateway_smpp_binds", source=op1) == 1
             assert metric("sms_gateway_smpp_binds", source=box1) == 1
-            assert metric("sms_gateway_smpp_messages_total", source=op1, outcome="stored") == 3
-            assert metric("sms_gateway_smpp_messages_total", source=box1, outcome="stored") == 1
-            assert metric("sms_gateway_smpp_errors_total", source=box1, kind="bind_refused") == 1
-            assert metric("sms_gateway_smpp_errors_total", source=op1, kind="connect") == 0
+            stored = {"outcome": "stored"}
+            assert metric("sms_gateway_smpp_messages_total", source=op1, bind="op1", **stored) == 3
+            assert (
+                metric("sms_gateway_smpp_messages_total", source=box1, bind="box1#1", **stored) == 1
+            )
+            refused = {"kind": "bind_refused"}  # before a slot: under the account's name
+            assert metric("sms_gateway_smpp_errors_total", source=box1, bind="box1", **refused) == 1
+            assert (
+                metric("sms_gateway_smpp_errors_total", source=op1, bind="op1", kind="connect") == 0
+            )
+            assert ("sms_gateway_smpp_in_flight", frozenset(
+                {"source": box1, "bind": "box1#1"}.items()
+            )) in found  # fmt: skip
 
             await standin.wait_for(lambda s: len(s.delivered()) == 4, timeout=20)
             texts = sorted(p.body["text"] for p in standin.delivered() if p.body is not None)
@@ -199,7 +210,7 @@ reconnect_max = 0.5
                 async def failed() -> Any:
                     _, text = await daemon.request("GET", "/metrics", token=None)
                     key = ("sms_gateway_smpp_errors_total", frozenset(
-                        {"source": "smpp-client:op1", "kind": "connect"}.items()
+                        {"source": "smpp-client:op1", "bind": "op1", "kind": "connect"}.items()
                     ))  # fmt: skip
                     return samples(text).get(key, 0) >= 2  # tried again, refused again
 
