@@ -9,7 +9,7 @@ tests/outbox/test_queries.py checks that every block is used and every used name
 SQL whose text depends on the call stays in the code, where a template would read worse:
 - the multi-row ``INSERT INTO messages`` (store.py ``_insert_sql``): its ``VALUES`` list has as
   many rows as the chunk (64, 32, ..., 1);
-- the dedup lookup (store.py ``_existing_refs``): a join with ``(VALUES ...)``, one pair per
+- the dedup lookup (store.py ``existing_refs_sql``): a join with ``(VALUES ...)``, one pair per
   message of the batch;
 - optional filters: ``requeue`` (by smsIds, an ``IN (?,...)`` list, by state, since),
   ``list_messages`` (state, phone), ``waiting_part_phones`` (one group) and

@@ -723,18 +723,24 @@ def _existing_refs(
     known: dict[tuple[str, str | None], int] = {}
     for start in range(0, len(pairs), _CHUNK):
         chunk = pairs[start : start + _CHUNK]
-        values = ",".join("(?,?)" for _ in chunk)
         params = [v for pair in chunk for v in pair]
-        # A join, not `(source, source_ref) IN (VALUES ...)`: SQLite 3.40 runs that row-value
-        # IN as a scan of the whole index (one per batch, growing with the store); the join
-        # is one index search per pair (tests/outbox/test_store.py checks the plan).
-        for source, ref, sms_id in conn.execute(
-            f"SELECT m.source, m.source_ref, m.sms_id FROM (VALUES {values}) AS v"  # noqa: S608
-            f" JOIN messages AS m ON m.source = v.column1 AND m.source_ref = v.column2",
-            params,
-        ):
+        for source, ref, sms_id in conn.execute(existing_refs_sql(len(chunk)), params):
             known[(source, ref)] = int(sms_id)
     return known
+
+
+def existing_refs_sql(pairs: int) -> str:
+    """The dedup lookup of `pairs` (source, source_ref) pairs.
+
+    A join, not `(source, source_ref) IN (VALUES ...)`: SQLite 3.40 runs that row-value IN
+    as a scan of the whole index, once per batch, slower as the store grows; the join is one
+    index search per pair (tests/outbox/test_store.py checks the plan).
+    """
+    values = ",".join("(?,?)" for _ in range(pairs))
+    return (
+        f"SELECT m.source, m.source_ref, m.sms_id FROM (VALUES {values}) AS v"  # noqa: S608
+        " JOIN messages AS m ON m.source = v.column1 AND m.source_ref = v.column2"
+    )
 
 
 def _message(r: Any) -> Message:

@@ -26,6 +26,7 @@ from gateway.outbox import (
 )
 from gateway.outbox.migrate import available
 from gateway.outbox.models import Hold
+from gateway.outbox.store import existing_refs_sql
 
 T0 = 1_800_000_000.0
 LEASE = 15.0
@@ -766,3 +767,20 @@ async def test_a_claim_costs_the_same_with_100_or_100k_queued(
     finally:
         await big.close()
     assert big_work <= 2 * small_work + 5, (small_work, big_work)
+
+
+async def test_the_dedup_lookup_searches_the_index_instead_of_scanning_it(db: str) -> None:
+    store = await Outbox.open(db)
+    await store.close()
+    conn = sqlite3.connect(db)
+    try:
+        plan = " / ".join(
+            str(row[3])
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN " + existing_refs_sql(3), ["s", "r"] * 3
+            ).fetchall()
+        )
+    finally:
+        conn.close()
+    assert "SEARCH m USING COVERING INDEX messages_source_ref" in plan, plan
+    assert "SCAN m" not in plan and "SCAN messages" not in plan, plan
