@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,9 +80,12 @@ def serve(port: int, directory: str, store: bool) -> None:
     class NoStore(Inbound):
         """Reads each message as the gateway does, answers ROK, stores nothing."""
 
-        async def take(self, rules: PeerRules, m: ShortMessage) -> Answer:
-            read_content(m, rules.alphabet)
-            return Answer(Status.ROK, f"{m.seq:x}", stored=True)
+        async def take_many(
+            self, rules: PeerRules, messages: Sequence[ShortMessage]
+        ) -> list[Answer]:
+            for m in messages:
+                read_content(m, rules.alphabet)
+            return [Answer(Status.ROK, f"{m.seq:x}", stored=True) for m in messages]
 
     async def main() -> None:
         path = str(Path(directory) / "outbox.sqlite3")

@@ -83,6 +83,27 @@ class Intake:
             self._log_many(items, accepted)
         return accepted
 
+    async def accept_each(self, items: Sequence[Incoming]) -> list[Accepted | FieldError]:
+        """Like `accept`, but every item stands alone: one that breaks a field rule gets its
+        FieldError in its place, and the others are committed together (one `accept`, one
+        commit). For a windowed peer (SMPP) whose messages come in together yet are answered
+        one by one. Raises StoreUnavailable when the commit fails (nothing was taken)."""
+        now = self._clock()
+        out: list[Accepted | FieldError] = []
+        good: list[Incoming] = []
+        for item in items:
+            try:
+                checked_incoming(item, now)
+            except FieldError as e:
+                out.append(e)
+                continue
+            out.append(Accepted(-1, False))  # a placeholder: its place in the answer
+            good.append(item)
+        if good:
+            accepted = iter(await self.accept(good))
+            out = [next(accepted) if isinstance(a, Accepted) else a for a in out]
+        return out
+
     def _checked(self, items: Sequence[Incoming]) -> Sequence[Incoming]:
         """`items` itself when all pass as they are; a new list when a time was replaced."""
         now = self._clock()

@@ -443,3 +443,20 @@ def test_with_no_activation_anywhere_nothing_is_pushed_unless_push_without(
 
     with tempfile.TemporaryDirectory() as d:
         asyncio.run(run(str(Path(d) / "outbox.sqlite3")))
+
+
+async def test_accept_each_refuses_a_bad_item_alone_and_commits_the_rest(outbox: Outbox) -> None:
+    intake = Intake(outbox, Metrics())
+    items = [sms("one", ref="a"), sms("two", ref="b"), sms("three", ref="c")]
+    items[1] = dataclasses.replace(items[1], phone_from="7" * (MAX_FIELD + 1))
+    with capture_logs() as logs:
+        first, bad, third = await intake.accept_each(items)
+    assert isinstance(bad, FieldError) and bad.field == "phone_from"
+    assert not isinstance(first, FieldError) and not isinstance(third, FieldError)
+    assert not first.duplicate and not third.duplicate
+    stored = {m.sms_id: m.text for m in await outbox.list_messages()}
+    assert stored == {first.sms_id: "one", third.sms_id: "three"}
+    (line,) = events(logs, "sms.accepted")  # the good ones share one commit and one line
+    assert line["sms_ids"] == [first.sms_id, third.sms_id]
+    again = await intake.accept_each([sms("one", ref="a")])
+    assert again == [dataclasses.replace(first, duplicate=True)]

@@ -17,7 +17,7 @@ from gateway.config import SimConfig
 from gateway.errors import StoreError
 from gateway.fields import FieldError, normalize_phone
 from gateway.intake import Intake
-from gateway.outbox import Hold, Incoming, Part
+from gateway.outbox import Accepted, Hold, Incoming, Part
 from gateway.sources.dedup import digest
 from gateway.sources.sim_match import phone_for
 
@@ -73,6 +73,65 @@ class Inbound:
         )
 
     async def take(self, rules: PeerRules, m: ShortMessage) -> Answer:
+        """One message: `take_many` of one."""
+        (answer,) = await self.take_many(rules, [m])
+        return answer
+
+    async def take_many(self, rules: PeerRules, messages: Sequence[ShortMessage]) -> list[Answer]:
+        """The answers to `messages` (read together from one bind), in order. Whole messages
+        share one commit; a message the field rules refuse is refused alone; parts go through
+        the durable parts path one by one. When the store cannot commit, every message not
+        yet committed gets a temporary error (the peer sends it again)."""
+        answers: list[Answer | None] = []
+        whole: list[tuple[int, Incoming, str]] = []  # (place in answers, item, message id)
+        parts: list[tuple[int, Part, str]] = []
+        now = self._clock()
+        for m in messages:
+            planned = self._plan(rules, m, now)
+            if isinstance(planned, Answer):
+                answers.append(planned)
+            elif isinstance(planned[0], Part):
+                parts.append((len(answers), planned[0], planned[1]))
+                answers.append(None)
+            else:
+                whole.append((len(answers), planned[0], planned[1]))
+                answers.append(None)
+        if whole:
+            results: Sequence[Accepted | FieldError | StoreError]
+            try:
+                results = await self._intake.accept_each([item for _, item, _ in whole])
+            except StoreError as e:
+                results = [e] * len(whole)
+            for (place, item, message_id), result in zip(whole, results, strict=True):
+                answers[place] = self._answer(rules, item.source_ref, message_id, result)
+        for place, part, message_id in parts:
+            outcome: Accepted | FieldError | StoreError
+            try:
+                outcome = Accepted(0, (await self._intake.accept_part(part)).duplicate)
+            except (FieldError, StoreError) as e:
+                outcome = e
+            answers[place] = self._answer(rules, part.source_ref, message_id, outcome)
+        return [a if a is not None else Answer(Status.RX_T_APPN) for a in answers]
+
+    @staticmethod
+    def _answer(
+        rules: PeerRules,
+        ref: str | None,
+        message_id: str,
+        result: Accepted | FieldError | StoreError,
+    ) -> Answer:
+        if isinstance(result, Accepted):
+            return Answer(Status.ROK, message_id, stored=not result.duplicate)
+        if isinstance(result, FieldError):
+            log.warning("smpp.message_refused", source=rules.source, field=result.field, ref=ref)
+            return Answer(Status.RX_P_APPN)
+        log.warning("smpp.store_unavailable", source=rules.source, error=str(result), ref=ref)
+        return Answer(Status.RX_T_APPN)
+
+    def _plan(
+        self, rules: PeerRules, m: ShortMessage, now: float
+    ) -> Answer | tuple[Incoming | Part, str]:
+        """What `m` becomes (a message or a part, and the id we answer with), or the refusal."""
         if rules.claims and _destination_key(m.destination_addr) not in rules.claims:
             log.warning(
                 "smpp.destination_refused", source=rules.source, destination=m.destination_addr
@@ -92,41 +151,30 @@ class Inbound:
         ref = f"r:{receipted.hex()}" if receipted else f"{m.seq}|{key}"
         message_id = digest(rules.source, ref)
         phone = self.phone_of(rules, m.destination_addr)
-        now = self._clock()
-        try:
-            if content.concat is not None:
-                c = content.concat
-                group = f"{m.source_addr}|{m.destination_addr}|{c.bits}:{c.ref}|{c.total}"
-                result = await self._intake.accept_part(
-                    Part(
-                        rules.source,
-                        group,
-                        c.seq,
-                        c.total,
-                        content.text,
-                        phone,
-                        m.source_addr,
-                        now,
-                        source_ref=ref,
-                    )
-                )
-                return Answer(Status.ROK, message_id, stored=not result.duplicate)
-            hold = content.hold or (None if phone else Hold.NO_PHONE)
-            item = Incoming(
+        if content.concat is not None:
+            c = content.concat
+            group = f"{m.source_addr}|{m.destination_addr}|{c.bits}:{c.ref}|{c.total}"
+            part = Part(
                 rules.source,
+                group,
+                c.seq,
+                c.total,
+                content.text,
                 phone,
                 m.source_addr,
-                content.text,
                 now,
                 source_ref=ref,
-                hold=hold,
-                raw=content.raw if hold in (Hold.NOT_TEXT, Hold.UNDECODABLE) else None,
             )
-            (accepted,) = await self._intake.accept([item])
-            return Answer(Status.ROK, message_id, stored=not accepted.duplicate)
-        except FieldError as e:
-            log.warning("smpp.message_refused", source=rules.source, field=e.field, seq=m.seq)
-            return Answer(Status.RX_P_APPN)
-        except StoreError as e:
-            log.warning("smpp.store_unavailable", source=rules.source, error=str(e), seq=m.seq)
-            return Answer(Status.RX_T_APPN)
+            return part, message_id
+        hold = content.hold or (None if phone else Hold.NO_PHONE)
+        item = Incoming(
+            rules.source,
+            phone,
+            m.source_addr,
+            content.text,
+            now,
+            source_ref=ref,
+            hold=hold,
+            raw=content.raw if hold in (Hold.NOT_TEXT, Hold.UNDECODABLE) else None,
+        )
+        return item, message_id

@@ -23,6 +23,7 @@ from .pdu import (
     FrameError,
     Header,
     PduError,
+    ShortMessage,
     Status,
     cstring,
     decode_message,
@@ -101,6 +102,7 @@ class Link:
         response_timeout: float = 10.0,
         takes: frozenset[Command] = frozenset({Command.SUBMIT_SM, Command.DELIVER_SM}),
         next_seq: Callable[[], int] | None = None,
+        gather: float = 0.001,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._reader = reader
@@ -122,6 +124,11 @@ class Link:
         self._closing = False
         self._silent = False  # closed by us: no answer to our enquire_link
         self._out: list[bytes] = []  # PDUs to write at the end of this loop turn
+        self._held: list[tuple[int, ShortMessage]] = []  # (response command, message) to commit
+        self._storing = False  # a batch of this bind is being committed
+        self._last_batch = 1
+        self._gather_for = gather
+        self._gather_timer: asyncio.TimerHandle | None = None
 
     def _own_seq(self) -> int:
         self._seq = self._seq % 0x7FFFFFFF + 1
@@ -157,9 +164,13 @@ class Link:
                 await self._writer.wait_closed()
 
     async def _settle(self) -> None:
-        """Let commits in flight finish (their answers may still go out) before the close."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=30)
+        """Commit what was read and let commits in flight finish (their answers may still go
+        out) before the close."""
+        deadline = time.monotonic() + 30
+        while (self._tasks or self._held) and time.monotonic() < deadline:
+            if self._held and not self._storing:
+                self._commit_held()
+            await asyncio.wait(list(self._tasks), timeout=deadline - time.monotonic())
 
     async def _serve(self) -> str:
         while not self._closing:
@@ -203,9 +214,8 @@ class Link:
                 return None
             await self._window.acquire()  # a full window stops reading: TCP pushes back
             self.status.in_flight += 1
-            task = asyncio.create_task(self._answer(resp, m))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._held.append((resp, m))
+            self._gather()
             return None
         if cid == Command.ENQUIRE_LINK:
             self._send(encode(Command.ENQUIRE_LINK_RESP, h.seq))
@@ -228,27 +238,67 @@ class Link:
             self._send(encode(Command.GENERIC_NACK, h.seq, Status.RINVCMDID))
         return None  # other responses (enquire_link_resp ...) only show the peer is there
 
-    async def _answer(self, resp: int, m: Any) -> None:
+    # -- group commit per bind ---------------------------------------------------------------
+    #
+    # Messages read while this bind's previous batch is still being committed wait for it (the
+    # store commits one transaction at a time anyway) and then go as one batch: one commit,
+    # one log line, their answers in one write. A peer that refills its window as answers come
+    # back then keeps sending whole windows; committing the first arrival alone splits every
+    # window in two commits (two fsyncs) for good. Once nothing of the bind is in the store, a
+    # batch goes as soon as it is as large as the last one or the window is full, and at the
+    # latest `gather` seconds after its first message came in.
+
+    def _gather(self) -> None:
+        if self._storing:
+            return
+        if len(self._held) >= self._last_batch or self._window.locked():
+            self._commit_held()
+        elif self._gather_timer is None:
+            self._gather_timer = asyncio.get_running_loop().call_later(
+                self._gather_for, self._commit_held
+            )
+
+    def _commit_held(self) -> None:
+        if self._gather_timer is not None:
+            self._gather_timer.cancel()
+            self._gather_timer = None
+        if self._storing or not self._held:
+            return
+        batch, self._held = self._held, []
+        self._storing = True
+        self._last_batch = len(batch)
+        task = asyncio.create_task(self._answer(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, batch: list[tuple[int, ShortMessage]]) -> None:
         try:
-            answer: Answer = await self._inbound.take(self._rules, m)
-        except Exception as e:  # a bug must not leave the peer's PDU unanswered
-            log.exception("smpp.take_failed", source=self._rules.source, seq=m.seq)
-            answer = Answer(Status.RX_T_APPN)
+            answers = await self._inbound.take_many(self._rules, [m for _, m in batch])
+        except Exception as e:  # a bug must not leave the peer's PDUs unanswered
+            log.exception(
+                "smpp.take_failed", source=self._rules.source, seqs=[m.seq for _, m in batch]
+            )
+            answers = [Answer(Status.RX_T_APPN)] * len(batch)
             self.status.error(f"{type(e).__name__}")
         finally:
-            self._window.release()
-            self.status.in_flight -= 1
-        body = cstring(answer.message_id) if answer.status == Status.ROK else b""
-        self._send(encode(resp, m.seq, answer.status, body))
-        outcome = {
-            Status.ROK: "stored" if answer.stored else "duplicate",
-            Status.RX_T_APPN: "temporary_error",
-        }.get(answer.status, "refused")
-        self._counters.message(outcome)
-        if answer.status == Status.ROK:
-            self.status.messages += 1
-        elif answer.status == Status.RX_T_APPN:
-            self.status.error("store unavailable")
+            for _ in batch:
+                self._window.release()
+            self.status.in_flight -= len(batch)
+            self._storing = False
+        for (resp, m), answer in zip(batch, answers, strict=True):
+            body = cstring(answer.message_id) if answer.status == Status.ROK else b""
+            self._send(encode(resp, m.seq, answer.status, body))
+            outcome = {
+                Status.ROK: "stored" if answer.stored else "duplicate",
+                Status.RX_T_APPN: "temporary_error",
+            }.get(answer.status, "refused")
+            self._counters.message(outcome)
+            if answer.status == Status.ROK:
+                self.status.messages += 1
+            elif answer.status == Status.RX_T_APPN:
+                self.status.error("store unavailable")
+        if self._held:
+            self._gather()
         with contextlib.suppress(ConnectionError, OSError):
             await self._writer.drain()
 

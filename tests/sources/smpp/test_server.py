@@ -48,9 +48,12 @@ class Rig:
         self.server: SmppServer
         self.peers: list[Peer] = []
 
-    async def start(self, intake: Intake | None = None) -> None:
+    async def start(
+        self, intake: Intake | None = None, *, make: Callable[[Outbox], Intake] | None = None
+    ) -> None:
+        """With `make`, the intake is built on the rig's own outbox."""
         self.outbox = await Outbox.open(self.cfg.store.path)
-        intake = intake or Intake(self.outbox, self.metrics)
+        intake = intake or (make or (lambda o: Intake(o, self.metrics)))(self.outbox)
         assert self.cfg.smpp_server is not None
         self.server = SmppServer(self.cfg.smpp_server, Inbound(intake, self.cfg.sim), self.metrics)
         await self.server.start()
