@@ -301,7 +301,7 @@ def test_sysusers_creates_the_unit_user_in_dialout() -> None:
 def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        pytest.skip("systemd-analyze is not installed here (apt-get install systemd)")
+        pytest.skip("systemd-analyze is missing here (apt-get install systemd)")
     true = shutil.which("true") or "/bin/true"
     # verify insists that ExecStart's program exists; the venv path is the host's, not ours.
     text = re.sub(r"(?m)^ExecStart=\S+", f"ExecStart={true}", UNIT.read_text(encoding="utf-8"))
