@@ -126,7 +126,8 @@ class Link:
         self._out: list[bytes] = []  # PDUs to write at the end of this loop turn
         self._held: list[tuple[int, ShortMessage]] = []  # (response command, message) to commit
         self._storing = False  # a batch of this bind is being committed
-        self._last_batch = 1
+        self._target = 1  # most in flight while the last batch committed: the peer's window
+        self._peak = 0  # most in flight while the current batch commits
         self._gather_for = gather
         self._gather_timer: asyncio.TimerHandle | None = None
 
@@ -214,6 +215,7 @@ class Link:
                 return None
             await self._window.acquire()  # a full window stops reading: TCP pushes back
             self.status.in_flight += 1
+            self._peak = max(self._peak, self.status.in_flight)
             self._held.append((resp, m))
             self._gather()
             return None
@@ -245,13 +247,14 @@ class Link:
     # one log line, their answers in one write. A peer that refills its window as answers come
     # back then keeps sending whole windows; committing the first arrival alone splits every
     # window in two commits (two fsyncs) for good. Once nothing of the bind is in the store, a
-    # batch goes as soon as it is as large as the last one or the window is full, and at the
-    # latest `gather` seconds after its first message came in.
+    # batch goes as soon as it holds as many as were in flight while the last batch committed
+    # (the peer's window as seen: its answers bring that many back) or our window is full, and
+    # at the latest `gather` seconds after its first message came in.
 
     def _gather(self) -> None:
         if self._storing:
             return
-        if len(self._held) >= self._last_batch or self._window.locked():
+        if len(self._held) >= self._target or self._window.locked():
             self._commit_held()
         elif self._gather_timer is None:
             self._gather_timer = asyncio.get_running_loop().call_later(
@@ -266,7 +269,7 @@ class Link:
             return
         batch, self._held = self._held, []
         self._storing = True
-        self._last_batch = len(batch)
+        self._peak = len(batch)
         task = asyncio.create_task(self._answer(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -285,6 +288,7 @@ class Link:
                 self._window.release()
             self.status.in_flight -= len(batch)
             self._storing = False
+            self._target = self._peak
         for (resp, m), answer in zip(batch, answers, strict=True):
             body = cstring(answer.message_id) if answer.status == Status.ROK else b""
             self._send(encode(resp, m.seq, answer.status, body))
