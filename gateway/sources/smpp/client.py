@@ -96,6 +96,12 @@ class SmppClient:
                             raise _NotBound
             except _NotBound:  # pragma: no cover - the retry never stops
                 return
+            except Exception as e:  # a bug must not end the client for good, silently
+                log.exception("smpp.client_failed", source=self.source)
+                self.status.state = "closed"
+                self.status.error(f"internal error: {type(e).__name__}")
+                self.counters.error("internal")
+                await asyncio.sleep(min(self.cfg.reconnect_max, 5.0))
 
     async def _session(self) -> None:
         cfg = self.cfg

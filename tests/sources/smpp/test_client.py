@@ -356,3 +356,26 @@ reconnect_max = 0.5
         await client.stop()
         await server.stop()
         await outbox.close()
+
+
+@needs_perl
+async def test_a_bug_in_a_session_does_not_end_the_client(
+    tmp_path: Path, smsc: PerlSmsc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = SmppClient._session  # the client's own step, made to fail once
+    calls = 0
+
+    async def failing_once(self: SmppClient) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        await real(self)
+
+    monkeypatch.setattr(SmppClient, "_session", failing_once)
+    async with running_client(tmp_path, smsc.port, reconnect_max=0.2) as rig:
+        await smsc.expect("BIND 9 esme1 secret", timeout=5)
+        smsc.send("DELIVER 1 after the bug")
+        assert await smsc.expect("RESP 1") == "RESP 1 0"
+        assert await texts(rig.outbox) == ["after the bug"]
+        assert rig.counted("sms_gateway_smpp_errors_total", kind="internal") == 1
