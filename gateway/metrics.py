@@ -152,7 +152,7 @@ class Metrics:
         self.smpp_errors = Counter(
             "sms_gateway_smpp_errors",
             "SMPP trouble: bind_refused (bind: the account's ID), connect, frame, undecodable, "
-            "unknown_command, nack, silent, session_lost.",
+            "unknown_command, nack, silent, session_lost, internal.",
             ["source", "bind", "kind"],
             registry=r,
         )
