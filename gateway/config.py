@@ -263,9 +263,17 @@ class _Secret(_Rule):
     """Inline as `key` or from the file `key_file`; masked in every output."""
 
     required: bool
+    longest: int | None = None  # characters the protocol can carry
 
     def read(self, t: _Table, key: str, default: Any, hint: Any, ctx: _Reading) -> Any:
-        return ctx.secret(t, key, required=self.required)
+        value = ctx.secret(t, key, required=self.required)
+        if self.longest is not None and isinstance(value, str) and len(value) > self.longest:
+            # the length only: the value is a secret
+            raise ConfigError(
+                f"{t.where(key)}: {len(value)} characters; SMPP 3.4 carries {self.longest} at"
+                " most (the peer would see a cut or refused password)"
+            )
+        return value
 
     def keys(self, key: str) -> tuple[str, ...]:
         return (key, f"{key}_file")
@@ -385,9 +393,9 @@ def _checked(convert: Callable[[object], Any], default: Any = None) -> Any:
     return _key(_Checked(convert), default)
 
 
-def _secret(*, required: bool) -> str:
+def _secret(*, required: bool, longest: int | None = None) -> str:
     """A secret: `key` inline or `key_file`; never in repr, masked by masked()."""
-    return _key(_Secret(required), "", shown=False)
+    return _key(_Secret(required, longest), "", shown=False)
 
 
 def _required_string(what: str) -> Any:
@@ -590,7 +598,7 @@ class SmppAccountConfig:
     """[[smpp_server.account]]: an ESME (a GSM gateway box, Kannel) allowed to bind to us."""
 
     system_id: str = _required_string("the system_id the peer binds with (up to 15 characters)")
-    password: str = _secret(required=True)  # SMPP carries 8 characters at most
+    password: str = _secret(required=True, longest=8)  # SMPP carries 8 characters at most
     allow: tuple[str, ...] = _checked(_networks, ())  # source addresses or networks; empty: any
     # destinations (phone numbers, or a box's port names for [[sim]] source+port) it may
     # deliver for; a message for any other is refused (ESME_RINVDSTADR). Empty: any.
@@ -620,7 +628,7 @@ class SmppClientConfig:
     name: str = _peer_name()
     host: str = _required_string("the SMSC's address")
     system_id: str = _required_string("the system_id the SMSC gave you")
-    password: str = _secret(required=True)
+    password: str = _secret(required=True, longest=8)
     port: int = _integer(2775, minimum=1, maximum=65535)
     bind: Literal["receiver", "transceiver"] = _choice("receiver")
     tls: bool = _flag(False)

@@ -868,6 +868,8 @@ def test_every_declared_secret_is_masked_hidden_from_repr_and_given_to_the_scrub
     declared: config.DeclaredKey,
 ) -> None:
     value = f"SECRET-{declared.table}-{declared.key}-0123456789"
+    if declared.table.startswith("smpp"):
+        value = "Zq7$kW2!"  # SMPP 3.4 carries 8 characters
     doc = minimal()
     if declared.table in ARRAY_MINIMUM:
         doc[declared.table] = [{**ARRAY_MINIMUM[declared.table], declared.key: value}]
@@ -992,3 +994,30 @@ def test_a_wrong_partner_key_is_named(table: dict[str, Any], message: str) -> No
     raw["partner"] = table
     with pytest.raises(ConfigError, match=re.escape(message)):
         config.parse(raw)
+
+
+@pytest.mark.parametrize("table", ["smpp_server", "smpp_client"])
+def test_an_smpp_password_longer_than_8_characters_is_refused_without_showing_it(
+    table: str, tmp_path: Path
+) -> None:
+    secret = "nine-char"  # 9 characters: SMPP 3.4 carries 8
+    doc = minimal()
+    if table == "smpp_server":
+        doc["smpp_server"] = {"account": [{"system_id": "box1", "password": secret}]}
+        where = "smpp_server.account[0].password"
+    else:
+        doc["smpp_client"] = [
+            {"name": "s1", "host": "192.0.2.1", "system_id": "esme", "password": secret}
+        ]
+        where = "smpp_client[0].password"
+    with pytest.raises(ConfigError) as e:
+        config.parse(doc)
+    assert where in str(e.value) and "8" in str(e.value)
+    assert secret not in str(e.value)
+    doc_ok = minimal()
+    doc_ok[table] = doc[table]
+    if table == "smpp_server":
+        doc_ok[table]["account"][0]["password"] = "eight-ch"
+    else:
+        doc_ok[table][0]["password"] = "eight-ch"
+    config.parse(doc_ok)  # 8 is fine
