@@ -23,6 +23,7 @@ from gateway.sources.smpp.inbound import Inbound
 from gateway.sources.smpp.pdu import Status
 from gateway.sources.smpp.server import SmppServer
 from gateway.sources.smpp.session import NACK_STORM
+from tests.sources.smpp.config_files import secret_file, smpp_config
 from tests.sources.smpp.test_kill9 import free_port
 
 SMSC = Path(__file__).parent / "data" / "net_smpp_smsc.pl"
@@ -288,22 +289,12 @@ async def test_the_clients_password_file_is_what_it_binds_with(
 ) -> None:
     """Both ends from one config file on disk: our client binds to our own server, whose
     account has the password `samepass`; the client's comes from its `password_file`."""
-    (tmp_path / "op1.password").write_text(in_file + "\n", encoding="utf-8")
-    (tmp_path / "op1.password").chmod(0o600)
+    secret_file(tmp_path / "op1.password", in_file)
     port = free_port()
-    path = tmp_path / "config.toml"
-    path.write_text(
+    path = smpp_config(
+        tmp_path,
+        port,
         f"""
-[upstream]
-url = "http://127.0.0.1:9/push"
-api_key = "k"
-
-[store]
-path = "{tmp_path / "outbox.sqlite3"}"
-
-[smpp_server]
-listen = "127.0.0.1:{port}"
-
 [[smpp_server.account]]
 system_id = "box1"
 password = "samepass"
@@ -317,7 +308,6 @@ password_file = "op1.password"
 bind = "transceiver"
 reconnect_max = 0.5
 """,
-        encoding="utf-8",
     )
     cfg = config.load(path)
     assert cfg.smpp_server is not None

@@ -19,6 +19,7 @@ from gateway.sources.smpp.inbound import Inbound
 from gateway.sources.smpp.pdu import Command, Status
 from gateway.sources.smpp.server import SmppServer
 from tests.fakes.store import wait_messages
+from tests.sources.smpp.config_files import secret_file, smpp_config
 from tests.sources.smpp.peer import Peer, raw_pdu, sm
 from tests.sources.smpp.test_kill9 import free_port
 
@@ -358,28 +359,16 @@ async def test_in_flight_shows_one_binds_pdus_waiting_for_their_commit(tmp_path:
 
 async def test_an_accounts_password_file_is_read_and_checked_at_bind(tmp_path: Path) -> None:
     """From a config file on disk, as the daemon reads it: `password_file` relative to it."""
-    secret = tmp_path / "box1.password"
-    secret.write_text("fromfile\n", encoding="utf-8")  # a trailing newline is not part of it
-    secret.chmod(0o600)
+    secret_file(tmp_path / "box1.password", "fromfile")  # the trailing newline is not part of it
     port = free_port()
-    path = tmp_path / "config.toml"
-    path.write_text(
-        f"""
-[upstream]
-url = "http://127.0.0.1:9/push"
-api_key = "k"
-
-[store]
-path = "{tmp_path / "outbox.sqlite3"}"
-
-[smpp_server]
-listen = "127.0.0.1:{port}"
-
+    path = smpp_config(
+        tmp_path,
+        port,
+        """
 [[smpp_server.account]]
 system_id = "box1"
 password_file = "box1.password"
 """,
-        encoding="utf-8",
     )
     cfg = config.load(path)
     assert cfg.warnings == ()  # 0600: not readable by others
