@@ -593,6 +593,12 @@ class PartnerConfig:
     number_query: tuple[NumberQueryConfig, ...] = _sections("network")
 
 
+def _retransmit_window() -> float:
+    """An SMPP PDU sent again with the same sequence number and bytes within this many seconds
+    is a retransmission (stored once); later, a new SMS (a peer that numbers from 1 again)."""
+    return _seconds(3600.0, minimum=1, maximum=30 * 86400)
+
+
 @dataclass(frozen=True)
 class SmppAccountConfig:
     """[[smpp_server.account]]: an ESME (a GSM gateway box, Kannel) allowed to bind to us."""
@@ -604,6 +610,7 @@ class SmppAccountConfig:
     # deliver for; a message for any other is refused (ESME_RINVDSTADR). Empty: any.
     claims: tuple[str, ...] = _words((), str.strip)
     alphabet: Literal["gsm", "latin1", "ia5"] = _choice("gsm")  # what data_coding 0 means
+    retransmit_window: float = _retransmit_window()  # a resend within it is stored once
     max_binds: int = _integer(4, minimum=1, maximum=1000)  # sessions open at once
 
 
@@ -639,6 +646,7 @@ class SmppClientConfig:
     enquire_link: float = _seconds(30.0, minimum=0.1)
     response_timeout: float = _seconds(10.0, minimum=0.1)
     reconnect_max: float = _seconds(60.0, minimum=0.1)  # longest wait between attempts
+    retransmit_window: float = _retransmit_window()  # a resend within it is stored once
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,9 @@ class Incoming:
     partial: bool = False  # joined with parts missing
     activation_id: int | None = None  # [partner] on: the open activation it is pushed for
     rent_service: str | None = None  # set: a rent activation's service; pushed to the rent URL
+    # A dedup bounded in time: the same item's key in the period before `source_ref`'s; an
+    # item stored under it is the same item (a duplicate), one stored earlier is not looked at.
+    earlier_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class Part:
     received_at: float
     source_ref: str  # this part's dedup key
     raw: str | None = None
+    earlier_ref: str | None = None  # as Incoming.earlier_ref
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ def gap_marker(seq: int, total: int) -> str:
 
 def add_part(conn: sqlite3.Connection, part: Part, now: float, insert: Insert) -> PartResult:
     row = conn.execute(_FIND_PART, (part.source, part.source_ref)).fetchone()
+    if row is None and part.earlier_ref is not None:
+        row = conn.execute(_FIND_PART, (part.source, part.earlier_ref)).fetchone()
     if row is not None:
         joined = Accepted(int(row[0]), duplicate=True) if row[0] is not None else None
         return PartResult(duplicate=True, joined=joined)

@@ -407,8 +407,11 @@ class Outbox:
         fresh: list[Incoming] = []
         for item in items:
             key = (item.source, item.source_ref)
-            if item.source_ref is not None and key in known:
-                result.append(Accepted(known[key], duplicate=True))
+            found = known.get(key) if item.source_ref is not None else None
+            if found is None and item.earlier_ref is not None:
+                found = known.get((item.source, item.earlier_ref))
+            if found is not None:
+                result.append(Accepted(found, duplicate=True))
                 continue
             if item.source_ref is not None:
                 known[key] = -len(fresh) - 1  # placeholder until the id is allocated
@@ -719,7 +722,9 @@ def _insert_sql(rows: int) -> str:
 def _existing_refs(
     conn: sqlite3.Connection, items: Sequence[Incoming]
 ) -> dict[tuple[str, str | None], int]:
-    pairs = list({(i.source, i.source_ref) for i in items if i.source_ref is not None})
+    pairs = list(
+        {(i.source, ref) for i in items for ref in (i.source_ref, i.earlier_ref) if ref is not None}
+    )
     known: dict[tuple[str, str | None], int] = {}
     for start in range(0, len(pairs), _CHUNK):
         chunk = pairs[start : start + _CHUNK]

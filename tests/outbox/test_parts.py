@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -347,3 +348,16 @@ async def test_an_emoji_split_by_the_network_reaches_the_outbox_whole_from_the_m
     m = await outbox.get_message(joined.sms_id)
     assert m is not None
     assert m.text == f"Hi {GRIN}!"
+
+
+async def test_a_part_stored_under_its_earlier_ref_is_a_duplicate(
+    store: tuple[Outbox, Clock],
+) -> None:
+    outbox, _ = store
+    first = dataclasses.replace(part(1, 2), source_ref="p1|5")
+    assert not (await outbox.accept_part(first)).duplicate
+    again = dataclasses.replace(part(1, 2), source_ref="p1|6", earlier_ref="p1|5")
+    assert (await outbox.accept_part(again)).duplicate
+    # two periods on the earlier ref was never stored: a new part (of a new copy)
+    later = dataclasses.replace(part(1, 2), source_ref="p1|7", earlier_ref="p1|6")
+    assert not (await outbox.accept_part(later)).duplicate

@@ -784,3 +784,27 @@ async def test_the_dedup_lookup_searches_the_index_instead_of_scanning_it(db: st
         conn.close()
     assert "SEARCH m USING COVERING INDEX messages_source_ref" in plan, plan
     assert "SCAN m" not in plan and "SCAN messages" not in plan, plan
+
+
+def _ref_item(ref: str, earlier: str | None = None) -> Incoming:
+    return Incoming(
+        "smpp-server:box1", "79001230001", "79005556677", "same", T0, source_ref=ref,
+        earlier_ref=earlier,
+    )  # fmt: skip
+
+
+async def test_an_item_stored_under_its_earlier_ref_is_a_duplicate(store: Outbox) -> None:
+    (first,) = await store.accept([_ref_item("42|k|7")])
+    # the next period: its earlier ref is the first one's ref
+    (again,) = await store.accept([_ref_item("42|k|8", earlier="42|k|7")])
+    assert again == Accepted(first.sms_id, duplicate=True)
+    # two periods on: the earlier ref ("42|k|8") was never stored, so this is new
+    (later,) = await store.accept([_ref_item("42|k|9", earlier="42|k|8")])
+    assert not later.duplicate and later.sms_id != first.sms_id
+    assert len(await store.list_messages()) == 2
+
+
+async def test_an_earlier_ref_matches_within_one_batch_too(store: Outbox) -> None:
+    a, b = await store.accept([_ref_item("7|k|1"), _ref_item("7|k|2", earlier="7|k|1")])
+    assert not a.duplicate and b == Accepted(a.sms_id, duplicate=True)
+    assert len(await store.list_messages()) == 1

@@ -133,7 +133,7 @@ class SmppClient:
         link = Link(
             reader,
             writer,
-            rules=PeerRules(self.source, cfg.alphabet),
+            rules=PeerRules(self.source, cfg.alphabet, retransmit_window=cfg.retransmit_window),
             inbound=self._inbound,
             status=self.status,
             counters=self.counters,

@@ -37,6 +37,8 @@ class PeerRules:
     alphabet: Alphabet = "gsm"
     # destinations (phones or port names) this peer may deliver for; empty: any
     claims: frozenset[str] = frozenset()
+    # the same sequence number and bytes again within this many seconds: a retransmission
+    retransmit_window: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,15 @@ class Answer:
     status: Status
     message_id: str = ""
     stored: bool = False  # committed now (not a retransmission, not refused)
+
+
+def _refs(seq: int, key: str, rules: PeerRules, now: float) -> tuple[str, str]:
+    """The dedup key of a PDU and its key in the period before: a resend is the same sequence
+    number and bytes within `retransmit_window` (up to twice that), not forever, since peers
+    that number from 1 again after a bind may later send the very same text under an old
+    number."""
+    period = int(now // rules.retransmit_window)
+    return f"{seq}|{key}|{period}", f"{seq}|{key}|{period - 1}"
 
 
 def _destination_key(value: str) -> str:
@@ -148,8 +159,13 @@ class Inbound:
             m.short_message,
             tlv_bytes,
         )
-        ref = f"r:{receipted.hex()}" if receipted else f"{m.seq}|{key}"
-        message_id = digest(rules.source, ref)
+        if receipted:
+            ref, earlier = f"r:{receipted.hex()}", None
+            message_id = digest(rules.source, ref)
+        else:
+            # the answer's id stays the same across periods: a resend gets the first answer
+            ref, earlier = _refs(m.seq, key, rules, now)
+            message_id = digest(rules.source, f"{m.seq}|{key}")
         phone = self.phone_of(rules, m.destination_addr)
         if content.concat is not None:
             c = content.concat
@@ -164,6 +180,7 @@ class Inbound:
                 m.source_addr,
                 now,
                 source_ref=ref,
+                earlier_ref=earlier,
             )
             return part, message_id
         hold = content.hold or (None if phone else Hold.NO_PHONE)
@@ -174,6 +191,7 @@ class Inbound:
             content.text,
             now,
             source_ref=ref,
+            earlier_ref=earlier,
             hold=hold,
             raw=content.raw if hold in (Hold.NOT_TEXT, Hold.UNDECODABLE) else None,
         )

@@ -232,7 +232,7 @@ class SmppServer:
         link = Link(
             reader,
             writer,
-            rules=PeerRules(source, account.alphabet, _claims(account)),
+            rules=PeerRules(source, account.alphabet, _claims(account), account.retransmit_window),
             inbound=self._inbound,
             status=status,
             counters=counters,
