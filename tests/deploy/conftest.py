@@ -1,8 +1,9 @@
 """The real daemon's /metrics, scraped once for the deploy tests: a daemon with a simulated modem
 (a real pty), a GoIP peer, an SMPP box bound to its [smpp_server] (and one refused for a wrong
-password) and the partner side on (one GET_SERVICES answered), one SMS each from the API, the
-modem and the box delivered to the stand-in upstream, so that every metric family the rules and
-the dashboard may name has samples."""
+password), an [[smpp_client]] with no SMSC behind its port (never bound) and the partner side on
+(one GET_SERVICES answered), one SMS each from the API, the modem and the box delivered to the
+stand-in upstream, so that every metric family the rules and the dashboard may name has
+samples."""
 
 from __future__ import annotations
 
@@ -50,6 +51,14 @@ listen = "127.0.0.1:{smpp_port}"
 system_id = "box1"
 password = "{smpp_password}"
 
+[[smpp_client]]  # nothing listens on its port: it never binds
+name = "op1"
+host = "127.0.0.1"
+port = {smsc_port}
+system_id = "gw"
+password = "pw"
+reconnect_max = 0.5
+
 [partner]
 listen = "127.0.0.1:{partner_port}"
 key = "{partner_key}"
@@ -90,6 +99,7 @@ async def _scrape(directory: Path) -> str:
                 partner_key=PARTNER_KEY,
                 smpp_port=smpp_port,
                 smpp_password=SMPP_PASSWORD,
+                smsc_port=free_port(),
             ),
         )
     )

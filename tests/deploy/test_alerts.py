@@ -136,3 +136,15 @@ def test_the_scraped_daemon_exports_the_new_gauges_with_real_values(exposition: 
     assert exposition.value("sms_gateway_modem_storage_used", modem="m1") >= 0
     assert exposition.value("sms_gateway_partner_last_call_timestamp_seconds") > 0
     assert exposition.value("sms_gateway_start_time_seconds") > 0
+
+
+def test_the_smpp_binds_gauge_is_0_for_a_client_that_never_bound(exposition: Exposition) -> None:
+    """SmsGatewaySmppClientNotBound must fire for a client configured but never bound: its
+    binds gauge is there at 0 from the start, not missing until a first bind, while the bound
+    server account counts its session."""
+    assert exposition.value("sms_gateway_smpp_binds", source="smpp-client:op1") == 0
+    assert exposition.value("sms_gateway_smpp_binds", source="smpp-server:box1") == 1
+    # the client's message counters and in-flight gauge are there too, before any session
+    op1 = {"source": "smpp-client:op1", "bind": "op1"}
+    assert exposition.value("sms_gateway_smpp_messages_total", outcome="stored", **op1) == 0
+    assert exposition.value("sms_gateway_smpp_in_flight", **op1) == 0
