@@ -140,7 +140,7 @@ class SmppClient:
             window=cfg.window,
             enquire_every=cfg.enquire_link,
             response_timeout=cfg.response_timeout,
-            takes=frozenset({Command.DELIVER_SM}),
+            takes=frozenset({Command.DELIVER_SM, Command.DATA_SM}),
             next_seq=self._next_seq,
             clock=self._clock,
         )

@@ -19,6 +19,7 @@ import smpp34
 __all__ = [
     "HEADER",
     "MAX_PDU",
+    "MESSAGES",
     "Bind",
     "Command",
     "FrameError",
@@ -61,12 +62,15 @@ class Command(IntEnum):
     BIND_TRANSMITTER_RESP = 0x80000002
     SUBMIT_SM_RESP = 0x80000004
     DELIVER_SM_RESP = 0x80000005
+    DATA_SM_RESP = 0x80000103
     UNBIND_RESP = 0x80000006
     BIND_TRANSCEIVER_RESP = 0x80000009
     ENQUIRE_LINK_RESP = 0x80000015
 
 
 BINDS = (Command.BIND_RECEIVER, Command.BIND_TRANSMITTER, Command.BIND_TRANSCEIVER)
+# The PDUs that carry an SMS to us; each is answered with its _resp and a message id.
+MESSAGES = (Command.SUBMIT_SM, Command.DELIVER_SM, Command.DATA_SM)
 
 
 class Status(IntEnum):
@@ -187,7 +191,8 @@ def bind_body(bind: Bind) -> bytes:
 
 @dataclass(frozen=True)
 class ShortMessage:
-    """A submit_sm or deliver_sm as far as an incoming SMS needs it."""
+    """A submit_sm, deliver_sm or data_sm as far as an incoming SMS needs it (a data_sm has no
+    short_message: its text is in the message_payload TLV)."""
 
     command: Command
     seq: int
@@ -206,7 +211,10 @@ class ShortMessage:
 
 
 def decode_message(header: Header, pdu: bytes) -> ShortMessage:
-    """A submit_sm or deliver_sm; PduError when its fields do not add up to its length."""
+    """A submit_sm, deliver_sm or data_sm; PduError when its fields do not add up to its
+    length."""
+    if header.command_id == Command.DATA_SM:
+        return decode_data_sm(header, pdu)
     try:
         m = smpp34.decode(pdu)
     except smpp34.SmppError as e:
@@ -225,8 +233,62 @@ def decode_message(header: Header, pdu: bytes) -> ShortMessage:
     )
 
 
+def decode_data_sm(header: Header, pdu: bytes) -> ShortMessage:
+    """A data_sm (SMPP 3.4, 4.7.1): the addresses, esm_class and data_coding, the text in the
+    message_payload TLV. smpp34 has no decoder for it (it returns it as a RawPdu), so it is read
+    here: a few C-strings and octets, then the TLVs."""
+    body = pdu[HEADER.size : header.length]
+    if len(pdu) != header.length:
+        raise PduError(f"data_sm of {len(pdu)} bytes says command_length {header.length}")
+    _, pos = _cstrings(body, 0, 6)  # service_type
+    source_addr, pos = _cstrings(body, _octets(body, pos, 2), 65)
+    destination_addr, pos = _cstrings(body, _octets(body, pos, 2), 65)
+    start = _octets(body, pos, 3)  # esm_class, registered_delivery, data_coding
+    esm_class, data_coding = body[pos], body[pos + 2]
+    return ShortMessage(
+        Command.DATA_SM,
+        header.seq,
+        source_addr,
+        destination_addr,
+        esm_class,
+        data_coding,
+        b"",
+        _tlvs(body, start),
+    )
+
+
+def _octets(body: bytes, pos: int, n: int) -> int:
+    """The position after `n` fixed octets at `pos`; PduError when the body ends first."""
+    if len(body) < pos + n:
+        raise PduError("the body ends inside its fixed fields", Status.RINVCMDLEN)
+    return pos + n
+
+
+def _tlvs(body: bytes, pos: int) -> tuple[tuple[int, bytes], ...]:
+    found: list[tuple[int, bytes]] = []
+    while pos < len(body):
+        if len(body) < pos + 4:
+            raise PduError("a TLV header is cut short", Status.RINVCMDLEN)
+        tag, length = struct.unpack_from(">HH", body, pos)
+        pos += 4
+        if len(body) < pos + length:
+            raise PduError(f"TLV {tag:#06x} runs past the PDU's end", Status.RINVCMDLEN)
+        found.append((tag, body[pos : pos + length]))
+        pos += length
+    return tuple(found)
+
+
 def message_pdu(m: ShortMessage) -> bytes:
-    """Encode a submit_sm or deliver_sm (tests, the bench, and an SMSC double)."""
+    """Encode a submit_sm, deliver_sm or data_sm (tests, the bench, and an SMSC double)."""
+    if m.command is Command.DATA_SM:
+        body = (
+            b"\0"  # service_type
+            + bytes((1, 1)) + cstring(m.source_addr)
+            + bytes((1, 1)) + cstring(m.destination_addr)
+            + bytes((m.esm_class, 0, m.data_coding))
+            + b"".join(struct.pack(">HH", t, len(v)) + v for t, v in m.tlvs)
+        )  # fmt: skip
+        return encode(Command.DATA_SM, m.seq, 0, body)
     cls = smpp34.SubmitSm if m.command is Command.SUBMIT_SM else smpp34.DeliverSm
     return cls(
         m.source_addr,

@@ -21,6 +21,7 @@ from .counters import BindCounters
 from .inbound import Inbound, PeerRules
 from .pdu import (
     BINDS,
+    MESSAGES,
     RESPONSE,
     Command,
     FrameError,
@@ -225,9 +226,9 @@ class SmppServer:
         if counters is None:
             counters = self._counters[name] = BindCounters(self._metrics, source, name)
         takes = {
-            Command.BIND_RECEIVER: frozenset({Command.DELIVER_SM}),
-            Command.BIND_TRANSMITTER: frozenset({Command.SUBMIT_SM, Command.DELIVER_SM}),
-            Command.BIND_TRANSCEIVER: frozenset({Command.SUBMIT_SM, Command.DELIVER_SM}),
+            Command.BIND_RECEIVER: frozenset({Command.DELIVER_SM, Command.DATA_SM}),
+            Command.BIND_TRANSMITTER: frozenset(MESSAGES),
+            Command.BIND_TRANSCEIVER: frozenset(MESSAGES),
         }[command]
         link = Link(
             reader,

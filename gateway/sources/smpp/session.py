@@ -18,6 +18,7 @@ from gateway.tasks import cancel_and_wait
 from .inbound import Answer, Inbound, PeerRules
 from .pdu import (
     BINDS,
+    MESSAGES,
     RESPONSE,
     Command,
     FrameError,
@@ -202,7 +203,7 @@ class Link:
 
     async def _dispatch(self, h: Header, pdu: bytes) -> str | None:
         cid = h.command_id
-        if cid in (Command.SUBMIT_SM, Command.DELIVER_SM):
+        if cid in MESSAGES:
             resp = cid | RESPONSE
             if cid not in self._takes:
                 self._send(encode(resp, h.seq, Status.RINVBNDSTS))

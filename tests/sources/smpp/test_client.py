@@ -203,6 +203,19 @@ async def test_reconnects_with_backoff_after_the_smsc_drops_the_connection(
 
 
 @needs_perl
+async def test_a_data_sm_from_the_smsc_is_committed_then_answered(
+    tmp_path: Path, smsc: PerlSmsc
+) -> None:
+    """Some SMSCs hand MO as data_sm (the text in message_payload): it was a generic_nack."""
+    async with running_client(tmp_path, smsc.port) as rig:
+        await smsc.expect("BIND 9 esme1 secret")
+        smsc.send("DATA 7 Код 2468")
+        assert await smsc.expect("DATA_RESP 7") == "DATA_RESP 7 0"
+        assert await texts(rig.outbox) == ["Код 2468"]
+        assert rig.counted("sms_gateway_smpp_messages_total", outcome="stored") == 1
+
+
+@needs_perl
 async def test_rebinds_after_an_unbind_from_the_smsc(tmp_path: Path, smsc: PerlSmsc) -> None:
     async with running_client(
         tmp_path, smsc.port, bind="receiver", system_type="MO", address_range="^7900"

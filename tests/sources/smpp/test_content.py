@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from gateway.outbox import Hold
 from gateway.sources.smpp.content import decode_text, read_content, udh_concat
 from gateway.sources.smpp.pdu import (
+    MESSAGES,
     Bind,
     Command,
     PduError,
@@ -35,7 +36,7 @@ def test_any_bytes_are_a_pdu_or_a_pdu_error(data: bytes) -> None:
         h = parse_header(data)
     except PduError:
         return
-    if h.command_id in (Command.SUBMIT_SM, Command.DELIVER_SM):
+    if h.command_id in MESSAGES:
         with contextlib.suppress(PduError):
             decode_message(h, data[: h.length])
     elif h.command_id in (Command.BIND_TRANSCEIVER, Command.BIND_RECEIVER):
@@ -43,15 +44,13 @@ def test_any_bytes_are_a_pdu_or_a_pdu_error(data: bytes) -> None:
             parse_bind(Command(h.command_id), data[16 : h.length])
 
 
-body_commands = st.sampled_from(
-    [Command.SUBMIT_SM, Command.DELIVER_SM, Command.BIND_TRANSCEIVER, Command.BIND_RECEIVER]
-)
+body_commands = st.sampled_from([*MESSAGES, Command.BIND_TRANSCEIVER, Command.BIND_RECEIVER])
 
 
 def _parse(data: bytes) -> object:
     """What the session does with one framed PDU: a message, a bind, or PduError."""
     h = parse_header(data)
-    if h.command_id in (Command.SUBMIT_SM, Command.DELIVER_SM):
+    if h.command_id in MESSAGES:
         return decode_message(h, data)
     return parse_bind(Command(h.command_id), data[16:])
 
@@ -79,6 +78,18 @@ valid_messages = st.builds(
         max_size=3,
     ).map(tuple),
     command=st.sampled_from([Command.SUBMIT_SM, Command.DELIVER_SM]),
+) | st.builds(  # a data_sm has no short_message: its text is in message_payload
+    sm,
+    st.integers(1, 0x7FFFFFFF),
+    st.just(b""),
+    src=st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=64),
+    dst=st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=64),
+    esm_class=st.integers(0, 255),
+    data_coding=st.integers(0, 255),
+    tlvs=st.lists(st.tuples(st.integers(0, 0xFFFF), st.binary(max_size=300)), max_size=4).map(
+        tuple
+    ),
+    command=st.just(Command.DATA_SM),
 )
 
 
@@ -195,3 +206,30 @@ def test_data_coding_0_follows_the_connection_setting(
     alphabet: str, data: bytes, text: str
 ) -> None:
     assert read_content(sm(1, data), alphabet).text == text  # type: ignore[arg-type]
+
+
+def test_a_data_sm_carries_its_text_in_message_payload() -> None:
+    payload = "Код 4321".encode("utf-16-be")
+    m = sm(3, b"", data_coding=8, tlvs=((0x0424, payload),), command=Command.DATA_SM)
+    data = message_pdu(m)
+    got = decode_message(parse_header(data), data)
+    assert (got.command, got.seq, got.source_addr, got.destination_addr) == (
+        Command.DATA_SM, 3, "79005556677", "79001230001",
+    )  # fmt: skip
+    assert read_content(got, "gsm").text == "Код 4321"
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        b"\0\1\1",  # ends inside the source address
+        b"\0\1\1123\0\1\1456\0\0",  # ends inside esm_class .. data_coding
+        b"\0\1\1123\0\1\1456\0\0\0\0\x04\x24\0\x09abc",  # a TLV longer than what is left
+        b"\0\1\1123\0\1\1456\0\0\0\0\x04",  # a TLV header cut short
+        b"toolongservice\0",  # service_type over 5 characters
+    ],
+)
+def test_a_broken_data_sm_is_a_pdu_error(cut: bytes) -> None:
+    data = encode(Command.DATA_SM, 1, 0, cut)
+    with pytest.raises(PduError):
+        decode_message(parse_header(data), data)

@@ -119,6 +119,26 @@ async def test_deliver_sm_from_a_box_maps_its_port_to_the_sim_phone(rig: Rig) ->
     assert m.phone == "79001230003"
 
 
+async def test_data_sm_is_stored_and_answered_data_sm_resp_after_commit(rig: Rig) -> None:
+    """Some SMSCs and boxes hand MO as data_sm, the text in message_payload."""
+    p = await rig.peer()
+    text = "Код 5678 🙂".encode("utf-16-be")
+    m = sm(11, b"", data_coding=8, tlvs=((0x0424, text),), command=Command.DATA_SM)
+    for _ in range(2):  # the second is a retransmission: the same answer, stored once
+        p.send_message(m)
+        h, body = await p.read_until(Command.DATA_SM_RESP)
+        assert (h.seq, h.status) == (11, Status.ROK) and len(body) > 1
+    (stored,) = await wait_messages(rig.outbox, 1)
+    assert (stored.text, stored.phone, stored.phone_from) == (
+        "Код 5678 🙂", "79001230001", "79005556677",
+    )  # fmt: skip
+    await until(
+        lambda: (
+            rig.counted("sms_gateway_smpp_messages_total", bind="box1#1", outcome="duplicate") == 1
+        )
+    )
+
+
 async def test_a_retransmitted_pdu_is_one_message(rig: Rig) -> None:
     p = await rig.peer()
     for _ in range(3):

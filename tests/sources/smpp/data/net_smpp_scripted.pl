@@ -3,14 +3,17 @@
 # Commands come on stdin, one a line; what happens goes to stdout, one event a line:
 #   DELIVER seq text   deliver_sm with that sequence number (a temporary error answer makes it
 #                      send the same PDU again after REDELIVER_AFTER seconds, as SMSCs do)
+#   DATA seq text      data_sm with that sequence number, the text (UTF-8 here) as UCS-2 in
+#                      message_payload
 #   UNBIND | ENQUIRE   an unbind / an enquire_link to the ESME
 #   NACK n             n generic_nack PDUs
 #   SILENT | LOUD      stop / resume answering the ESME's enquire_link
 #   DROP               close the connection without an unbind
 # Events: LISTENING, CONNECTED, BIND cmd system_id password, BIND_FIELDS ..., RESP seq status,
+# DATA_RESP seq status,
 # REDELIVER seq, ENQUIRE seq (the ESME's), ENQUIRE_RESP seq, UNBIND (the ESME's), UNBIND_RESP,
 # CLOSED, DROPPED.
-use strict; use warnings; use Net::SMPP; use IO::Select; use Time::HiRes qw(time);
+use strict; use warnings; use Encode qw(decode encode); use Net::SMPP; use IO::Select; use Time::HiRes qw(time);
 $| = 1;
 my ($port) = @ARGV;
 my $REDELIVER_AFTER = 0.3;
@@ -41,6 +44,10 @@ sub command {
   my ($cmd, $arg, $rest) = split / /, $line, 3;
   return print "NOT_CONNECTED $cmd\n" if !$smpp;
   if ($cmd eq 'DELIVER') { $texts{$arg} = $rest; deliver($arg); }
+  elsif ($cmd eq 'DATA') {
+    $smpp->data_sm(source_addr => '79005556677', destination_addr => '79001230001', data_coding => 8,
+                   message_payload => encode('UTF-16BE', decode('UTF-8', $rest)), seq => $arg, async => 1);
+  }
   elsif ($cmd eq 'UNBIND') { $smpp->unbind(async => 1); }
   elsif ($cmd eq 'ENQUIRE') { $smpp->enquire_link(async => 1); }
   elsif ($cmd eq 'NACK') { $smpp->generic_nack(seq => 9000 + $_, status => 3) for 1..$arg; }
@@ -64,6 +71,8 @@ sub pdu {
     print "RESP $p->{seq} $p->{status}\n";
     if ($p->{status} == 0x64 || $p->{status} == 0x58) { $redeliver{$p->{seq}} = time + $REDELIVER_AFTER; }
     else { delete $texts{$p->{seq}}; }
+  } elsif ($cmd == 0x80000103) {
+    print "DATA_RESP $p->{seq} $p->{status}\n";
   } elsif ($cmd == 0x15) {
     print "ENQUIRE $p->{seq}\n";
     $smpp->enquire_link_resp(seq => $p->{seq}) if !$silent;
