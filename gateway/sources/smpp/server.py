@@ -88,6 +88,8 @@ class SmppServer:
             metrics.smpp_binds.labels(source).set(0)
             metrics.received.labels(source)
             metrics.duplicates.labels(source)
+            # 0 from the start, so the first refused bind is an increase (alert rule)
+            metrics.smpp_errors.labels(source, a.system_id, "bind_refused")
 
     @property
     def port(self) -> int:
