@@ -310,12 +310,18 @@ class Link:
     async def _ping(self) -> None:
         """enquire_link after `enquire_every` of silence; no answer in time ends the session."""
         while True:
+            if self._window.locked():
+                # We stopped reading (a full window waits for the store): whatever the peer
+                # sent, its enquire_link_resp too, waits unread in TCP; the silence is ours.
+                self._last_heard = time.monotonic()
             quiet = time.monotonic() - self._last_heard
             if quiet < self._enquire_every:
                 await asyncio.sleep(self._enquire_every - quiet)
                 continue
             self._send(encode(Command.ENQUIRE_LINK, self._next_seq()))
             await asyncio.sleep(self._response_timeout)
+            if self._window.locked():
+                continue
             if time.monotonic() - self._last_heard >= self._enquire_every + self._response_timeout:
                 log.warning("smpp.link_silent", source=self._rules.source)
                 self.status.error("no answer to enquire_link")

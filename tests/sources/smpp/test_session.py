@@ -124,3 +124,23 @@ async def test_a_refused_message_fails_alone_in_its_batch(gated: tuple[Rig, Gate
     assert got == {1: Status.ROK, 2: Status.ROK, 3: Status.RX_P_APPN, 4: Status.ROK}
     texts = sorted(m.text for m in await wait_messages(rig.outbox, 3))
     assert texts == ["first", "good one", "good two"]
+
+
+async def test_a_store_slower_than_enquire_link_does_not_drop_a_full_window_as_silent(
+    gated: tuple[Rig, Gated],
+) -> None:
+    """With the window full we stop reading, so the peer's enquire_link_resp waits unread: that
+    silence is ours, not the peer's (enquire_link and response_timeout are 0.5 s here)."""
+    rig, intake = gated
+    p = await rig.peer()
+    for seq in range(1, 16):
+        p.send_message(sm(seq, f"text {seq}".encode()))
+    await asyncio.wait_for(intake.entered.wait(), 5)
+    # three times enquire_link + response_timeout with the store stalled; the peer answers
+    # every enquire_link it gets, and the link must stay up (no IncompleteReadError)
+    with pytest.raises(TimeoutError):
+        await p.read_until(Command.SUBMIT_SM_RESP, timeout=3.0)
+    assert not rig.counted("sms_gateway_smpp_errors_total", bind="box1#1", kind="silent")
+    intake.gate.set()
+    got = await answers(p, 15)
+    assert set(got.values()) == {Status.ROK}
