@@ -57,6 +57,17 @@ def _refs(seq: int, key: str, rules: PeerRules, now: float) -> tuple[str, str]:
     return f"{seq}|{key}|{period}", f"{seq}|{key}|{period - 1}"
 
 
+# A destination_addr is taken as the receiving SIM's number only with at least this many
+# digits (the shortest international numbers have 7): a box's port name ("3", "1.01", "101")
+# with no [[sim]] for it is held no_phone, never pushed to a made-up number.
+MIN_MSISDN = 7
+
+
+def _msisdn(destination: str) -> str | None:
+    number = normalize_phone(destination)
+    return number if number is not None and len(number) >= MIN_MSISDN else None
+
+
 def _destination_key(value: str) -> str:
     return normalize_phone(value) or value
 
@@ -75,10 +86,11 @@ class Inbound:
 
     def phone_of(self, rules: PeerRules, destination: str) -> str:
         """The receiving phone: a [[sim]] for this source and port, else the destination as a
-        number, else a [[sim]] for the whole source; "" when none (held no_phone)."""
+        number (of at least MIN_MSISDN digits), else a [[sim]] for the whole source; "" when
+        none (held no_phone)."""
         return (
             (destination and phone_for(self._sims, source=rules.source, port=destination))
-            or normalize_phone(destination)
+            or _msisdn(destination)
             or phone_for(self._sims, source=rules.source)
             or ""
         )

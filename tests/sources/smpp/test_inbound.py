@@ -102,3 +102,22 @@ async def test_receipts_stay_matched_by_their_id_at_any_age(
     again = await inbound.take(RULES, receipt)
     assert again.status == Status.ROK and not again.stored
     assert len(await outbox.list_messages()) == 1
+
+
+@pytest.mark.parametrize(
+    ("destination", "phone"),
+    [
+        ("79001230001", "79001230001"),
+        ("+7 900 123-00-01", "79001230001"),
+        ("6831234", "6831234"),  # 7 digits: the shortest international numbers
+        ("1.01", ""),  # a box's port name with no [[sim]]: held, not pushed to "101"
+        ("101", ""),
+        ("3", ""),
+        ("port3", ""),
+    ],
+)
+async def test_a_destination_is_a_phone_only_when_it_looks_like_a_whole_number(
+    rig: tuple[Inbound, Outbox, Clock], destination: str, phone: str
+) -> None:
+    inbound, _, _ = rig
+    assert inbound.phone_of(RULES, destination) == phone
