@@ -157,6 +157,23 @@ def _iccid(value: str) -> str:
     return value.upper().removesuffix("F")  # printed ICCIDs often carry the filler F
 
 
+def _check_smpp_string(where: str, value: str, longest: int) -> None:
+    """Refuse what an SMPP 3.4 C-octet string field cannot carry.
+
+    The wire is Latin-1 ended by NUL (pdu.cstring sends "?" for any other character), and the
+    field holds `longest` characters plus the NUL: a longer value would go out uncut, to a peer
+    that refuses or cuts it; an account's longer system_id could never match a peer's bind.
+    """
+    bad = next((c for c in value if not "\x01" <= c <= "\xff"), None)
+    if bad is not None:
+        raise ConfigError(
+            f"{where}: contains {bad!r} (U+{ord(bad):04X}), which SMPP 3.4 cannot carry;"
+            " use Latin-1 characters other than NUL (plain ASCII is safest)"
+        )
+    if len(value) > longest:
+        raise ConfigError(f"{where}: {len(value)} characters; SMPP 3.4 carries {longest} at most")
+
+
 # -- how a key is read: the rules a field's metadata carries ----------------------------------
 
 # `default` is the field's default, or _MISSING when the key is required.
@@ -178,9 +195,12 @@ class _Rule:
 class _Text(_Rule):
     nonempty: bool = False
     convert: Callable[[str], str] | None = None
+    longest: int | None = None  # an SMPP string field: this many Latin-1 characters at most
 
     def read(self, t: _Table, key: str, default: Any, hint: Any, ctx: _Reading) -> Any:
         value = t.string(key, default, nonempty=self.nonempty)
+        if self.longest is not None:
+            _check_smpp_string(t.where(key), value, self.longest)
         return self.convert(value) if self.convert else value
 
 
@@ -189,11 +209,14 @@ class _Required(_Rule):
     """A string that must be given and not empty; `what` says what belongs there."""
 
     what: str
+    longest: int | None = None  # an SMPP string field: this many Latin-1 characters at most
 
     def read(self, t: _Table, key: str, default: Any, hint: Any, ctx: _Reading) -> Any:
         value = t.string(key, "", nonempty=True)
         if not value:
             raise ConfigError(f"{t.where(key)}: missing; {self.what}")
+        if self.longest is not None:
+            _check_smpp_string(t.where(key), value, self.longest)
         return value
 
 
@@ -371,9 +394,14 @@ def _flag(default: bool) -> bool:
 
 
 def _string(
-    default: str = "", *, nonempty: bool = False, convert: Callable[[str], str] | None = None
+    default: str = "",
+    *,
+    nonempty: bool = False,
+    convert: Callable[[str], str] | None = None,
+    longest: int | None = None,
 ) -> str:
-    return _key(_Text(nonempty, convert), default)
+    """A string; with `longest`, an SMPP 3.4 field of that many Latin-1 characters at most."""
+    return _key(_Text(nonempty, convert, longest), default)
 
 
 def _choice(default: str) -> Any:
@@ -398,8 +426,9 @@ def _secret(*, required: bool, longest: int | None = None) -> str:
     return _key(_Secret(required, longest), "", shown=False)
 
 
-def _required_string(what: str) -> Any:
-    return _required_key(_Required(what))
+def _required_string(what: str, *, longest: int | None = None) -> Any:
+    """A string that must be given; `longest` as for _string."""
+    return _required_key(_Required(what, longest))
 
 
 def _peer_name() -> Any:
@@ -603,7 +632,9 @@ def _retransmit_window() -> float:
 class SmppAccountConfig:
     """[[smpp_server.account]]: an ESME (a GSM gateway box, Kannel) allowed to bind to us."""
 
-    system_id: str = _required_string("the system_id the peer binds with (up to 15 characters)")
+    system_id: str = _required_string(
+        "the system_id the peer binds with (up to 15 characters)", longest=15
+    )
     password: str = _secret(required=True, longest=8)  # SMPP carries 8 characters at most
     allow: tuple[str, ...] = _checked(_networks, ())  # source addresses or networks; empty: any
     # destinations (phone numbers, or a box's port names for [[sim]] source+port) it may
@@ -619,7 +650,7 @@ class SmppServerConfig:
     """[smpp_server]: the SMSC side that GSM gateways and Kannel bind to; off without it."""
 
     listen: str = _checked(_listen_address, "0.0.0.0:2775")
-    system_id: str = _string("smsgw", nonempty=True)  # ours, in every bind_resp
+    system_id: str = _string("smsgw", nonempty=True, longest=15)  # ours, in every bind_resp
     window: int = _integer(10, minimum=1, maximum=1000)  # PDUs committing at once per bind
     enquire_link: float = _seconds(30.0, minimum=0.1)  # silence before we ask
     response_timeout: float = _seconds(10.0, minimum=0.1)  # for an enquire_link_resp
@@ -634,13 +665,13 @@ class SmppClientConfig:
 
     name: str = _peer_name()
     host: str = _required_string("the SMSC's address")
-    system_id: str = _required_string("the system_id the SMSC gave you")
+    system_id: str = _required_string("the system_id the SMSC gave you", longest=15)
     password: str = _secret(required=True, longest=8)
     port: int = _integer(2775, minimum=1, maximum=65535)
     bind: Literal["receiver", "transceiver"] = _choice("receiver")
     tls: bool = _flag(False)
-    system_type: str = _string()
-    address_range: str = _string()  # the SMSC routes MO matching it to this bind; "" any
+    system_type: str = _string(longest=12)
+    address_range: str = _string(longest=40)  # the SMSC routes MO matching it here; "" any
     alphabet: Literal["gsm", "latin1", "ia5"] = _choice("gsm")  # what data_coding 0 means
     window: int = _integer(10, minimum=1, maximum=1000)  # deliver_sm committing at once
     enquire_link: float = _seconds(30.0, minimum=0.1)

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import config
+from gateway import cli, config
 from gateway.config import (
     MASK,
     Config,
@@ -1021,3 +1021,179 @@ def test_an_smpp_password_longer_than_8_characters_is_refused_without_showing_it
     else:
         doc_ok[table][0]["password"] = "eight-ch"
     config.parse(doc_ok)  # 8 is fine
+
+
+# SMPP 3.4 C-octet strings: (where, longest, required, the document around the value, the value
+# read back). The wire is Latin-1 with a NUL at the end; longest counts the characters before it.
+SMPP_STRINGS: list[tuple[str, int, bool, Callable[[str], dict[str, Any]], Callable[[Config], str]]]
+SMPP_STRINGS = [
+    (
+        "smpp_client[0].system_id",
+        15,
+        True,
+        lambda v: {"smpp_client": [{**ARRAY_MINIMUM["smpp_client"], "system_id": v}]},
+        lambda c: c.smpp_client[0].system_id,
+    ),
+    (
+        "smpp_client[0].system_type",
+        12,
+        False,
+        lambda v: {"smpp_client": [{**ARRAY_MINIMUM["smpp_client"], "system_type": v}]},
+        lambda c: c.smpp_client[0].system_type,
+    ),
+    (
+        "smpp_client[0].address_range",
+        40,
+        False,
+        lambda v: {"smpp_client": [{**ARRAY_MINIMUM["smpp_client"], "address_range": v}]},
+        lambda c: c.smpp_client[0].address_range,
+    ),
+    (
+        "smpp_server.system_id",
+        15,
+        True,
+        lambda v: {"smpp_server": {"system_id": v}},
+        lambda c: c.smpp_server.system_id if c.smpp_server else "-",
+    ),
+    (
+        "smpp_server.account[0].system_id",
+        15,
+        True,
+        lambda v: {"smpp_server": {"account": [{"system_id": v, "password": "p"}]}},
+        lambda c: c.smpp_server.account[0].system_id if c.smpp_server else "-",
+    ),
+]
+smpp_string_cases = pytest.mark.parametrize(
+    ("where", "longest", "required", "document", "read_back"),
+    SMPP_STRINGS,
+    ids=[s[0] for s in SMPP_STRINGS],
+)
+
+
+def smpp_can_carry(value: str, longest: int) -> bool:
+    return len(value) <= longest and all(0 < ord(c) < 256 for c in value)
+
+
+@smpp_string_cases
+@given(
+    value=st.text(max_size=60)  # garbage: any text
+    | st.text(st.characters(exclude_categories=()), max_size=20)  # surrogates, controls too
+    | st.text(st.characters(max_codepoint=0xFF), max_size=45)  # Latin-1, NUL among them
+    | st.integers(10, 42).map(lambda n: "esme-" + "x" * (n - 5))  # around each limit
+)
+def test_an_smpp_string_is_taken_only_when_smpp_3_4_can_carry_it(
+    where: str,
+    longest: int,
+    required: bool,
+    document: Callable[[str], dict[str, Any]],
+    read_back: Callable[[Config], str],
+    value: str,
+) -> None:
+    result = config_or_error(lambda: config.parse({**minimal(), **document(value)}))
+    if smpp_can_carry(value, longest) and (value or not required):
+        assert not isinstance(result, ConfigError), (value, str(result))
+        assert read_back(result) == value
+        return
+    assert isinstance(result, ConfigError), value
+    assert str(result).startswith(f"{where}: "), str(result)
+    if value and all(0 < ord(c) < 256 for c in value):  # too long, nothing else
+        assert str(result) == (
+            f"{where}: {len(value)} characters; SMPP 3.4 carries {longest} at most"
+        )
+
+
+@smpp_string_cases
+def test_an_smpp_string_one_over_its_limit_is_refused_naming_key_and_limit(
+    where: str,
+    longest: int,
+    required: bool,
+    document: Callable[[str], dict[str, Any]],
+    read_back: Callable[[Config], str],
+) -> None:
+    assert read_back(config.parse({**minimal(), **document("A" * longest)})) == "A" * longest
+    assert config_error({**minimal(), **document("A" * (longest + 1))}) == (
+        f"{where}: {longest + 1} characters; SMPP 3.4 carries {longest} at most"
+    )
+
+
+@smpp_string_cases
+@pytest.mark.parametrize(
+    ("char", "shown"),
+    [("ж", "'ж' (U+0436)"), ("\x00", "'\\x00' (U+0000)"), ("€", "'€' (U+20AC)")],
+)
+def test_an_smpp_string_outside_latin1_or_with_nul_is_refused_naming_the_character(
+    where: str,
+    longest: int,
+    required: bool,
+    document: Callable[[str], dict[str, Any]],
+    read_back: Callable[[Config], str],
+    char: str,
+    shown: str,
+) -> None:
+    assert config_error({**minimal(), **document(f"ab{char}")}) == (
+        f"{where}: contains {shown}, which SMPP 3.4 cannot carry; use Latin-1 characters"
+        " other than NUL (plain ASCII is safest)"
+    )
+    assert read_back(config.parse({**minimal(), **document("café")})) == "café"  # Latin-1
+
+
+def test_check_config_refuses_a_long_smpp_system_id_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'[upstream]\nurl = "{URL}"\napi_key = "{KEY}"\n\n'
+        '[[smpp_client]]\nname = "op1"\nhost = "192.0.2.1"\npassword = "p"\n'
+        'system_id = "sixteen-chars-id"\n',
+        encoding="utf-8",
+    )
+    assert cli.main(["check-config", "-c", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "sms-gateway: smpp_client[0].system_id: 16 characters; SMPP 3.4 carries 15 at most\n"
+    )
+
+
+# -- what check-config prints: the effective config, as TOML that loads again ---------------------
+
+
+def check_config_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> tuple[str, Config]:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[upstream]\nurl = "{URL}"\napi_key = "{KEY}"\n\n{text}', encoding="utf-8")
+    assert cli.main(["check-config", "-c", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    return out, config.load(path)
+
+
+def test_check_config_does_not_print_an_absent_optional_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, cfg = check_config_output(tmp_path, capsys, "")
+    assert (cfg.partner, cfg.smpp_server) == (None, None)
+    assert "None" not in out
+    effective = tomllib.loads(out)
+    assert "partner" not in effective and "smpp_server" not in effective
+    # said as a comment, as an empty array of tables is
+    assert {"# no [partner]", "# no [smpp_server]", "# no [[smpp_client]]"} <= set(out.splitlines())
+
+
+def test_check_config_prints_toml_that_reads_back_as_the_effective_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    present = (
+        '[partner]\nservices = ["vk"]\nnames = { "250-01" = "mts" }\n\n'
+        '[[partner.number_query]]\nnetwork = "250-01"\ncode = "*111*0887#"\n\n'
+        '[smpp_server]\nsystem_id = "gw-fifteen-char"\n\n'
+        '[[smpp_server.account]]\nsystem_id = "box1"\npassword = "eight-ch"\n\n'
+        '[[smpp_client]]\nname = "op1"\nhost = "192.0.2.1"\nsystem_id = "esme1"\n'
+        'password = "p"\naddress_range = "^7900"\n'
+    )
+    for text in ("", present):
+        out, cfg = check_config_output(tmp_path, capsys, text)
+        expected = {k: v for k, v in config.masked(cfg).items() if v is not None and v != []}
+        assert tomllib.loads(out) == expected
+        assert KEY not in out and "eight-ch" not in out

@@ -16,10 +16,17 @@ from typing import Any
 
 
 def toml(data: Mapping[str, Any]) -> str:
-    """A small TOML writer for the effective config: tables of scalars and lists."""
+    """A small TOML writer for the effective config: tables of scalars and lists.
+
+    An optional table left out of the file (None: the feature is off) is a comment, as an empty
+    array of tables is: TOML has no null, and the output must load as TOML again.
+    """
     out: list[str] = []
     for section, values in data.items():
-        if isinstance(values, list) and values and all(isinstance(v, Mapping) for v in values):
+        if values is None:
+            out.append(f"# no [{section}]")
+            out.append("")
+        elif isinstance(values, list) and values and all(isinstance(v, Mapping) for v in values):
             for table in values:
                 out.append(f"[[{section}]]")
                 out.extend(f"{k} = {_value(v)}" for k, v in table.items())
