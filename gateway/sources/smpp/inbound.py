@@ -7,6 +7,7 @@ permanent one for a message the field rules refuse or a destination the account 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,21 @@ class Answer:
     stored: bool = False  # committed now (not a retransmission, not refused)
 
 
+def content_key(m: ShortMessage) -> str:
+    """A short hash of what a retransmission repeats besides its sequence number: addresses,
+    esm_class, data_coding, short_message and TLVs. One hash call for the common PDU: the
+    addresses are C-strings (no NUL inside), so NUL ends them unambiguously."""
+    h = hashlib.sha256(
+        f"{m.source_addr}\0{m.destination_addr}\0".encode("utf-8", "surrogatepass")
+        + bytes((m.esm_class & 0xFF, m.data_coding & 0xFF))
+        + len(m.short_message).to_bytes(4, "big")
+        + m.short_message
+    )
+    for tag, value in m.tlvs:
+        h.update(tag.to_bytes(2, "big") + len(value).to_bytes(4, "big") + value)
+    return h.hexdigest()[:16]
+
+
 def _refs(seq: int, key: str, rules: PeerRules, now: float) -> tuple[str, str]:
     """The dedup key of a PDU and its key in the period before: a resend is the same sequence
     number and bytes within `retransmit_window` (up to twice that), not forever, since peers
@@ -61,6 +77,7 @@ def _refs(seq: int, key: str, rules: PeerRules, now: float) -> tuple[str, str]:
 # digits (the shortest international numbers have 7): a box's port name ("3", "1.01", "101")
 # with no [[sim]] for it is held no_phone, never pushed to a made-up number.
 MIN_MSISDN = 7
+_PHONES_KEPT = 4096
 
 
 def _msisdn(destination: str) -> str | None:
@@ -83,17 +100,27 @@ class Inbound:
         self._intake = intake
         self._sims = sims
         self._clock = clock
+        # (source, destination) -> phone: the [[sim]] tables do not change while we run, and
+        # a box sends to a handful of ports; bounded against a peer sending to any number.
+        self._phones: dict[tuple[str, str], str] = {}
 
     def phone_of(self, rules: PeerRules, destination: str) -> str:
         """The receiving phone: a [[sim]] for this source and port, else the destination as a
         number (of at least MIN_MSISDN digits), else a [[sim]] for the whole source; "" when
         none (held no_phone)."""
-        return (
-            (destination and phone_for(self._sims, source=rules.source, port=destination))
-            or _msisdn(destination)
-            or phone_for(self._sims, source=rules.source)
-            or ""
-        )
+        key = (rules.source, destination)
+        phone = self._phones.get(key)
+        if phone is None:
+            phone = (
+                (destination and phone_for(self._sims, source=rules.source, port=destination))
+                or _msisdn(destination)
+                or phone_for(self._sims, source=rules.source)
+                or ""
+            )
+            if len(self._phones) >= _PHONES_KEPT:
+                self._phones.clear()
+            self._phones[key] = phone
+        return phone
 
     async def take(self, rules: PeerRules, m: ShortMessage) -> Answer:
         """One message: `take_many` of one."""
@@ -163,21 +190,14 @@ class Inbound:
         content = read_content(m, rules.alphabet)
         # A retransmission repeats the sequence number and every byte; a receipt names its id.
         receipted = m.tlv(TLV_RECEIPTED_MESSAGE_ID)
-        tlv_bytes = b"".join(t.to_bytes(2, "big") + v for t, v in m.tlvs)
-        key = digest(
-            m.source_addr,
-            m.destination_addr,
-            bytes((m.esm_class & 0xFF, m.data_coding & 0xFF)),
-            m.short_message,
-            tlv_bytes,
-        )
         if receipted:
             ref, earlier = f"r:{receipted.hex()}", None
             message_id = digest(rules.source, ref)
         else:
-            # the answer's id stays the same across periods: a resend gets the first answer
+            key = content_key(m)
             ref, earlier = _refs(m.seq, key, rules, now)
-            message_id = digest(rules.source, f"{m.seq}|{key}")
+            # the same for a resend, in any period: it gets the first answer's id
+            message_id = f"{key}{m.seq:08x}"
         phone = self.phone_of(rules, m.destination_addr)
         if content.concat is not None:
             c = content.concat
