@@ -85,6 +85,17 @@ def _msisdn(destination: str) -> str | None:
     return number if number is not None and len(number) >= MIN_MSISDN else None
 
 
+def _kept(hold: Hold | None, user_data: str | None, destination: str) -> str | None:
+    """What a held message keeps in `raw` for a person to read (`messages show`): the user
+    data of one not read as text; the destination_addr (a box's port) of one with no phone,
+    so the operator can add its [[sim]] and send it on (`messages retry --phone`)."""
+    if hold in (Hold.NOT_TEXT, Hold.UNDECODABLE):
+        return user_data
+    if hold is Hold.NO_PHONE:
+        return f"destination_addr={destination}"
+    return None
+
+
 def _destination_key(value: str) -> str:
     return normalize_phone(value) or value
 
@@ -225,6 +236,6 @@ class Inbound:
             source_ref=ref,
             earlier_ref=earlier,
             hold=hold,
-            raw=content.raw if hold in (Hold.NOT_TEXT, Hold.UNDECODABLE) else None,
+            raw=_kept(hold, content.raw, m.destination_addr),
         )
         return item, message_id

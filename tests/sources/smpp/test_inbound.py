@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.intake import Intake
-from gateway.outbox import Outbox
+from gateway.outbox import Hold, Outbox
 from gateway.sources.smpp.content import TLV_RECEIPTED_MESSAGE_ID
 from gateway.sources.smpp.inbound import Inbound, PeerRules
 from gateway.sources.smpp.pdu import Status
@@ -121,3 +121,13 @@ async def test_a_destination_is_a_phone_only_when_it_looks_like_a_whole_number(
 ) -> None:
     inbound, _, _ = rig
     assert inbound.phone_of(RULES, destination) == phone
+
+
+async def test_a_message_for_a_port_with_no_sim_is_held_keeping_its_destination(
+    rig: tuple[Inbound, Outbox, Clock],
+) -> None:
+    inbound, outbox, _ = rig
+    answer = await inbound.take(RULES, sm(8, b"for port 1.01", dst="1.01"))
+    assert answer.status == Status.ROK
+    (m,) = await outbox.list_messages()
+    assert (m.hold_reason, m.phone, m.raw) == (Hold.NO_PHONE, "", "destination_addr=1.01")
