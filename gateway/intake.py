@@ -3,7 +3,8 @@ it to the outbox, then count and log what came in.
 
 With the partner side on, it also decides whether a message is pushed at all: an SMS is pushed
 for the activation open on its number when it is accepted, and held (`no_activation`) when
-none is, unless `push_without_activation`.
+none is, unless `push_without_activation`. A message held `no_phone` that an operator gives
+its number (`give_phone`) goes through the same decision, judged at the moment it came.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import Protocol
 
 import structlog
 
-from gateway.fields import FieldError, checked_incoming, checked_part
+from gateway.fields import FieldError, checked_incoming, checked_part, normalize_phone
 from gateway.metrics import Metrics
 from gateway.outbox import Accepted, Hold, Incoming, Outbox, Part, PartResult
-from gateway.outbox.store import Route
+from gateway.outbox.store import PhoneGiven, PhoneRoute, Route
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +35,9 @@ class OpenActivation(Protocol):
 
     @property
     def rent(self) -> bool: ...
+
+    @property
+    def opened_at(self) -> float: ...
 
 
 # phone (digits) -> the activation open on it now, or None; the daemon gives the desk's.
@@ -316,6 +320,62 @@ class Intake:
         if hold is not None and released and self._metrics:
             self._metrics.held.labels(hold.value).inc(len(released))
         return released
+
+    async def give_phone(self, sms_ids: Sequence[int], phone: str) -> PhoneGiven:
+        """An operator's `messages retry SMSID... --phone NUMBER`: the messages named that are
+        held for want of a phone (`no_phone`) get `phone` and go on as a message on that phone
+        does when it comes in (`_route`); any other message named is left as it is.
+
+        The moment is still their acceptance: they are pushed for the activation open on
+        `phone` now only if it was already open when they came; one opened since is another
+        buyer's, so they are held `no_activation` instead (unless push_without_activation).
+        `phone` breaking the field rules raises FieldError (`phone`) and nothing is changed.
+        """
+        if normalize_phone(phone) != phone:
+            raise FieldError("phone", "expected 3 to 20 digits")
+        route: PhoneRoute | None = None
+        if self._activation_for is not None:
+            found = self._activation_for(phone)  # on the event loop, before the store's thread
+
+            def route(item: Incoming, accepted_at: float) -> Incoming:
+                open_then = found if found is not None and found.opened_at <= accepted_at else None
+                return self._route(item, open_then)
+
+        given = await self._outbox.give_phone(sms_ids, phone, route)
+        # One line per source and outcome, naming every smsId (as a list is logged).
+        lines: dict[tuple[str, Hold | None, int | None, str | None], list[int]] = {}
+        for sms_id, m in given.released.items():
+            key = (m.source, m.hold_reason, m.activation_id, m.rent_service)
+            lines.setdefault(key, []).append(sms_id)
+        for (source, hold, activation_id, rent_service), ids in lines.items():
+            if hold is None:
+                activation = (
+                    {"activation_id": activation_id, "rent_service": rent_service}
+                    if activation_id is not None
+                    else {}
+                )
+                log.info(
+                    "sms.released",
+                    sms_ids=ids,
+                    count=len(ids),
+                    source=source,
+                    phone=phone,
+                    by="operator",
+                    **activation,
+                )
+            else:
+                log.info(
+                    "sms.held",
+                    sms_ids=ids,
+                    count=len(ids),
+                    source=source,
+                    reason=hold.value,
+                    phone=phone,
+                    by="operator",
+                )
+                if self._metrics:
+                    self._metrics.held.labels(hold.value).inc(len(ids))
+        return given
 
     # -- delivery follows activations ([partner] on) --------------------------------------
 

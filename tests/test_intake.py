@@ -218,6 +218,7 @@ class Open:
     activation_id: int
     service: str = "vk"
     rent: bool = False
+    opened_at: float = T0 - 60.0  # before the messages of these tests (accepted at T0)
 
 
 def on(phone: str, text: str, *, ref: str | None = None, hold: Hold | None = None) -> Incoming:
@@ -386,6 +387,93 @@ async def test_messages_released_with_their_number_follow_the_rule_strictly(
         assert (m.state, m.hold_reason, m.activation_id) == (State.QUEUED, None, None)
     else:
         assert (m.state, m.hold_reason, m.phone) == (State.HELD, Hold.NO_ACTIVATION, ORDERED)
+
+
+async def test_a_phone_given_by_hand_queues_held_no_phone_messages_and_logs_them(
+    outbox: Outbox,
+) -> None:
+    intake = Intake(outbox, Metrics(), clock=lambda: T0)
+    held = await intake.accept(
+        [
+            Incoming("smpp-server:box1", "", "VK", "code", T0, hold=Hold.NO_PHONE),
+            Incoming("dinstar:box-1", "", "VK", "code", T0, hold=Hold.NO_PHONE),
+            Incoming("dinstar:box-1", "", "VK", "code", T0, hold=Hold.NO_PHONE),
+        ]
+    )
+    (queued,) = await intake.accept([sms("already queued")])
+    ids = [a.sms_id for a in held]
+    with capture_logs() as logs:
+        given = await intake.give_phone([*ids, queued.sms_id], ORDERED)
+    assert sorted(given.released) == ids and list(given.left) == [queued.sms_id]
+    claimed = await outbox.claim_due(limit=10, lease=60, max_age=0)
+    assert {(m.sms_id, m.phone) for m in claimed} == {
+        *((i, ORDERED) for i in ids),
+        (queued.sms_id, "79001234567"),
+    }
+    lines = {line["source"]: line for line in events(logs, "sms.released")}
+    assert {s: (line["sms_ids"], line["phone"]) for s, line in lines.items()} == {
+        "smpp-server:box1": ([ids[0]], ORDERED),
+        "dinstar:box-1": (ids[1:], ORDERED),
+    }
+    assert all(line["by"] == "operator" and line["log_level"] == "info" for line in logs)
+
+
+async def test_a_phone_given_by_hand_follows_the_activation_open_when_the_sms_came(
+    outbox: Outbox,
+) -> None:
+    """As for a message arriving: pushed for the activation open on the number (a rent one to
+    the rent URL), else held no_activation; the moment is still the SMS's acceptance."""
+    activations = {
+        ORDERED: Open(41),
+        "79003330003": Open(7, service="rent", rent=True),
+        "79004440004": Open(9, opened_at=T0 + 60),  # ordered after the SMS came: not its SMS
+    }
+    metrics = Metrics()
+    intake = partner_intake(outbox, activations, metrics=metrics)
+    phones = [ORDERED, "79003330003", "79004440004", UNORDERED]
+    held = await intake.accept([on("", f"for {p}", hold=Hold.NO_PHONE) for p in phones])
+    with capture_logs() as logs:
+        for a, phone in zip(held, phones, strict=True):
+            await intake.give_phone([a.sms_id], phone)
+    found = [await outbox.get_message(a.sms_id) for a in held]
+    assert [(m.state, m.hold_reason, m.activation_id, m.rent_service) for m in found if m] == [
+        (State.QUEUED, None, 41, None),
+        (State.QUEUED, None, 7, "rent"),
+        (State.HELD, Hold.NO_ACTIVATION, None, None),
+        (State.HELD, Hold.NO_ACTIVATION, None, None),
+    ]
+    released = events(logs, "sms.released")
+    assert [(line["sms_ids"], line["activation_id"]) for line in released] == [
+        ([held[0].sms_id], 41),
+        ([held[1].sms_id], 7),
+    ]
+    still = events(logs, "sms.held")
+    assert [(line["sms_ids"], line["reason"]) for line in still] == [
+        ([held[2].sms_id], "no_activation"),
+        ([held[3].sms_id], "no_activation"),
+    ]
+    assert held_count(metrics, "no_activation") == 2
+
+
+async def test_a_phone_given_by_hand_with_push_without_activation_is_pushed_as_ever(
+    outbox: Outbox,
+) -> None:
+    intake = partner_intake(outbox, {}, push_without=True)
+    (a,) = await intake.accept([on("", "no order", hold=Hold.NO_PHONE)])
+    await intake.give_phone([a.sms_id], UNORDERED)
+    (m,) = await outbox.claim_due(limit=10, lease=60, max_age=0)
+    assert (m.sms_id, m.phone, m.activation_id) == (a.sms_id, UNORDERED, None)
+
+
+@pytest.mark.parametrize("phone", ["", "12", "+7 900 123-45-67", "7900123456789012345678", "٧٩٠٠"])
+async def test_a_phone_the_field_rules_refuse_changes_nothing(outbox: Outbox, phone: str) -> None:
+    intake = Intake(outbox, clock=lambda: T0)
+    (a,) = await intake.accept([on("", "held", hold=Hold.NO_PHONE)])
+    with pytest.raises(FieldError) as refused:
+        await intake.give_phone([a.sms_id], phone)
+    assert refused.value.field == "phone"
+    m = await outbox.get_message(a.sms_id)
+    assert m is not None and (m.state, m.phone) == (State.HELD, "")
 
 
 async def test_retry_by_sms_id_pushes_a_no_activation_message_by_hand(outbox: Outbox) -> None:

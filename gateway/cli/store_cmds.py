@@ -47,6 +47,8 @@ async def run(cmd: str, args: argparse.Namespace, cfg: Config) -> int:
                 return await status(outbox, args, cfg)
             case "ingest":
                 return await ingest(outbox, items)
+            case "messages" if args.action == "retry" and args.phone is not None:
+                return await give_phone(outbox, args, cfg)
             case "messages":
                 return await messages(outbox, args)
         raise GatewayError(f"unknown command {cmd}")
@@ -162,6 +164,68 @@ async def messages(outbox: Outbox, args: argparse.Namespace) -> int:
             f"not dropped or expired (left alone): {', '.join(map(str, missing))}", file=sys.stderr
         )
     return 0
+
+
+async def give_phone(outbox: Outbox, args: argparse.Namespace, cfg: Config) -> int:
+    """`messages retry SMSID... --phone NUMBER`: the messages named that are held `no_phone`
+    get the number and are queued, in one transaction, or with [partner] on go as the
+    activation rule says (the running daemon's worker finds queued ones within 1 s, as after
+    any retry). Any other smsId named is left alone and named on stderr with why."""
+    phone = args.phone
+    intake = Intake(outbox)
+    if cfg.partner is not None:
+        from gateway.outbox.partner import PartnerBook
+        from gateway.partner.desk import Desk
+
+        # The daemon's own lookup (its desk's open activations), from what it committed.
+        book = PartnerBook(outbox, read_mark=False)
+        desk = Desk(store=book, services=cfg.partner.services, clock=time.time)
+        desk.load(await book.activations(open_only=True), {})
+        intake = Intake(
+            outbox,
+            activation_for=desk.open_activation_for,
+            push_without_activation=cfg.partner.push_without_activation,
+        )
+    try:
+        given = await intake.give_phone(args.sms_ids, phone)
+    except FieldError as e:  # _phone checked it already; the same rule, said the same way
+        raise UsageError(f"--phone: {e.problem}") from None
+    released = given.released.values()
+    queued = [m for m in released if m.state is State.QUEUED]
+    print(f"given phone {phone} and queued: {len(queued)}{_ids(queued)}")
+    for activation_id in sorted({m.activation_id for m in queued if m.activation_id is not None}):
+        pushed_for = [str(m.sms_id) for m in queued if m.activation_id == activation_id]
+        print(f"  pushed for activation {activation_id}: {', '.join(pushed_for)}")
+    held = [m for m in released if m.state is State.HELD]
+    if held:
+        print(
+            f"given phone {phone}, held no_activation (no activation was open on it when they"
+            f" came; `messages retry SMSID` pushes one anyway): {len(held)}{_ids(held)}"
+        )
+        old = [m for m in held if m.accepted_at < time.time() - cfg.store.keep_finished]
+        if old:
+            print(
+                "sms-gateway: warning: these came more than store.keep_finished ago, and old"
+                " held records are purged: the running daemon deletes them within 30 s unless"
+                f" pushed now with `messages retry SMSID`:{_ids(old)}",
+                file=sys.stderr,
+            )
+    if given.left:
+        why = ", ".join(f"{i} ({_why_not(m)})" for i, m in given.left.items())
+        print(f"not changed (only messages held no_phone take --phone): {why}", file=sys.stderr)
+    return 0
+
+
+def _ids(found: Sequence[Message]) -> str:
+    return f" ({', '.join(str(m.sms_id) for m in found)})" if found else ""
+
+
+def _why_not(m: Message | None) -> str:
+    if m is None:
+        return "no such message"
+    if m.hold_reason is not None:
+        return f"{m.state.value} {m.hold_reason.value}"
+    return m.state.value
 
 
 def list_text(found: Sequence[Message]) -> str:

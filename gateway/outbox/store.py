@@ -8,6 +8,7 @@ lists, optional filters) and the connection PRAGMAs, each listed with why in que
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import os
 import sqlite3
@@ -83,6 +84,20 @@ _ATTEMPTS_FOR = query("attempts_for")
 # Decides, for each message a multi-part join makes, whether and where it is pushed (Intake's
 # activation rule, from a snapshot: it runs on the store's thread).
 Route = Callable[[Incoming], Incoming]
+# The same for a held message given its phone by hand (`give_phone`): the message as it would
+# be committed with that phone, and when it was accepted (the moment the rule looks at).
+PhoneRoute = Callable[[Incoming, float], Incoming]
+_IDS_PER_STATEMENT = 500  # smsIds in one `IN (...)` list, well below SQLite's variable limit
+
+
+@dataclasses.dataclass(frozen=True)
+class PhoneGiven:
+    """What `Outbox.give_phone` did with each smsId it was given, by smsId in order."""
+
+    # Held `no_phone` before; as they are now: with the phone, queued or held `no_activation`.
+    released: dict[int, Message]
+    # Left as they are: not held `no_phone` (the message as it is), or no such message (None).
+    left: dict[int, Message | None]
 
 
 def _prepare(conn: sqlite3.Connection, busy_timeout_ms: int, *, readonly: bool) -> None:
@@ -375,6 +390,89 @@ class Outbox:
         if released and hold is None:
             self._notify()
         return released
+
+    async def give_phone(
+        self, sms_ids: Iterable[int], phone: str, route: PhoneRoute | None = None
+    ) -> PhoneGiven:
+        """Messages named by smsId that are held for want of a phone (`no_phone`) get `phone`
+        and join the queue, same smsId; or stay held for the reason `route` gives them
+        (`no_activation`, [partner] on). Any other message named is left as it is. One
+        transaction: every message it changes gets its phone and its new state together, or,
+        when the commit fails, none does."""
+        ids = sorted(set(sms_ids))
+        now = self._clock()
+
+        def op(conn: sqlite3.Connection) -> PhoneGiven:
+            found: dict[int, Message] = {}
+            for chunk in _chunks(ids):
+                rows = conn.execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages"  # noqa: S608
+                    f" WHERE sms_id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                found.update((int(r[0]), _message(r)) for r in rows)
+            released: dict[int, Message] = {}
+            left: dict[int, Message | None] = {}
+            # smsIds by what they become: one UPDATE per outcome, not per message.
+            outcomes: dict[tuple[str, str | None, int | None, str | None], list[int]] = {}
+            for sms_id in ids:
+                m = found.get(sms_id)
+                if m is None or m.state is not State.HELD or m.hold_reason is not Hold.NO_PHONE:
+                    left[sms_id] = m
+                    continue
+                item = Incoming(
+                    m.source,
+                    phone,
+                    m.phone_from,
+                    m.text,
+                    m.received_at,
+                    source_ref=m.source_ref,
+                    raw=m.raw,
+                    partial=m.partial,
+                )
+                if route is not None:
+                    item = route(item, m.accepted_at)
+                state = State.QUEUED if item.hold is None else State.HELD
+                released[sms_id] = dataclasses.replace(
+                    m,
+                    phone=phone,
+                    state=state,
+                    due_at=now,
+                    hold_reason=item.hold,
+                    activation_id=item.activation_id,
+                    rent_service=item.rent_service,
+                )
+                hold = None if item.hold is None else item.hold.value
+                key = (state.value, hold, item.activation_id, item.rent_service)
+                outcomes.setdefault(key, []).append(sms_id)
+            for (state_value, hold, activation_id, rent_service), group in outcomes.items():
+                for chunk in _chunks(group):
+                    # max_age counts from now, as for a retry; received_at stays.
+                    conn.execute(
+                        "UPDATE messages SET state = ?, phone = ?, hold_reason = ?,"  # noqa: S608
+                        " activation_id = ?, rent_service = ?, due_at = ?, leased = 0,"
+                        " expiry_base = MAX(expiry_base, ?)"
+                        f" WHERE sms_id IN ({','.join('?' * len(chunk))})"
+                        " AND state = ? AND hold_reason = ?",
+                        [
+                            state_value,
+                            phone,
+                            hold,
+                            activation_id,
+                            rent_service,
+                            now,
+                            now,
+                            *chunk,
+                            State.HELD.value,
+                            Hold.NO_PHONE.value,
+                        ],
+                    )
+            return PhoneGiven(released, left)
+
+        given = await self._write.submit(op)
+        if any(m.state is State.QUEUED for m in given.released.values()):
+            self._notify()
+        return given
 
     async def waiting_part_phones(
         self, source: str | None = None, group_key: str | None = None
@@ -671,6 +769,11 @@ class Outbox:
 
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return await self._reader.call(lambda conn: conn.execute(sql, params).fetchone())
+
+
+def _chunks(ids: Sequence[int]) -> Iterable[list[int]]:
+    for start in range(0, len(ids), _IDS_PER_STATEMENT):
+        yield list(ids[start : start + _IDS_PER_STATEMENT])
 
 
 def _continue_ids(

@@ -12,8 +12,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from gateway.outbox import Attempt, AttemptRecord, Hold, Incoming, Outbox, Outcome
+import aiohttp
+
+from gateway.outbox import Attempt, AttemptRecord, Hold, Incoming, Outbox, Outcome, State
+from gateway.outbox.partner import PartnerBook
 from gateway.play.standin import Answer, StandIn
 from tests.fakes.daemon import API_KEY, INGEST_TOKEN, DaemonProcess, write_config
 
@@ -111,6 +115,157 @@ async def test_status_show_and_retry_while_the_daemon_runs(
     # The daemon picks it up (it polls the store for other writers) with the same smsId.
     await standin.wait_for(lambda s: sms_id in s.delivered_ids(), timeout=10)
     assert len([p for p in standin.pushes if p.sms_id == sms_id]) == 3
+
+
+BOX_WITH_PORTS = """
+[[dinstar]]
+name = "box-1"
+token = "tok-d"
+
+[[sim]]
+source = "box-1"
+port = "0"
+phone = "79001230000"
+"""
+
+
+async def test_retry_with_phone_sends_on_a_message_held_no_phone_while_the_daemon_runs(
+    daemon_factory: Any, standin: StandIn
+) -> None:
+    """A box port with no [[sim]] (its source has per-port entries) is held no_phone and never
+    released by the daemon; the operator gives it its number and the running daemon pushes it,
+    same smsId."""
+    daemon: DaemonProcess = await daemon_factory(extra=BOX_WITH_PORTS)
+    cfg = str(daemon.config_path)
+    push = {"sn": "sn-1", "sms": [
+        {"incoming_sms_id": 1, "port": 5, "number": "VK", "text": "code 5"},
+        {"incoming_sms_id": 2, "port": 0, "number": "VK", "text": "code 0"},
+    ]}  # fmt: skip
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"{daemon.base}/v1/inbound/dinstar/box-1?token=tok-d", json=push) as r,
+    ):
+        assert r.status == 200
+    held = json.loads(cli("messages", "list", "--state", "held", "--json", "-c", cfg).stdout)
+    [(held_id, reason)] = [(m["sms_id"], m["hold_reason"]) for m in held]
+    assert reason == "no_phone"
+    everything = json.loads(cli("messages", "list", "--json", "-c", cfg).stdout)
+    [mapped_id] = {m["sms_id"] for m in everything} - {held_id}
+    await standin.wait_for(lambda st: mapped_id in st.delivered_ids(), timeout=10)
+
+    given = cli("messages", "retry", str(held_id), str(mapped_id), "99", "--phone",
+                "+7 900 123-00-05", "-c", cfg)  # fmt: skip
+    assert given.returncode == 0, given.stderr
+    assert given.stdout.splitlines() == [f"given phone 79001230005 and queued: 1 ({held_id})"]
+    assert (
+        "not changed (only messages held no_phone take --phone):"
+        f" {mapped_id} (delivered), 99 (no such message)"
+    ) in given.stderr
+    [line] = [x for x in given.stderr.splitlines() if "sms.released" in x]
+    assert f"sms_ids=[{held_id}]" in line and "phone=79001230005" in line
+    assert "source=dinstar:box-1" in line and API_KEY not in given.stderr
+    # The daemon picks it up (it polls the store for other writers): same smsId, new phone.
+    await standin.wait_for(lambda st: held_id in st.delivered_ids(), timeout=10)
+    [pushed] = [p.body for p in standin.pushes if p.sms_id == held_id]
+    assert pushed is not None
+    assert (pushed["phone"], pushed["text"]) == ("79001230005", "code 5")
+    assert (
+        json.loads(cli("messages", "show", str(held_id), "--json", "-c", cfg).stdout)["state"]
+        == "delivered"
+    )
+
+
+async def test_retry_with_phone_follows_the_activations_with_partner_on(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9/v1/PUSH_SMS", extra="[partner]\n")
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("[http]", "keep_finished = 3600\n\n[http]", 1), "utf-8")
+    cfg, ordered, unordered = str(config), "79001110001", "79002220002"
+    now = time.time()
+    clock = [now - 7200]
+    outbox = await Outbox.open(str(tmp_path / "outbox.sqlite3"), clock=lambda: clock[0])
+    try:
+        book = PartnerBook(outbox)
+        await book.start()
+
+        def held_sms(text: str) -> Incoming:
+            return Incoming("smpp-server:box1", "", "VK", text, now, hold=Hold.NO_PHONE)
+
+        # Two hours ago, before the order; then the order; then two more.
+        [before] = [a.sms_id for a in await outbox.accept([held_sms("before the order")])]
+        activation_id = await book.open_activation(
+            "smpp-server:box1:5", ordered, "vk", False, now - 3600, now + 600
+        )
+        clock[0] = now
+        during, elsewhere = [
+            a.sms_id for a in await outbox.accept([held_sms("during"), held_sms("elsewhere")])
+        ]
+    finally:
+        await outbox.close()
+
+    first = cli("messages", "retry", str(before), str(during), "--phone", ordered, "-c", cfg)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        f"given phone {ordered} and queued: 1 ({during})",
+        f"  pushed for activation {activation_id}: {during}",
+        f"given phone {ordered}, held no_activation (no activation was open on it when they"
+        f" came; `messages retry SMSID` pushes one anyway): 1 ({before})",
+    ]
+    assert "deletes them within 30 s" in first.stderr and f"({before})" in first.stderr
+    second = cli("messages", "retry", str(elsewhere), str(before), "--phone", unordered, "-c", cfg)
+    assert second.returncode == 0, second.stderr
+    assert (
+        "held no_activation (no activation" in second.stdout and f"({elsewhere})" in second.stdout
+    )
+    assert f"{before} (held no_activation)" in second.stderr  # given a phone once only
+    assert "deletes them" not in second.stderr  # an hour old at most: not purged yet
+
+    shown = {
+        i: json.loads(cli("messages", "show", str(i), "--json", "-c", cfg).stdout)
+        for i in (before, during, elsewhere)
+    }
+    assert {
+        i: (m["state"], m["hold_reason"], m["phone"], m["activation_id"]) for i, m in shown.items()
+    } == {
+        before: ("held", "no_activation", ordered, None),
+        during: ("queued", None, ordered, activation_id),
+        elsewhere: ("held", "no_activation", unordered, None),
+    }
+    # `messages retry SMSID` still pushes a no_activation one by hand, as ever.
+    assert f"({before})" in cli("messages", "retry", str(before), "-c", cfg).stdout
+    outbox = await Outbox.open(str(tmp_path / "outbox.sqlite3"), readonly=True, migrate=False)
+    try:
+        m = await outbox.get_message(before)
+        assert m is not None and m.state is State.QUEUED
+    finally:
+        await outbox.close()
+
+
+async def test_retry_with_a_bad_phone_or_without_smsids_is_refused_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    cfg = str(write_config(tmp_path, "http://127.0.0.1:9/v1/PUSH_SMS"))
+    outbox = await Outbox.open(str(tmp_path / "outbox.sqlite3"))
+    try:
+        [a] = await outbox.accept(
+            [Incoming("gammu", "", "VK", "x", time.time(), hold=Hold.NO_PHONE)]
+        )
+    finally:
+        await outbox.close()
+    for phone in ("abc", "12", "+7 900 123-45-67 ext 5"):
+        bad = cli("messages", "retry", str(a.sms_id), "--phone", phone, "-c", cfg)
+        assert bad.returncode == 2, bad.stderr
+        assert "argument --phone:" in bad.stderr and "is not a phone number" in bad.stderr
+    for args in ([], ["--state", "dropped"], [str(a.sms_id), "--since", "1h"]):
+        refused = cli("messages", "retry", *args, "--phone", "79001234567", "-c", cfg)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.startswith("sms-gateway: messages retry --phone: name the messages")
+    # Without --phone, as ever: a held no_phone message is not retried.
+    plain = cli("messages", "retry", str(a.sms_id), "-c", cfg)
+    assert (plain.returncode, plain.stdout) == (0, "queued again: 0\n")
+    listed = json.loads(cli("messages", "list", "--json", "-c", cfg).stdout)
+    assert [(m["state"], m["hold_reason"], m["phone"]) for m in listed] == [
+        ("held", "no_phone", "")
+    ]
 
 
 HOSTILE_TEXT = "code 1234\x1b]0;pwned\x07\x1b[2J\nsmsId 99  delivered\u202e"

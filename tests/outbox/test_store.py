@@ -585,6 +585,115 @@ async def test_requeue_without_filters_takes_every_dropped_and_expired(
     assert calls == [1]
 
 
+async def held_and_others(store: Outbox, clock: FakeClock) -> None:
+    """1, 2 held no_phone (accepted a day ago, no phone), 3 held undecodable, 4 queued,
+    5 dropped; clock at T0."""
+    no_phone = [
+        dataclasses.replace(sms(t, source="smpp-server:box1", phone=""), hold=Hold.NO_PHONE, raw=r)
+        for t, r in (("code 1", "destination_addr=5"), ("code 2", "destination_addr=5"))
+    ]
+    await accept_at(store, clock, T0 - DAY, *no_phone)
+    await accept_ids(
+        store, dataclasses.replace(sms("?"), hold=Hold.UNDECODABLE), sms("4"), sms("5")
+    )
+    await claim(store)  # 4 and 5, leased
+    await finish(store, 5, Outcome.DROPPED, "NO_OPERATION")
+    await store.release([4])
+
+
+async def test_give_phone_queues_held_no_phone_messages_with_it_and_their_sms_id(
+    store: Outbox, clock: FakeClock
+) -> None:
+    await held_and_others(store, clock)
+    heard: list[int] = []
+    store.on_accepted(lambda: heard.append(1))
+    clock.advance(10)
+    given = await store.give_phone([2, 1, 2], "79005550001")
+    assert sorted(given.released) == [1, 2] and given.left == {}
+    assert heard == [1]  # the delivery worker is woken, as for any retry
+    for sms_id in (1, 2):
+        m = await state(store, sms_id)
+        assert given.released[sms_id] == m
+        assert (m.state, m.phone, m.hold_reason, m.due_at) == (
+            State.QUEUED,
+            "79005550001",
+            None,
+            T0 + 10,
+        )
+        assert (m.received_at, m.accepted_at) == (T0, T0 - DAY)  # both kept
+        assert m.raw == "destination_addr=5"  # what a person may still want to see
+    assert await claim(store) == [1, 2, 4]
+    # max_age counts from now: a day-old message is not expired at once.
+    assert await store.expire_old(max_age=3600) == []
+
+
+async def test_give_phone_leaves_every_other_message_as_it_is_and_says_what_it_is(
+    store: Outbox, clock: FakeClock
+) -> None:
+    await held_and_others(store, clock)
+    before = {i: await store.get_message(i) for i in range(1, 6)}
+    given = await store.give_phone([3, 4, 5, 99], "79005550001")
+    assert given.released == {}
+    assert {i: (m.state, m.hold_reason) if m else None for i, m in given.left.items()} == {
+        3: (State.HELD, Hold.UNDECODABLE),
+        4: (State.QUEUED, None),
+        5: (State.DROPPED, None),
+        99: None,
+    }
+    assert {i: await store.get_message(i) for i in range(1, 6)} == before
+
+
+async def test_give_phone_routes_each_message_by_when_it_was_accepted(
+    store: Outbox, clock: FakeClock
+) -> None:
+    await held_and_others(store, clock)
+    await accept_ids(store, dataclasses.replace(sms("late", phone=""), hold=Hold.NO_PHONE))  # 6
+    seen: list[tuple[str, float]] = []
+
+    def route(item: Incoming, accepted_at: float) -> Incoming:
+        seen.append((item.phone, accepted_at))
+        if accepted_at < T0:
+            return dataclasses.replace(item, hold=Hold.NO_ACTIVATION)
+        return dataclasses.replace(item, activation_id=41, rent_service="rent")
+
+    given = await store.give_phone([1, 6], "79005550001", route)
+    assert seen == [("79005550001", T0 - DAY), ("79005550001", T0)]
+    old, late = await state(store, 1), await state(store, 6)
+    assert (old.state, old.hold_reason, old.phone) == (
+        State.HELD,
+        Hold.NO_ACTIVATION,
+        "79005550001",
+    )
+    assert (late.state, late.activation_id, late.rent_service) == (State.QUEUED, 41, "rent")
+    assert given.released == {1: old, 6: late}
+    assert await claim(store) == [4, 6]
+
+
+async def test_give_phone_changes_all_it_may_or_nothing(store: Outbox, clock: FakeClock) -> None:
+    await held_and_others(store, clock)
+
+    def route(item: Incoming, accepted_at: float) -> Incoming:
+        if item.text == "code 2":
+            raise ValueError("a bug in the second message's route")
+        return item
+
+    with pytest.raises(ValueError, match="second"):
+        await store.give_phone([1, 2], "79005550001", route)
+    for sms_id in (1, 2):
+        m = await state(store, sms_id)
+        assert (m.state, m.hold_reason, m.phone) == (State.HELD, Hold.NO_PHONE, "")
+
+
+async def test_give_phone_takes_more_smsids_than_one_statement_holds(
+    store: Outbox, clock: FakeClock
+) -> None:
+    held = [dataclasses.replace(sms(str(i), phone=""), hold=Hold.NO_PHONE) for i in range(1200)]
+    ids = await accept_ids(store, *held)
+    given = await store.give_phone([*ids, 5000], "79005550001")
+    assert sorted(given.released) == ids and list(given.left) == [5000]
+    assert len(await claim(store, limit=2000)) == 1200
+
+
 async def test_release_stale_leases_makes_every_leased_message_due_now(
     store: Outbox, clock: FakeClock
 ) -> None:
