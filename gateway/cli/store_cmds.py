@@ -202,14 +202,6 @@ async def give_phone(outbox: Outbox, args: argparse.Namespace, cfg: Config) -> i
             f"given phone {phone}, held no_activation (no activation was open on it when they"
             f" came; `messages retry SMSID` pushes one anyway): {len(held)}{_ids(held)}"
         )
-        old = [m for m in held if m.accepted_at < time.time() - cfg.store.keep_finished]
-        if old:
-            print(
-                "sms-gateway: warning: these came more than store.keep_finished ago, and old"
-                " held records are purged: the running daemon deletes them within 30 s unless"
-                f" pushed now with `messages retry SMSID`:{_ids(old)}",
-                file=sys.stderr,
-            )
     if given.left:
         why = ", ".join(f"{i} ({_why_not(m)})" for i, m in given.left.items())
         print(f"not changed (only messages held no_phone take --phone): {why}", file=sys.stderr)

@@ -11,6 +11,8 @@ SQL whose text depends on the call stays in the code, where a template would rea
   many rows as the chunk (64, 32, ..., 1);
 - the dedup lookup (store.py ``existing_refs_sql``): a join with ``(VALUES ...)``, one pair per
   message of the batch;
+- ``give_phone`` (store.py): its ``SELECT`` and ``UPDATE`` name the smsIds in ``IN (?,...)``
+  lists;
 - optional filters: ``requeue`` (by smsIds, an ``IN (?,...)`` list, by state, since),
   ``list_messages`` (state, phone), ``waiting_part_phones`` (one group) and
   ``PartnerBook.activations`` (open only, a limit). Written as ``(? IS NULL OR col = ?)``

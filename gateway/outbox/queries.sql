@@ -79,8 +79,9 @@ DELETE FROM messages
         WHERE state != 'queued' AND finished_at < ? LIMIT ?)
 
 -- purge_held --
--- Delete held messages accepted before a cutoff, except those of one hold reason
-DELETE FROM messages WHERE state = 'held' AND hold_reason != ? AND accepted_at < ?
+-- Delete held messages held since before a cutoff, except those of one hold reason; a release
+-- (a phone given, held again for another reason) sets expiry_base, so the age counts from it
+DELETE FROM messages WHERE state = 'held' AND hold_reason != ? AND expiry_base < ?
 
 -- purge_joined_parts --
 -- Delete parts already joined into a message, accepted before a cutoff

@@ -210,14 +210,12 @@ async def test_retry_with_phone_follows_the_activations_with_partner_on(tmp_path
         f"given phone {ordered}, held no_activation (no activation was open on it when they"
         f" came; `messages retry SMSID` pushes one anyway): 1 ({before})",
     ]
-    assert "deletes them within 30 s" in first.stderr and f"({before})" in first.stderr
     second = cli("messages", "retry", str(elsewhere), str(before), "--phone", unordered, "-c", cfg)
     assert second.returncode == 0, second.stderr
     assert (
         "held no_activation (no activation" in second.stdout and f"({elsewhere})" in second.stdout
     )
     assert f"{before} (held no_activation)" in second.stderr  # given a phone once only
-    assert "deletes them" not in second.stderr  # an hour old at most: not purged yet
 
     shown = {
         i: json.loads(cli("messages", "show", str(i), "--json", "-c", cfg).stdout)

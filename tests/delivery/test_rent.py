@@ -33,6 +33,7 @@ class Open:
     activation_id: int
     service: str
     rent: bool
+    opened_at: float = 0.0
 
 
 ACTIVATIONS = {PLAIN_PHONE: Open(101, "vk", False), RENT_PHONE: Open(202, "rent", True)}

@@ -917,3 +917,18 @@ async def test_an_earlier_ref_matches_within_one_batch_too(store: Outbox) -> Non
     a, b = await store.accept([_ref_item("7|k|1"), _ref_item("7|k|2", earlier="7|k|1")])
     assert not a.duplicate and b == Accepted(a.sms_id, duplicate=True)
     assert len(await store.list_messages()) == 1
+
+
+async def test_a_message_held_again_on_release_ages_from_the_release_not_its_arrival(
+    store: Outbox, clock: FakeClock
+) -> None:
+    """Held no_phone for a long time, then given its phone but held no_activation ([partner]
+    on): the next purge must not delete it at once."""
+    (sms_id,) = await accept_ids(
+        store, dataclasses.replace(sms("old"), phone="", hold=Hold.NO_PHONE)
+    )
+    clock.advance(100 * DAY)
+    assert await store.release_held("http", "79001234567", hold=Hold.NO_ACTIVATION) == [sms_id]
+    assert await store.purge_finished(keep=7 * DAY) == 0
+    clock.advance(7 * DAY + 1)
+    assert await store.purge_finished(keep=7 * DAY) == 1
