@@ -35,6 +35,7 @@ from gateway.partner.service import PartnerService
 from gateway.peers import PeerSources
 from gateway.sdnotify import Notifier
 from gateway.sources.modem.bank import ModemBank
+from gateway.sources.sim_match import SimTable
 from gateway.sources.smpp import SmppSources
 
 log = structlog.get_logger(__name__)
@@ -67,6 +68,7 @@ class Components:
     http: HttpServer
     modems: ModemBank
     peers: PeerSources
+    sims: SimTable  # the [[sim]] entries the boxes and SMPP read; a SIGHUP replaces them
     partner: PartnerService | None = None  # [partner] on: Onlinesim's calls on their listener
     activity: Activity | None = None  # the status page's last hour, sampled from the metrics
     inventory: Inventory | None = None  # every SIM the sources know (on with or without [partner])
@@ -151,12 +153,13 @@ def build(cfg: Config, outbox: Outbox) -> Components:
     names = cfg.partner.names if cfg.partner is not None else {}
     inventory = Inventory(PartnerBook(outbox, read_mark=False), names=names)
     modems = ModemBank(intake, cfg, metrics, inventory=inventory)
-    peers = PeerSources(cfg, intake, metrics, inventory=inventory)
+    sims = SimTable(cfg.sim)
+    peers = PeerSources(cfg, intake, metrics, inventory=inventory, sims=sims)
     if cfg.modem:
         health.add_check("modems", modems.health_check)
     for name, check in peers.check_functions().items():
         health.add_check(name, check)
-    smpp = SmppSources(cfg, intake, metrics)
+    smpp = SmppSources(cfg, intake, metrics, sims=sims)
     for name, check in smpp.check_functions().items():
         health.add_check(name, check)
     if partner is not None:
@@ -196,8 +199,8 @@ def build(cfg: Config, outbox: Outbox) -> Components:
         ],
     )
     return Components(
-        outbox, metrics, intake, worker, housekeeper, health, http, modems, peers, partner,
-        activity, inventory, smpp,
+        outbox, metrics, intake, worker, housekeeper, health, http, modems, peers, sims,
+        partner, activity, inventory, smpp,
     )  # fmt: skip
 
 
@@ -343,7 +346,8 @@ class Daemon:
         self._arm_budget()
 
     def _on_hangup(self) -> None:
-        """SIGHUP: re-read the config; phone numbers ([[sim]], modem phone) take effect."""
+        """SIGHUP: re-read the config; phone numbers ([[sim]] for every source, modem phone)
+        take effect."""
         if self.parts is None:
             return
         try:
@@ -358,16 +362,24 @@ class Daemon:
         task.add_done_callback(self._tasks.discard)
 
     async def _apply_reload(self, fresh: Config) -> None:
-        if self.parts is None:
+        """The new [[sim]] entries go in force for every source at once (the boxes and SMPP
+        read the shared table at each lookup), then what they let go out is released: the
+        boxes' held messages a whole-source entry now resolves, and the modems'."""
+        parts = self.parts
+        if parts is None:
             return
+        parts.sims.replace(fresh.sim)
         try:
-            await self.parts.modems.reload(fresh)
+            released = await parts.peers.release_held()
+            await parts.modems.reload(fresh)
         except Exception as e:
             log.error("daemon.reload_failed", error=str(e))
             return
         log.info(
             "daemon.reloaded",
-            what="[[sim]] and modem phone numbers",
+            what="[[sim]] entries (every source) and modem phone numbers",
+            sims=len(fresh.sim),
+            released_from_boxes=released,
             restart_needed_for="everything else",
         )
 

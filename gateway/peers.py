@@ -20,7 +20,7 @@ from gateway.inventory.sims import Inventory
 from gateway.metrics import Metrics
 from gateway.sources import dinstar, ejoin
 from gateway.sources.goip import GoipServer
-from gateway.sources.sim_match import phone_for
+from gateway.sources.sim_match import SimTable, phone_for
 from gateway.sources.status import SourceStatus
 from gateway.sources.yeastar import YeastarClient
 
@@ -41,8 +41,11 @@ class PeerSources:
         *,
         clock: Callable[[], float] = time.time,
         inventory: Inventory | None = None,
+        sims: SimTable | None = None,
     ) -> None:
-        self._cfg = cfg
+        # `sims`: the daemon's table, which a SIGHUP replaces in place; every box reads it at
+        # each lookup, so new [[sim]] entries apply to the next message.
+        self._sims = sims if sims is not None else SimTable(cfg.sim)
         self._intake = intake
         self._clock = clock
         self._rejected = metrics.source_rejected
@@ -61,7 +64,7 @@ class PeerSources:
                         parse=module.parse_push,
                         success=module.SUCCESS,
                         intake=intake,
-                        sims=cfg.sim,
+                        sims=self._sims,
                         status=self._status(f"{kind}:{peer.name}", up=False),
                         clock=clock,
                         where=f"{kind}[{i}].allow",
@@ -73,7 +76,7 @@ class PeerSources:
             GoipServer(
                 g,
                 intake,
-                cfg.sim,
+                self._sims,
                 status=self._status(f"goip:{g.name}", up=True),
                 clock=clock,
                 inventory=inventory,
@@ -84,7 +87,7 @@ class PeerSources:
             YeastarClient(
                 y,
                 intake,
-                cfg.sim,
+                self._sims,
                 status=self._status(f"yeastar:{y.name}", up=True),
                 clock=clock,
                 inventory=inventory,
@@ -107,7 +110,7 @@ class PeerSources:
 
     async def start(self) -> None:
         """Release what waited for a phone the config now gives, bind the GoIP ports, connect."""
-        await self._release_held()
+        await self.release_held()
         started: list[GoipServer] = []
         for server in self.goip:
             try:
@@ -143,11 +146,13 @@ class PeerSources:
         """Each source's check as of now."""
         return {name: fn() for name, fn in self.check_functions().items()}
 
-    async def _release_held(self) -> None:
+    async def release_held(self) -> int:
         """Messages held for want of a phone go out once a ``[[sim]]`` names the source's one
-        phone. A source whose entries differ by port is left alone: which port a held message
-        came from is not known here."""
-        sims = self._cfg.sim
+        phone (at start, and after a SIGHUP replaced the table); how many went out. A source
+        whose entries differ by port is left alone: which port a held message came from is not
+        known here."""
+        sims = self._sims
+        released = 0
         targets: list[tuple[str, str | None]] = [(e.source, None) for e in self.endpoints]
         targets += [(y.source, None) for y in self.yeastar]
         targets += [(g.source, g.cfg.id) for g in self.goip]
@@ -159,6 +164,7 @@ class PeerSources:
             if phone is None:
                 continue
             try:
-                await self._intake.release_held(source, phone)
+                released += len(await self._intake.release_held(source, phone))
             except StoreError as e:
                 log.warning("peers.release_failed", source=source, error=str(e))
+        return released

@@ -66,7 +66,7 @@ class PushEndpoint:
         self._parse = parse
         self._success = success
         self._intake = intake
-        self._sims = sims
+        self._sims = sims  # read at each lookup: the daemon's SimTable, replaced on SIGHUP
         self._clock = clock
         self._allow = _networks(cfg.allow, where or f"{kind}.allow")
         self._ports = ports

@@ -1,14 +1,45 @@
 """The one ``[[sim]]`` matcher: which configured SIM (and so which phone) a message came in on,
-by ICCID, IMSI, or source and port."""
+by ICCID, IMSI, or source and port; and the table of entries the running sources share."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import overload
 
 from gateway.config import SimConfig
 from gateway.fields import normalize_phone
 
-__all__ = ["normalise_iccid", "phone_for"]
+__all__ = ["SimTable", "normalise_iccid", "phone_for"]
+
+
+class SimTable(Sequence[SimConfig]):
+    """The ``[[sim]]`` entries in force, shared by every source that looks a phone up: a SIGHUP
+    replaces them in place (``replace``), so each lookup reads the current ones. ``version``
+    grows with each replacement, for a source that remembers what it looked up."""
+
+    def __init__(self, entries: Iterable[SimConfig] = ()) -> None:
+        self._entries = tuple(entries)
+        self.version = 0
+
+    def replace(self, entries: Iterable[SimConfig]) -> None:
+        self._entries = tuple(entries)
+        self.version += 1
+
+    @overload
+    def __getitem__(self, index: int) -> SimConfig: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[SimConfig]: ...
+    def __getitem__(self, index: int | slice) -> SimConfig | Sequence[SimConfig]:
+        return self._entries[index]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[SimConfig]:
+        return iter(self._entries)
+
+    def __repr__(self) -> str:
+        return f"SimTable({self._entries!r})"
 
 
 def _digits(value: str) -> str:

@@ -189,7 +189,7 @@ class YeastarClient:
         self.cfg = cfg
         self.source = f"{KIND}:{cfg.name}"
         self._intake = intake
-        self._sims = sims
+        self._sims = sims  # read at each lookup: the daemon's SimTable, replaced on SIGHUP
         self._clock = clock
         self.status = status or SourceStatus(self.source, clock=clock)
         self._ping_interval = ping_interval

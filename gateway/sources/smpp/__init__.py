@@ -11,6 +11,7 @@ from gateway.errors import GatewayError
 from gateway.health import Check
 from gateway.intake import Intake
 from gateway.metrics import Metrics
+from gateway.sources.sim_match import SimTable
 
 from .client import SmppClient
 from .inbound import Inbound
@@ -29,8 +30,10 @@ class SmppSources:
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.time,
+        sims: SimTable | None = None,
     ) -> None:
-        inbound = Inbound(intake, cfg.sim, clock=clock)
+        # `sims`: the daemon's table, so a SIGHUP's [[sim]] entries apply to the next message.
+        inbound = Inbound(intake, sims if sims is not None else SimTable(cfg.sim), clock=clock)
         self.server = (
             SmppServer(cfg.smpp_server, inbound, metrics, clock=clock)
             if cfg.smpp_server is not None

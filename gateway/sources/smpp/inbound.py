@@ -20,7 +20,7 @@ from gateway.fields import FieldError, normalize_phone
 from gateway.intake import Intake
 from gateway.outbox import Accepted, Hold, Incoming, Part
 from gateway.sources.dedup import digest
-from gateway.sources.sim_match import phone_for
+from gateway.sources.sim_match import SimTable, phone_for
 
 from .content import TLV_RECEIPTED_MESSAGE_ID, Alphabet, read_content
 from .pdu import ShortMessage, Status
@@ -109,16 +109,21 @@ class Inbound:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._intake = intake
-        self._sims = sims
+        # The daemon's table, which a SIGHUP replaces in place; a tuple (tests) never changes.
+        self._sims = sims if isinstance(sims, SimTable) else SimTable(sims)
         self._clock = clock
-        # (source, destination) -> phone: the [[sim]] tables do not change while we run, and
-        # a box sends to a handful of ports; bounded against a peer sending to any number.
+        # (source, destination) -> phone: a box sends to a handful of ports; bounded against a
+        # peer sending to any number, and forgotten when the [[sim]] table is replaced.
         self._phones: dict[tuple[str, str], str] = {}
+        self._phones_version = self._sims.version
 
     def phone_of(self, rules: PeerRules, destination: str) -> str:
         """The receiving phone: a [[sim]] for this source and port, else the destination as a
         number (of at least MIN_MSISDN digits), else a [[sim]] for the whole source; "" when
         none (held no_phone)."""
+        if self._phones_version != self._sims.version:
+            self._phones.clear()
+            self._phones_version = self._sims.version
         key = (rules.source, destination)
         phone = self._phones.get(key)
         if phone is None:
