@@ -3,11 +3,23 @@ checked against configured networks, whatever carries them (HTTP, UDP)."""
 
 from __future__ import annotations
 
+import enum
 import hmac
 import ipaddress
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 
-__all__ = ["Network", "address_allowed", "parse_networks", "token_matches"]
+import structlog
+
+__all__ = [
+    "GuardedToken",
+    "Network",
+    "Verdict",
+    "address_allowed",
+    "parse_networks",
+    "token_matches",
+]
+log = structlog.get_logger(__name__)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -48,3 +60,78 @@ def address_allowed(networks: Sequence[Network], host: str | None) -> bool:
     elif isinstance(ip, ipaddress.IPv4Address):
         forms.append(ipaddress.IPv6Address(f"::ffff:{ip}"))
     return any(form.version == net.version and form in net for form in forms for net in networks)
+
+
+class Verdict(enum.Enum):
+    OK = "ok"
+    REFUSED = "refused"  # no secret, or a wrong one
+    LOCKED = "locked"  # too many wrong ones from this address lately: not even compared
+
+
+class GuardedToken:
+    """A secret a person types (`http.status_token`), compared in constant time, with a lockout
+    per client address: after `limit` wrong tries within `window` seconds, every try from that
+    address is refused for `window` seconds, right or wrong, so the token cannot be found by
+    trying. A request that brings no secret is refused but does not count. At most
+    `max_addresses` addresses are remembered (a spray of addresses cannot grow it)."""
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        limit: int = 10,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_addresses: int = 10_000,
+    ) -> None:
+        self._token = token.encode("utf-8")
+        self._limit = limit
+        self._window = window
+        self._clock = clock
+        self._max = max_addresses
+        # address -> [wrong tries in this window, window start, locked until]
+        self._tries: dict[str, list[float]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._token)
+
+    def remembered(self) -> int:
+        """How many addresses are remembered now (at most `max_addresses`)."""
+        return len(self._tries)
+
+    def locked(self, address: str | None) -> bool:
+        entry = self._tries.get(address or "")
+        return entry is not None and self._clock() < entry[2]
+
+    def check(self, given: str | None, address: str | None) -> Verdict:
+        if self.locked(address):
+            return Verdict.LOCKED
+        if given is None or not self._token:
+            return Verdict.REFUSED
+        if token_matches(given, self._token):
+            return Verdict.OK
+        self.wrong(address)
+        return Verdict.REFUSED
+
+    def wrong(self, address: str | None) -> None:
+        """Count a wrong secret from `address` (the caller compared it itself)."""
+        now = self._clock()
+        key = address or ""
+        entry = self._tries.get(key)
+        if entry is None or now - entry[1] >= self._window:
+            if entry is None and len(self._tries) >= self._max:
+                self._forget(now)
+            entry = self._tries[key] = [0.0, now, entry[2] if entry else 0.0]
+        entry[0] += 1
+        if entry[0] >= self._limit and now >= entry[2]:
+            entry[2] = now + self._window
+            log.warning(
+                "auth.locked_out", remote=address, wrong_tries=int(entry[0]), for_s=self._window
+            )
+
+    def _forget(self, now: float) -> None:
+        self._tries = {
+            k: e for k, e in self._tries.items() if now - e[1] < self._window or now < e[2]
+        }
+        while len(self._tries) >= self._max:  # all recent: drop the oldest
+            del self._tries[next(iter(self._tries))]

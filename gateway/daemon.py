@@ -16,6 +16,7 @@ import structlog
 
 from gateway import __version__, config
 from gateway.activity import Activity
+from gateway.auth import GuardedToken
 from gateway.config import Config
 from gateway.delivery import DeliveryWorker
 from gateway.delivery.worker import default_rent_url
@@ -166,6 +167,7 @@ def build(cfg: Config, outbox: Outbox) -> Components:
         health.add_check("partner", partner.health_check)
         inventory.on_change(partner.on_inventory)
     activity = Activity(metrics)
+    status_guard = GuardedToken(cfg.http.status_token)  # one lockout for every status door
     status_page = StatusPage(
         SnapshotSources(
             health=health,
@@ -178,6 +180,7 @@ def build(cfg: Config, outbox: Outbox) -> Components:
             show_text=cfg.http.status_show_text,
         ),
         token=cfg.http.status_token,
+        guard=status_guard,
     )
     http = HttpServer(
         host=cfg.http.host,
@@ -188,6 +191,7 @@ def build(cfg: Config, outbox: Outbox) -> Components:
         metrics=metrics,
         ingest_token=cfg.http.ingest_token,
         status_token=cfg.http.status_token,
+        status_guard=status_guard,
         allow=cfg.http.allow,
         request_timeout=cfg.http.request_timeout,
         keepalive_timeout=cfg.http.keepalive_timeout,
@@ -195,7 +199,7 @@ def build(cfg: Config, outbox: Outbox) -> Components:
         extra_routes=[
             *peers.routes(),
             *status_page.routes(),
-            *sims_routes(modems.discover, cfg.http.status_token),
+            *sims_routes(modems.discover, cfg.http.status_token, status_guard),
         ],
     )
     return Components(

@@ -7,7 +7,7 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.auth import address_allowed, parse_networks, token_matches
+from gateway.auth import GuardedToken, Verdict, address_allowed, parse_networks, token_matches
 
 v4 = st.ip_addresses(v=4)
 v6 = st.ip_addresses(v=6)
@@ -97,3 +97,57 @@ def test_tokens_match_only_exactly() -> None:
     assert token_matches("s3cret", "s3cret") and token_matches("s3cret", b"s3cret")
     assert not token_matches("s3cre", "s3cret") and not token_matches(None, "s3cret")
     assert not token_matches("", "") and not token_matches("\ud800", "x")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_ten_wrong_tokens_lock_the_address_out_even_for_the_right_one() -> None:
+    clock = Clock()
+    guard = GuardedToken("s3cret-token", clock=clock)
+    for _ in range(9):
+        assert guard.check("guess", "192.0.2.7") is Verdict.REFUSED
+    assert guard.check("s3cret-token", "192.0.2.7") is Verdict.OK  # 9 wrong: not yet
+    assert guard.check("guess", "192.0.2.7") is Verdict.REFUSED  # the 10th
+    assert guard.check("s3cret-token", "192.0.2.7") is Verdict.LOCKED
+    assert guard.check("s3cret-token", "192.0.2.8") is Verdict.OK  # another address
+    clock.now += 59.9
+    assert guard.check("s3cret-token", "192.0.2.7") is Verdict.LOCKED
+    clock.now += 0.2
+    assert guard.check("s3cret-token", "192.0.2.7") is Verdict.OK
+
+
+def test_wrong_tries_spread_over_more_than_the_window_never_lock() -> None:
+    clock = Clock()
+    guard = GuardedToken("s3cret-token", clock=clock)
+    for _ in range(50):
+        assert guard.check("guess", "192.0.2.7") is Verdict.REFUSED
+        clock.now += 7  # 9 tries a minute at most
+    assert guard.check("s3cret-token", "192.0.2.7") is Verdict.OK
+
+
+def test_no_secret_is_refused_but_not_counted() -> None:
+    guard = GuardedToken("s3cret-token", clock=Clock())
+    for _ in range(100):
+        assert guard.check(None, "192.0.2.7") is Verdict.REFUSED
+    assert guard.check("s3cret-token", "192.0.2.7") is Verdict.OK
+
+
+def test_without_a_token_nothing_is_ok() -> None:
+    guard = GuardedToken("", clock=Clock())
+    assert not guard
+    assert guard.check("", "192.0.2.7") is Verdict.REFUSED
+
+
+@settings(max_examples=50)
+@given(st.lists(st.ip_addresses().map(str), min_size=1, max_size=300))
+def test_a_spray_of_addresses_stays_bounded(addresses: list[str]) -> None:
+    guard = GuardedToken("s3cret-token", clock=Clock(), max_addresses=64)
+    for address in addresses:
+        guard.check("guess", address)
+        assert guard.remembered() <= 64

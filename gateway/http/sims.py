@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
-from gateway.auth import token_matches
+from gateway.auth import GuardedToken, Verdict
 from gateway.http.wire import bearer, json_response, read_json
 from gateway.sources.modem.discovery import Discovery
 
@@ -27,14 +27,24 @@ _MAX_NAME = 256
 Discover = Callable[[Sequence[str]], Awaitable[dict[str, Discovery]]]
 
 
-def sims_routes(discover: Discover, status_token: str) -> list[web.RouteDef]:
-    """The discovery route, or none without a status token."""
+def sims_routes(
+    discover: Discover, status_token: str, guard: GuardedToken | None = None
+) -> list[web.RouteDef]:
+    """The discovery route, or none without a status token. `guard` (shared with the status
+    page and /health) locks out an address after too many wrong tokens."""
     if not status_token:
         return []
-    expected = status_token.encode("utf-8")
+    checked = guard if guard is not None else GuardedToken(status_token)
 
     async def post(request: web.Request) -> web.Response:
-        if not token_matches(bearer(request), expected):
+        verdict = checked.check(bearer(request), request.remote)
+        if verdict is Verdict.LOCKED:
+            return json_response(
+                {"error": "too many wrong tokens from this address; try again in a minute"},
+                429,
+                headers={"Retry-After": "60"},
+            )
+        if verdict is not Verdict.OK:
             return json_response({"error": "Authorization: Bearer <http.status_token>"}, 401)
         body = await read_json(request) if request.can_read_body else {}
         ports = body.get("ports", []) if isinstance(body, dict) else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import sqlite3
 import subprocess
@@ -226,3 +227,27 @@ async def test_no_status_token_means_no_identities_for_anyone(
     for token in (None, "", STATUS_TOKEN):
         _, body = await daemon.health(token=token)
         assert "path" not in body["checks"]["store"]
+
+
+async def test_wrong_status_tokens_lock_an_address_out_of_every_status_door(
+    daemon: DaemonProcess,
+) -> None:
+    """/health, the status page and /v1/sims/discover share one lockout: ten wrong tokens
+    anywhere, then even the right one is not compared for a minute. /health still answers,
+    with the partial view, so monitoring never sees a 429."""
+    for i in range(5):
+        await daemon.health(token=f"guess-{i}")
+        status, _ = await daemon.request("POST", "/v1/sims/discover", token=f"guess-{i}", json={})
+        assert status == 401
+    status, body = await daemon.health(token=STATUS_TOKEN)
+    assert status == 200 and "path" not in body["checks"]["store"]  # locked: partial view
+    status, _ = await daemon.request("POST", "/v1/sims/discover", token=STATUS_TOKEN, json={})
+    assert status == 429
+    basic = base64.b64encode(f"x:{STATUS_TOKEN}".encode()).decode()
+    status, _ = await daemon.request(
+        "GET", "/status.json", token=None, headers={"Authorization": f"Basic {basic}"}
+    )
+    assert status == 429
+    locked = await daemon.logged("auth.locked_out")
+    assert locked["remote"] == "127.0.0.1" and locked["wrong_tries"] == 10
+    assert STATUS_TOKEN not in daemon.log_text()

@@ -396,3 +396,22 @@ def test_activity_counts_per_minute_from_the_counters() -> None:
     assert Activity.totals(activity.minutes()) == dict.fromkeys(
         ["delivered", "retried", "dropped", "held"], 0
     )
+
+
+async def test_ten_wrong_tokens_lock_the_address_out_of_the_page(
+    aiohttp_client: Any, parts: Parts
+) -> None:
+    client = await page_client(aiohttp_client, parts, token=TOKEN)
+    for i in range(10):
+        form = {"token": f"guess {i}"}
+        async with client.post("/login", data=form, allow_redirects=False) as resp:
+            assert resp.status == 401
+    # now even the right token is not compared, by any door, for a minute
+    async with client.post("/login", data={"token": TOKEN}, allow_redirects=False) as resp:
+        assert resp.status == 429 and resp.headers["Retry-After"] == "60"
+        assert COOKIE not in resp.cookies
+    async with client.get("/status.json", headers=basic("x", TOKEN)) as resp:
+        assert resp.status == 429
+        assert "too many wrong tokens" in (await resp.json())["error"]
+    status, text = await get_text(client, "/", headers=basic("x", TOKEN))
+    assert status == 429 and "m-ready" not in text

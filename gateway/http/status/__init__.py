@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from aiohttp import BasicAuth, web
 
-from gateway.auth import token_matches
+from gateway.auth import GuardedToken, Verdict, token_matches
 from gateway.http.status.render import SORTS, login_page, page
 from gateway.http.status.snapshot import STATES, SnapshotSources, build, port_details
 from gateway.http.wire import json_response
@@ -54,16 +54,28 @@ def _static(name: str) -> bytes:
     return (resources.files(__package__) / "static" / name).read_bytes()
 
 
+def _locked_out(*, html: bool) -> web.Response:
+    """Too many wrong tokens from this address lately (gateway.auth.GuardedToken)."""
+    text = "too many wrong tokens from this address; try again in a minute"
+    headers = {**_HEADERS, "Retry-After": "60"}
+    if html:
+        return web.Response(text=text, status=429, content_type="text/plain", headers=headers)
+    return json_response({"error": text}, status=429, headers=headers)
+
+
 class StatusPage:
     def __init__(
         self,
         sources: SnapshotSources,
         *,
         token: str = "",
+        guard: GuardedToken | None = None,
         monotonic: Any = time.monotonic,
     ) -> None:
         self._src = sources
         self._token = token
+        # shared with /health and /v1/sims/discover: wrong tries anywhere lock the address out
+        self._guard = guard if guard is not None else GuardedToken(token)
         # The cookie holds a digest of the token, not the token: a leaked cookie is no key.
         self._cookie = (
             hmac.new(token.encode(), b"sms-gateway status page", hashlib.sha256).hexdigest()
@@ -89,22 +101,28 @@ class StatusPage:
 
     # -- access --------------------------------------------------------------------------
 
-    def _authorized(self, request: web.Request) -> bool:
+    def _authorized(self, request: web.Request) -> Verdict:
         if not self._token:
-            return True  # on loopback by default; set http.status_token to expose it
+            return Verdict.OK  # on loopback by default; set http.status_token to expose it
+        if self._guard.locked(request.remote):
+            return Verdict.LOCKED
         cookie = request.cookies.get(COOKIE)
-        if cookie is not None and token_matches(cookie, self._cookie):
-            return True
+        if cookie is not None:
+            if token_matches(cookie, self._cookie):
+                return Verdict.OK
+            self._guard.wrong(request.remote)
         header = request.headers.get("Authorization", "")
         if header[:6].lower() == "basic ":
             try:
-                given = BasicAuth.decode(header, encoding="utf-8").password
+                given: str | None = BasicAuth.decode(header, encoding="utf-8").password
             except ValueError:
-                return False
-            return token_matches(given, self._token)
-        return False
+                given = None
+            return self._guard.check(given, request.remote)
+        return Verdict.REFUSED
 
-    def _refused(self, *, html: bool) -> web.Response:
+    def _refused(self, verdict: Verdict, *, html: bool) -> web.Response:
+        if verdict is Verdict.LOCKED:
+            return _locked_out(html=html)
         if html:
             # The login form, without a Basic challenge: a browser would cover the form with
             # its own dialog. Basic works all the same when the client sends it unasked.
@@ -128,7 +146,10 @@ class StatusPage:
             )
         form = await request.post()
         given = form.get("token")
-        if not self._token or not isinstance(given, str) or not token_matches(given, self._token):
+        verdict = self._guard.check(given if isinstance(given, str) else None, request.remote)
+        if verdict is Verdict.LOCKED:
+            return _locked_out(html=True)
+        if not self._token or verdict is not Verdict.OK:
             if self._token:
                 log.warning("status_page.login_refused", remote=request.remote)
             return web.Response(
@@ -178,16 +199,16 @@ class StatusPage:
     # -- routes --------------------------------------------------------------------------
 
     async def _get_page(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return self._refused(html=True)
+        if (verdict := self._authorized(request)) is not Verdict.OK:
+            return self._refused(verdict, html=True)
         q = self._query(request)
         snap = await self.snapshot()
         details = await port_details(self._src, q["port"]) if "port" in q else None
         return web.Response(text=page(snap, q, details), content_type="text/html", headers=_HEADERS)
 
     async def _get_json(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return self._refused(html=False)
+        if (verdict := self._authorized(request)) is not Verdict.OK:
+            return self._refused(verdict, html=False)
         q = self._query(request)
         snap = await self.snapshot()
         if "port" in q:
