@@ -782,7 +782,27 @@ def parse(
     """Turn a decoded TOML document into a Config (separate from load() for tests)."""
     ctx = _Reading(base_dir, read_secrets)
     cfg: Config = _read(Config, _Table(raw, ""), ctx)
-    return dataclasses.replace(cfg, source_path=source_path, warnings=tuple(ctx.warnings))
+    warnings = [*ctx.warnings, *_cross_warnings(cfg)]
+    return dataclasses.replace(cfg, source_path=source_path, warnings=tuple(warnings))
+
+
+def _cross_warnings(cfg: Config) -> list[str]:
+    """Settings each valid alone that work against each other."""
+    found: list[str] = []
+    windows = [(f"smpp_client[{i}]", c.retransmit_window) for i, c in enumerate(cfg.smpp_client)]
+    if cfg.smpp_server is not None:
+        windows += [
+            (f"smpp_server.account[{i}]", a.retransmit_window)
+            for i, a in enumerate(cfg.smpp_server.account)
+        ]
+    for where, window in windows:
+        if cfg.store.keep_finished < 2 * window:
+            found.append(
+                f"{where}.retransmit_window: {window:g} s, but store.keep_finished is"
+                f" {cfg.store.keep_finished:g} s: a resend that comes after its first copy was"
+                f" purged is stored twice; keep keep_finished at least {2 * window:g} s"
+            )
+    return found
 
 
 _Key = tuple[dataclasses.Field[Any], _Rule, Any]

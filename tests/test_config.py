@@ -1197,3 +1197,17 @@ def test_check_config_prints_toml_that_reads_back_as_the_effective_config(
         expected = {k: v for k, v in config.masked(cfg).items() if v is not None and v != []}
         assert tomllib.loads(out) == expected
         assert KEY not in out and "eight-ch" not in out
+
+
+def test_a_retransmit_window_longer_than_half_keep_finished_is_warned_of() -> None:
+    client = {**ARRAY_MINIMUM["smpp_client"], "retransmit_window": 86400}
+    doc = {**minimal(), "store": {"keep_finished": 600}, "smpp_client": [client]}
+    (warning,) = config.parse(doc).warnings
+    assert warning.startswith("smpp_client[0].retransmit_window: 86400 s")
+    assert "keep_finished at least 172800 s" in warning
+    account = {"system_id": "box1", "password": "p", "retransmit_window": 3600}
+    fine = {**minimal(), "smpp_server": {"account": [account]}}  # the default keeps 7 days
+    assert config.parse(fine).warnings == ()
+    short = {**fine, "store": {"keep_finished": 0}}
+    (warning,) = config.parse(short).warnings
+    assert warning.startswith("smpp_server.account[0].retransmit_window")

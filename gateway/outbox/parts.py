@@ -27,7 +27,7 @@ Insert = Callable[[sqlite3.Connection, list[Incoming]], list[Accepted]]
 _UNITS = "utf-16-le"
 _FIND_PART = query("find_part")
 _INSERT_PART = query("insert_part")
-# Rows of id, source, group_key, seq, total, text, phone, phone_from, received_at, units.
+# Rows of id, source, group_key, seq, total, text, phone, phone_from, received_at, units, raw.
 _WAITING_PARTS = query("waiting_parts")
 _STALE_GROUPS = query("stale_groups")
 _MARK_PART_JOINED = query("mark_part_joined")
@@ -126,6 +126,9 @@ def _join(conn: sqlite3.Connection, chosen: dict[int, Any], total: int, insert: 
         for s in places
     )
     phone = next((r[6] for r in chosen.values() if r[6]), "")
+    # Held for want of a phone: the first part's raw says where it came from (a modem's PDU,
+    # an SMPP destination_addr), so a person can give it its number.
+    raw = None if phone else next((r[10] for s, r in sorted(chosen.items()) if r[10]), None)
     message = Incoming(
         source=first[1],
         phone=phone,
@@ -134,6 +137,7 @@ def _join(conn: sqlite3.Connection, chosen: dict[int, Any], total: int, insert: 
         received_at=min(float(r[8]) for r in chosen.values()),
         source_ref=f"parts:{first[2]}:{first[0]}",
         hold=None if phone else Hold.NO_PHONE,
+        raw=raw,
         partial=bool(missing),
     )
     (accepted,) = insert(conn, [message])

@@ -142,7 +142,7 @@ VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
 
 -- waiting_parts --
 -- The parts of one group not joined yet, by sequence number then arrival
-SELECT id, source, group_key, seq, total, text, phone, phone_from, received_at, units
+SELECT id, source, group_key, seq, total, text, phone, phone_from, received_at, units, raw
   FROM parts WHERE source = ? AND group_key = ? AND sms_id IS NULL
  ORDER BY seq, id
 

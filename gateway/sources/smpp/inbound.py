@@ -228,6 +228,7 @@ class Inbound:
                 m.source_addr,
                 now,
                 source_ref=ref,
+                raw=None if phone else _kept(Hold.NO_PHONE, None, m.destination_addr),
                 earlier_ref=earlier,
             )
             return part, message_id

@@ -131,3 +131,15 @@ async def test_a_message_for_a_port_with_no_sim_is_held_keeping_its_destination(
     assert answer.status == Status.ROK
     (m,) = await outbox.list_messages()
     assert (m.hold_reason, m.phone, m.raw) == (Hold.NO_PHONE, "", "destination_addr=1.01")
+
+
+async def test_a_multipart_message_for_a_port_with_no_sim_keeps_its_destination_too(
+    rig: tuple[Inbound, Outbox, Clock],
+) -> None:
+    inbound, outbox, _ = rig
+    udh = bytes([5, 0, 3, 0x17, 2])
+    for seq, part in ((1, b"\x02world"), (2, b"\x01hello ")):  # any order
+        answer = await inbound.take(RULES, sm(seq, udh + part, dst="3", esm_class=0x40))
+        assert answer.status == Status.ROK
+    (m,) = await outbox.list_messages()
+    assert (m.text, m.hold_reason, m.raw) == ("hello world", Hold.NO_PHONE, "destination_addr=3")
