@@ -377,7 +377,9 @@ class Daemon:
             released = await parts.peers.release_held()
             await parts.modems.reload(fresh)
         except Exception as e:
-            log.error("daemon.reload_failed", error=str(e))
+            # the [[sim]] entries are in force already: say so, the operator must not think
+            # the old ones still are
+            log.error("daemon.reload_failed", error=str(e), sims_applied=len(fresh.sim))
             return
         log.info(
             "daemon.reloaded",

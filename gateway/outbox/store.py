@@ -513,6 +513,9 @@ class Outbox:
                 continue
             if item.source_ref is not None:
                 known[key] = -len(fresh) - 1  # placeholder until the id is allocated
+                if item.earlier_ref is not None:
+                    # a copy of the period before later in this batch is this one too
+                    known.setdefault((item.source, item.earlier_ref), known[key])
             result.append(Accepted(-len(fresh) - 1, duplicate=False))
             fresh.append(item)
         if not fresh:

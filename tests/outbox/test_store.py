@@ -932,3 +932,10 @@ async def test_a_message_held_again_on_release_ages_from_the_release_not_its_arr
     assert await store.purge_finished(keep=7 * DAY) == 0
     clock.advance(7 * DAY + 1)
     assert await store.purge_finished(keep=7 * DAY) == 1
+
+
+async def test_an_earlier_ref_matches_within_one_batch_in_either_order(store: Outbox) -> None:
+    """A clock stepped back across a period boundary: the later period's copy first."""
+    a, b = await store.accept([_ref_item("7|k|2", earlier="7|k|1"), _ref_item("7|k|1")])
+    assert not a.duplicate and b == Accepted(a.sms_id, duplicate=True)
+    assert len(await store.list_messages()) == 1

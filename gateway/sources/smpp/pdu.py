@@ -90,6 +90,7 @@ class Status(IntEnum):
     RTHROTTLED = 0x58
     RX_T_APPN = 0x64  # temporary application error: the peer retries later
     RX_P_APPN = 0x65  # permanent application error: the peer gives up on this message
+    RINVOPTPARSTREAM = 0xC0
     RUNKNOWNERR = 0xFF
 
 
@@ -264,9 +265,16 @@ def _octets(body: bytes, pos: int, n: int) -> int:
     return pos + n
 
 
+# More TLVs than any real PDU carries (SMPP 3.4 defines about 60 tags): a body of thousands of
+# empty ones would only make us spend CPU on the event loop.
+MAX_TLVS = 64
+
+
 def _tlvs(body: bytes, pos: int) -> tuple[tuple[int, bytes], ...]:
     found: list[tuple[int, bytes]] = []
     while pos < len(body):
+        if len(found) == MAX_TLVS:
+            raise PduError(f"more than {MAX_TLVS} TLVs", Status.RINVOPTPARSTREAM)
         if len(body) < pos + 4:
             raise PduError("a TLV header is cut short", Status.RINVCMDLEN)
         tag, length = struct.unpack_from(">HH", body, pos)

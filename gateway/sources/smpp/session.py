@@ -36,6 +36,16 @@ __all__ = ["BindStatus", "Link", "LinkCounters"]
 
 log = structlog.get_logger(__name__)
 
+
+def _resp_body(resp: int, answer: Answer) -> bytes:
+    """A message's answer body: its message id; with an error status none for submit_sm_resp
+    (SMPP 3.4, 4.4.2: no body), an empty message_id for deliver_sm_resp and data_sm_resp,
+    whose body is mandatory (strict peers fail to read a body-less one)."""
+    if answer.status == Status.ROK:
+        return cstring(answer.message_id)
+    return b"" if resp == Command.SUBMIT_SM_RESP else b"\0"
+
+
 NACK_STORM = 10  # generic_nacks from the peer within a minute: the session is rebound
 
 
@@ -291,7 +301,7 @@ class Link:
             self._storing = False
             self._target = self._peak
         for (resp, m), answer in zip(batch, answers, strict=True):
-            body = cstring(answer.message_id) if answer.status == Status.ROK else b""
+            body = _resp_body(resp, answer)
             self._send(encode(resp, m.seq, answer.status, body))
             outcome = {
                 Status.ROK: "stored" if answer.stored else "duplicate",

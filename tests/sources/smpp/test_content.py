@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 
 import pytest
 from hypothesis import given
@@ -233,3 +234,14 @@ def test_a_broken_data_sm_is_a_pdu_error(cut: bytes) -> None:
     data = encode(Command.DATA_SM, 1, 0, cut)
     with pytest.raises(PduError):
         decode_message(parse_header(data), data)
+
+
+def test_a_data_sm_with_more_tlvs_than_any_real_pdu_is_refused() -> None:
+    fixed = b"\0\1\1123\0\1\1456\0\0\0\0"
+    many = b"".join(struct.pack(">HH", 0x1400 + i, 0) for i in range(65))
+    data = encode(Command.DATA_SM, 1, 0, fixed + many)
+    with pytest.raises(PduError) as e:
+        decode_message(parse_header(data), data)
+    assert e.value.status == 0xC0  # ESME_RINVOPTPARSTREAM
+    ok = encode(Command.DATA_SM, 1, 0, fixed + many[: 64 * 4])
+    assert len(decode_message(parse_header(ok), ok).tlvs) == 64

@@ -237,8 +237,13 @@ async def test_a_store_that_cannot_commit_answers_a_temporary_error(tmp_path: Pa
     try:
         p = await r.peer()
         p.send_message(sm(3, b"x"))
-        h, _ = await p.read_until(Command.SUBMIT_SM_RESP)
-        assert h.status == Status.RX_T_APPN
+        h, body = await p.read_until(Command.SUBMIT_SM_RESP)
+        assert h.status == Status.RX_T_APPN and body == b""  # 4.4.2: no body on an error
+        for command in (Command.DELIVER_SM, Command.DATA_SM):  # their message_id is mandatory
+            payload = ((0x0424, b"x"),) if command is Command.DATA_SM else ()
+            p.send_message(sm(4, b"" if payload else b"x", tlvs=payload, command=command))
+            h, body = await p.read_until(command | 0x80000000)
+            assert (h.status, body) == (Status.RX_T_APPN, b"\0")
     finally:
         await r.stop()
 
