@@ -10,8 +10,17 @@ Sources call in (this module imports no source and nothing of ``gateway.partner`
 * ``sms(source, location, at)``: an SMS arrived there (``last_sms``).
 
 A sighting with ``live=False`` is listed but never live: a source that only says a port exists
-when an SMS arrives on it (Dinstar, Ejoin pushes) cannot prove the SIM is in a working module,
+when an SMS arrives on it (Dinstar, Ejoin SMS pushes) cannot prove the SIM is in a working module,
 and counting such a SIM toward GET_SERVICES gets the partner blocked.
+
+Evidence that ages: a sighting with ``fresh_for`` (seconds) keeps its SIM live only that long
+unless the source reports it again (a box that pushes its ports' state now and then and has no
+connection whose loss would say it is gone: Ejoin's ``dev-status`` / ``port-status``). When the
+time passes with no news the SIM becomes ``absent`` (``inventory.sim_stale``). A later report
+never shortens a deadline an earlier one gave. While a location's SIM is live on such evidence, a
+listed-only sighting there (an SMS push naming the port) only sets that SIM's ``last_sms``: it
+does not replace the SIM the status named, nor make it not live. ``stop()`` makes every SIM held
+live this way ``absent``: nothing listens for the next report any more.
 
 Records are ``gateway.outbox.partner.SimRecord`` values (country and operator by
 ``networks.identify`` and ``Names([partner.names])``; plain slugs without a mapping; ``signal``
@@ -113,6 +122,9 @@ class Sighting:
     # False: the source cannot prove the SIM sits in a working module now (a box that only
     # pushes when an SMS arrives): the record is listed for operators but never live.
     live: bool = True
+    # Seconds this evidence stays good: live until then unless reported again, then absent
+    # (module docstring). None: live until the source says otherwise (gone(), another SIM).
+    fresh_for: float | None = None
 
     @property
     def key(self) -> str:
@@ -147,6 +159,8 @@ class Inventory:
         self._dirty: dict[str, SimRecord] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # key -> (deadline in loop time, its timer): SIMs live on evidence that ages
+        self._fresh: dict[str, tuple[float, asyncio.TimerHandle]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -166,7 +180,12 @@ class Inventory:
             )
 
     async def stop(self) -> None:
-        """Stop the writer and write what is left."""
+        """Stop the writer and write what is left; SIMs live on evidence that ages are absent
+        now (nothing will hear the next report)."""
+        changed: list[str] = []
+        for key in list(self._fresh):
+            changed.extend(self._mark_absent(key, self._clock()))
+        self._publish(changed)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -199,6 +218,12 @@ class Inventory:
         key = s.key
         now = self._clock()
         previous_key = self._at.get((s.source, s.location))
+        if not s.live and previous_key is not None and previous_key in self._fresh:
+            # the source's own status says which SIM is here, and it is fresh: this (an SMS
+            # push naming the port) only tells when an SMS came
+            if s.last_sms is not None:
+                self.sms(s.source, s.location, s.last_sms)
+            return self._records[previous_key]
         changed: list[str] = []
         if previous_key is not None and previous_key != key:
             changed.extend(self._mark_absent(previous_key, now))  # another SIM sits there now
@@ -232,6 +257,7 @@ class Inventory:
         was_live = key in self._live
         self._records[key] = record
         (self._live.add if live else self._live.discard)(key)
+        self._keep_fresh(key, s.fresh_for if live else None)
         self._dirty[key] = record
         self._wake.set()
         if old is None or not _same(old, record) or was_live != live:
@@ -263,7 +289,36 @@ class Inventory:
         self._wake.set()
         self._publish([key])
 
+    def _keep_fresh(self, key: str, fresh_for: float | None) -> None:
+        """Live until ``fresh_for`` seconds from now (or a later deadline already given);
+        ``None``: no deadline (not live, or a source that says when it is gone)."""
+        old = self._fresh.pop(key, None)
+        if old is not None:
+            old[1].cancel()
+        if fresh_for is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, fresh_for)
+        if old is not None and old[0] > deadline:
+            deadline = old[0]
+        self._fresh[key] = (deadline, loop.call_at(deadline, self._stale, key))
+
+    def _stale(self, key: str) -> None:
+        """The evidence that kept ``key`` live has aged out with no new report."""
+        self._fresh.pop(key, None)
+        record = self._records.get(key)
+        if record is None or key not in self._live:
+            return
+        log.warning(
+            "inventory.sim_stale", sim=key, source=record.source, location=record.location,
+            seen_ago=round(self._clock() - record.last_seen, 1),
+        )  # fmt: skip
+        self._publish(self._mark_absent(key, self._clock()))
+
     def _mark_absent(self, key: str, now: float) -> list[str]:
+        fresh = self._fresh.pop(key, None)
+        if fresh is not None:
+            fresh[1].cancel()
         record = self._records.get(key)
         if record is None:
             return []

@@ -9,12 +9,23 @@ UTC epoch seconds and, for an SMS, ``content`` is base64 of UTF-8: header lines 
 ``Sender: Google\\r\\nReceiver: "24.01" \\r\\nSMSC: 34607008077\\r\\nSCTS: 25110914563088\\r\\n
 Slot: "01"\\r\\n\\r\\nG-666266 is your Google verification code.`` Some firmware appends ICCID
 and IMSI to the row. The same URL may receive ``dev-status``, ``port-status`` and
-``status-report`` pushes; they are acknowledged and ignored here.
+``status-report`` pushes: they are acknowledged with the same answer and never give an SMS.
 
-For the SIM inventory, ``sightings`` lists the port of each SMS row with what the row carries
-(IMSI and ICCID when the firmware appends them, the recipient number): such a port is listed
-for operators (``ready`` at its ``last_sms``) but never live, never counted toward GET_SERVICES
-(the ``port-status`` pushes are not read yet).
+For the SIM inventory, ``sightings`` reads two kinds of push:
+
+* ``recv-sms``: the port of each SMS row with what the row carries (IMSI and ICCID when the
+  firmware appends them, the recipient number): listed for operators (``ready`` at its
+  ``last_sms``), never live.
+* ``dev-status`` / ``port-status`` (Ejoin "HTTP MultiWan Router Development Spec" v2.2, section 3
+  "Status Notification", turned on by ``GET /goip_get_status.html?url=...&period=...`` on the
+  box): the box sends ``dev-status`` every ``period`` seconds (at least 60; ``expires`` in the
+  push says the period) with one entry per port, and ``port-status`` at once when a port's state
+  changes. An entry is ``{"port": "1.01", "st": 3, "iccid": ..., "imsi": ..., "sn": ...,
+  "opr": "46001 CHINA UNICOM GSM", "sig": 15, "bal": ..., "imei": ...}``; ``st`` is the state
+  (``port_state``), as a number or as "code detail" text (the spec's port-status example sends
+  it under ``status`` as ``"3 OK"``). Each entry is a live sighting whose evidence stays good for
+  ``fresh_window(expires)`` seconds (two periods and a margin: one lost push is forgiven), after
+  which the inventory makes the SIM absent unless the box has reported it again.
 """
 
 from __future__ import annotations
@@ -40,9 +51,20 @@ from gateway.fields import (
 from gateway.inventory.sims import PhoneOrigin, Sighting, SimState
 from gateway.outbox.models import Hold, Incoming
 from gateway.sources.dedup import digest
+from gateway.sources.modem.answers import rssi_to_dbm
 from gateway.sources.sim_match import phone_for
 
-__all__ = ["KIND", "SUCCESS", "decode_content", "parse_push", "sightings"]
+__all__ = [
+    "DEFAULT_PERIOD",
+    "KIND",
+    "SUCCESS",
+    "decode_content",
+    "fresh_window",
+    "parse_push",
+    "port_state",
+    "sightings",
+    "status_code",
+]
 
 KIND = "ejoin"
 SUCCESS: dict[str, Any] = {"code": 0, "reason": "OK"}
@@ -51,12 +73,27 @@ _HEADER = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*:")
 _IMSI = re.compile(r"^\d{14,15}$")
 _ICCID = re.compile(r"^(89\d{16,20})F?$", re.IGNORECASE)
 
+DEFAULT_PERIOD = 60.0  # goip_get_status.html's default report period, and its least
+MAX_PERIOD = 3600.0  # a longer announced period is taken as this
+STALE_PERIODS = 2  # a port stays live this many periods after its last report ...
+STALE_SLACK = 15.0  # ... plus this (delivery and clock slack)
+MAX_PORTS = 1024  # entries read from one dev-status (an ACOM532 has 512 slots)
+_PORT = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,31}$")
+_CODE = re.compile(r"^\s*(\d{1,4})(?!\d)")
+# st (spec v2.2 section 3.1.4): 3 registered; 4 registered, in a call (the spec reads the
+# operator "while st equal to 3 or 4"; v2.4 calls it "call connected"); 0 no SIM card; 5 no
+# balance or alarm, 7 locked by the device, 8 locked by the operator, 9 SIM card error, 12 locked
+# by the user; 1 idle SIM card, 2 registering, 6 register failed, 11 card detected. Anything
+# else (13-16 appear only in a v2.4 summary; unknown codes) is not ready: never sold.
+_READY = frozenset({3, 4})
+_SIM_ERROR = frozenset({5, 7, 8, 9, 12})
+
 
 def parse_push(
     payload: Any, *, source: str, sims: Sequence[SimConfig], now: float
 ) -> list[Incoming]:
-    """The SMS in one push (delivery reports and other push kinds give none); ``FieldError``
-    names the field that is wrong."""
+    """The SMS in one push (delivery reports, ``dev-status``, ``port-status`` and other push kinds
+    give none); ``FieldError`` names the field that is wrong."""
     if not isinstance(payload, dict):
         raise FieldError("body", "expected a JSON object with type recv-sms")
     kind = payload.get("type")
@@ -76,10 +113,150 @@ def parse_push(
 def sightings(
     payload: Any, *, source: str, sims: Sequence[SimConfig], now: float
 ) -> list[Sighting]:
-    """The ports the SMS rows of a push (one ``parse_push`` took) came in on, one sighting
-    each, listed and not live; delivery reports and other push kinds name no SIM here."""
-    if not isinstance(payload, dict) or payload.get("type") != "recv-sms":
+    """What a push says of the box's ports, for the SIM inventory; never raises.
+
+    ``recv-sms`` (after ``parse_push`` took it): the port of each SMS row, listed, not live.
+    ``dev-status`` / ``port-status``: each port's state now, live for ``fresh_window`` seconds
+    (a no-SIM port is ``absent``); an entry without a usable port or state is left out."""
+    if not isinstance(payload, dict):
         return []
+    kind = payload.get("type")
+    if kind == "recv-sms":
+        return _sms_sightings(payload, source, sims, now)
+    if kind == "port-status":
+        entries: list[Any] = [payload]
+        window = fresh_window(None)
+    elif kind == "dev-status":
+        rows = payload.get("status")
+        entries = rows[:MAX_PORTS] if isinstance(rows, list) else []
+        window = fresh_window(payload.get("expires"))
+    else:
+        return []
+    found: dict[str, Sighting] = {}
+    for entry in entries:
+        seen = _port_sighting(entry, source, sims, window)
+        if seen is not None:
+            found.setdefault(seen.location, seen)
+    return list(found.values())
+
+
+def port_state(code: int) -> SimState:
+    """The inventory state of an Ejoin port status code (``st``); see ``_READY`` above."""
+    if code in _READY:
+        return SimState.READY
+    if code == 0:
+        return SimState.ABSENT
+    if code in _SIM_ERROR:
+        return SimState.SIM_ERROR
+    return SimState.NOT_REGISTERED
+
+
+def status_code(value: Any) -> int | None:
+    """``st`` as a number: ``3``, ``"3"`` or ``"3 OK"`` -> 3; ``None`` when it is not one."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 <= value <= 9999 else None
+    if isinstance(value, str) and len(value) <= MAX_FIELD and value.isascii():
+        match = _CODE.match(value)
+        return int(match.group(1)) if match else None
+    return None
+
+
+def fresh_window(expires: Any) -> float:
+    """Seconds a status report keeps a port live: ``STALE_PERIODS`` report periods and
+    ``STALE_SLACK``. The period is the push's ``expires`` when it is a positive number (at most
+    ``MAX_PERIOD``), else ``DEFAULT_PERIOD`` (a port-status carries none)."""
+    period = DEFAULT_PERIOD
+    if isinstance(expires, int | float) and not isinstance(expires, bool) and expires > 0:
+        period = MAX_PERIOD if expires >= MAX_PERIOD else float(expires)  # NaN is not > 0
+    return STALE_PERIODS * period + STALE_SLACK
+
+
+def _port_sighting(
+    entry: Any, source: str, sims: Sequence[SimConfig], window: float
+) -> Sighting | None:
+    if not isinstance(entry, dict):
+        return None
+    port = _port(entry.get("port"))
+    code = status_code(entry["st"] if "st" in entry else entry.get("status"))
+    if port is None or code is None:
+        return None
+    state = port_state(code)
+    if state is SimState.READY and any(_flag(entry.get(k)) == 0 for k in ("active", "slot_active")):
+        # Not in the spec: some firmware marks the slots its module is not using (all_sims=1)
+        state = SimState.NOT_REGISTERED
+    if state is SimState.ABSENT:
+        # no SIM card: whatever identity the entry still carries is not of a SIM that is here
+        return Sighting(source=source, location=port, state=state, port=port, fresh_for=window)
+    iccid, imsi = _iccid(entry.get("iccid")), _imsi(entry.get("imsi"))
+    phone = phone_for(sims, source=source, port=port, imsi=imsi, iccid=iccid)
+    origin = PhoneOrigin.SIM
+    if phone is None:
+        sn = entry.get("sn")
+        phone = normalize_phone(sn) if isinstance(sn, str) and len(sn) <= MAX_FIELD else None
+        origin = PhoneOrigin.SOURCE
+    sig = entry.get("sig")
+    rssi = sig if isinstance(sig, int) and not isinstance(sig, bool) and 0 <= sig <= 31 else None
+    return Sighting(
+        source=source,
+        location=port,
+        state=state,
+        port=port,
+        iccid=iccid,
+        imsi=imsi,
+        phone=phone or "",
+        phone_origin=origin.value if phone else None,
+        signal=rssi_to_dbm(rssi) if rssi is not None else None,
+        network_name=_operator(entry.get("opr")) if code in _READY else "",
+        fresh_for=window,
+    )
+
+
+def _port(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**6:
+        return str(value)
+    if isinstance(value, str) and _PORT.fullmatch(value.strip()):
+        return value.strip()
+    return None
+
+
+def _flag(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip() in ("0", "1"):
+        return int(value.strip())
+    return None
+
+
+def _iccid(value: Any) -> str | None:
+    """18 to 22 digits (one trailing filler ``F`` dropped), else ``None``."""
+    if not isinstance(value, str):
+        return None
+    digits = value.strip().upper().removesuffix("F")
+    return digits if digits.isascii() and digits.isdigit() and 18 <= len(digits) <= 22 else None
+
+
+def _imsi(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value if value.isascii() and _IMSI.fullmatch(value) else None
+
+
+def _operator(value: Any) -> str:
+    """``"46001 CHINA UNICOM GSM"`` -> ``"CHINA UNICOM GSM"``: the network's name, printable."""
+    if not isinstance(value, str) or len(value) > MAX_FIELD:
+        return ""
+    head, _, rest = value.strip().partition(" ")
+    name = rest if head.isascii() and head.isdigit() else value
+    kept = "".join(c for c in name if c.isprintable())  # no controls, no lone surrogates
+    return kept.strip()[:64]
+
+
+def _sms_sightings(
+    payload: dict[str, Any], source: str, sims: Sequence[SimConfig], now: float
+) -> list[Sighting]:
+    """The ports the SMS rows of a push (one ``parse_push`` took) came in on, one sighting
+    each, listed and not live; delivery reports name no SIM here."""
     rows = payload.get("sms")
     found: dict[str, Sighting] = {}
     for i, row in enumerate(rows if isinstance(rows, list) else []):
