@@ -107,12 +107,14 @@ class PushEndpoint:
                     headers={"Retry-After": "10"},
                 )
             fresh = sum(1 for a in accepted if not a.duplicate)
-            self._list_ports(payload)
+        self._list_ports(payload)  # after the commit; a push without SMS (Ejoin status) too
         self.status.accepted(fresh)
         return json_response(self._success)
 
     def _list_ports(self, payload: Any) -> None:
-        """Every SMS in the push is committed: list the ports they came in on (not live)."""
+        """Every SMS in the push is committed (or it carried none): tell the inventory what the
+        push says of the box's ports (``ports``: the ports SMS came in on, not live; for Ejoin
+        also its status pushes, live)."""
         if self._ports is None or self._inventory is None:
             return
         for sighting in self._ports(

@@ -305,7 +305,7 @@ def test_span_state_words() -> None:
     assert span_state("Power off, Provisioned, Down") is SimState.ABSENT
 
 
-# -- Dinstar and Ejoin: pushes name ports, never liveness -----------------------------------
+# -- Dinstar and Ejoin: SMS pushes name ports, never liveness (Ejoin status pushes: test_ejoin) --
 
 
 def ejoin_content(text: str) -> str:

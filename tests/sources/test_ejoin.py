@@ -389,11 +389,6 @@ ICCID_24 = "8970199123456789024"
 IMSI_MTS = "250011234567890"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs gateway/http/peers.py to list the ports of a push that carries no SMS "
-    "(PushEndpoint.handle calls _list_ports only after committing SMS)",
-)
 async def test_a_status_push_makes_its_ports_live_countable_and_then_stale(
     watched: tuple[str, Outbox, InventoryWatch, Countable], monkeypatch: pytest.MonkeyPatch
 ) -> None:
