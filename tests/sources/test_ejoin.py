@@ -150,9 +150,9 @@ def test_any_push_gives_acceptable_messages_or_a_field_error(kind: Any, rows: An
 # -- the route, end to end over loopback --------------------------------------------------
 
 
-@pytest.fixture
-async def route(tmp_path: Path) -> AsyncIterator[tuple[str, Outbox]]:
-    cfg = config.parse(
+def box_config(tmp_path: Path) -> config.Config:
+    """One Ejoin box, sky-1, on loopback; its port 24.01 has a [[sim]]."""
+    return config.parse(
         {
             "upstream": {"url": "http://127.0.0.1:9/push", "api_key": "k"},
             "store": {"path": str(tmp_path / "outbox.sqlite3")},
@@ -160,6 +160,11 @@ async def route(tmp_path: Path) -> AsyncIterator[tuple[str, Outbox]]:
             "sim": [{"source": "ejoin:sky-1", "port": "24.01", "phone": "79001230001"}],
         }
     )
+
+
+@pytest.fixture
+async def route(tmp_path: Path) -> AsyncIterator[tuple[str, Outbox]]:
+    cfg = box_config(tmp_path)
     outbox = await Outbox.open(cfg.store.path)
     metrics = Metrics()
     async with serving(PeerSources(cfg, Intake(outbox, metrics), metrics)) as base:
@@ -358,14 +363,7 @@ async def test_status_pushes_are_answered_ok_and_never_stored(route: tuple[str, 
 async def watched(
     tmp_path: Path,
 ) -> AsyncIterator[tuple[str, Outbox, InventoryWatch, Countable]]:
-    cfg = config.parse(
-        {
-            "upstream": {"url": "http://127.0.0.1:9/push", "api_key": "k"},
-            "store": {"path": str(tmp_path / "outbox.sqlite3")},
-            "ejoin": [{"name": "sky-1", "token": TOKEN, "allow": ["127.0.0.1", "::1"]}],
-            "sim": [{"source": "ejoin:sky-1", "port": "24.01", "phone": "79001230001"}],
-        }
-    )
+    cfg = box_config(tmp_path)
     outbox = await Outbox.open(cfg.store.path)
     inventory = Inventory(PartnerBook(outbox), names={"250-01": "mts"}, save_delay=0.05)
     await inventory.start()
