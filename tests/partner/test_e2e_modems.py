@@ -143,6 +143,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
             {f.iccid: p for f, p in zip(fakes, phones, strict=True)},
         )  # fmt: skip
         await all_live(w)
+        await all_saved(w)
         yield w
     finally:
         if daemon is not None and daemon.proc is not None and daemon.proc.poll() is None:
@@ -187,6 +188,17 @@ async def all_live(w: World) -> None:
         return usable is not None and usable + busy == N + 1
 
     await polled(settled, timeout=30.0)
+
+
+async def all_saved(w: World) -> None:
+    """`sms-gateway sims` lists every SIM: the inventory writes its records at most once per
+    save_delay (1 s), so a test that reads the store right after the SIMs came up could
+    otherwise miss one."""
+
+    async def listed() -> bool:
+        return {s["sim"] for s in await cli(w, "sims")} >= set(w.phones)
+
+    await polled(listed, timeout=30.0)
 
 
 async def logged(w: World, event: str, **match: Any) -> dict[str, Any]:
