@@ -1,9 +1,11 @@
 """`sms-gateway demo`: the whole partner cycle on one machine, with no hardware and no account.
 
 The stand-in plays Onlinesim (PUSH_SMS endpoint and the partner calls), the daemon runs with
-[partner] on and six simulated modems whose SIMs sit on four networks in two countries: the
-stand-in orders a number, an SMS on exactly that SIM is pushed, the stand-in finishes the
-activation with 3 and the count drops, an SMS on a SIM nobody ordered is kept.
+[partner] on, six simulated modems whose SIMs sit on four networks in two countries, and an
+[smpp_server] with one account: the stand-in orders a number, an SMS on exactly that SIM is
+pushed, the stand-in finishes the activation with 3 and the count drops, an SMS on a SIM nobody
+ordered is kept; then it orders a second number and a GSM gateway box bound over SMPP (the
+ESME in gateway.play.esme) hands the SMS for it, answered only once committed, and it is pushed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import shlex
 import signal
 import sys
@@ -26,6 +29,7 @@ from gateway import config
 from gateway.daemon import Daemon
 from gateway.errors import GatewayError
 from gateway.outbox import State
+from gateway.play.esme import Esme
 from gateway.play.modem import FakeModem
 from gateway.play.pdu import split_deliver
 from gateway.play.standin import OrderState, PartnerPlay, StandIn
@@ -37,6 +41,10 @@ DEMO_KEY = "demo-api-key"
 DEMO_PARTNER_KEY = "demo-partner-key"
 SERVICES = ("vk", "wa", "tg")
 ORDERED_SERVICE = "vk"
+# The second order, whose SMS a gateway box hands over SMPP: a country with SIMs left for it.
+SMPP_SERVICE, SMPP_COUNTRY = "tg", "kazakhstan"
+SMPP_SYSTEM_ID = "demo-box"
+SMPP_PASSWORD = "demo-pw"  # noqa: S105 - a demo on loopback, printed on purpose (8 at most)
 
 
 # Simulated modems: (maker profile, ICCID, IMSI (its MCC/MNC: the home network), the SIM's number)
@@ -92,6 +100,16 @@ def partner_table() -> str:
         f'key = "{DEMO_PARTNER_KEY}"\n'
         f"services = {json.dumps(list(SERVICES))}\n"
         f"names = {{ {names} }}\n"
+    )
+
+
+def smpp_tables() -> str:
+    return (
+        "[smpp_server]\n"
+        'listen = "127.0.0.1:0"\n\n'
+        "[[smpp_server.account]]\n"
+        f'system_id = "{SMPP_SYSTEM_ID}"\n'
+        f'password = "{SMPP_PASSWORD}"\n'
     )
 
 
@@ -174,9 +192,8 @@ async def run_demo(*, port: int, directory: str) -> int:
     daemon: Daemon | None = None
     try:
         modems = start_modems(Path(directory))
-        cfg_path = write_config(
-            Path(directory), standin.url, port, modem_tables(modems) + "\n" + partner_table()
-        )
+        tables = [modem_tables(modems), partner_table(), smpp_tables()]
+        cfg_path = write_config(Path(directory), standin.url, port, "\n".join(tables))
         cfg = config.load(cfg_path)
         daemon = Daemon(cfg)
         try:
@@ -190,6 +207,9 @@ async def run_demo(*, port: int, directory: str) -> int:
             raise
         if parts.partner is None or parts.partner.bound_port is None:
             raise GatewayError("demo: the daemon did not start its partner listener")
+        if parts.smpp is None or parts.smpp.server is None:
+            raise GatewayError("demo: the daemon did not start its SMPP server")
+        smpp_port = parts.smpp.server.port
         base = f"http://127.0.0.1:{parts.http.bound_port}"
         partner_url = f"http://127.0.0.1:{parts.partner.bound_port}"
         standin.play(
@@ -199,6 +219,10 @@ async def run_demo(*, port: int, directory: str) -> int:
         print(f"stand-in Onlinesim (PUSH_SMS): {standin.url}")
         print(f"daemon's partner listener:     {partner_url} (Onlinesim's calls)")
         print(f"daemon's HTTP (status page):   {base}/")
+        print(
+            f"daemon's SMPP server:          127.0.0.1:{smpp_port}"
+            f" (system_id {SMPP_SYSTEM_ID}, password {SMPP_PASSWORD})"
+        )
         print(f"daemon store:                  {cfg.store.path}")
         print(f"config written to:             {cfg_path}")
 
@@ -290,6 +314,52 @@ async def run_demo(*, port: int, directory: str) -> int:
             f" {resp.status} {json.dumps(answer)}, kept as well"
         )
 
+        step(f"the stand-in orders a second number, in {SMPP_COUNTRY} for {SMPP_SERVICE}:")
+        second = await standin.order(SMPP_SERVICE, country=SMPP_COUNTRY)
+        if second is None:
+            raise GatewayError("demo: the second GET_NUMBER answered NO_NUMBERS")
+        print(f"  GET_NUMBER -> number {second.phone}, activationId {second.activation_id}")
+
+        step("a GSM gateway box bound over SMPP hands the SMS for that number:")
+        # A fresh code each run: the same PDU again within the account's retransmit_window
+        # (an hour) would be taken as the box resending it, answered ROK and not stored again.
+        sms_text = f"Telegram code {secrets.randbelow(90000) + 10000}"
+        source = f"smpp-server:{SMPP_SYSTEM_ID}"
+        async with Esme(
+            "127.0.0.1", smpp_port, system_id=SMPP_SYSTEM_ID, password=SMPP_PASSWORD
+        ) as esme:
+            print(
+                f"  bind_transceiver as {SMPP_SYSTEM_ID} to 127.0.0.1:{smpp_port}"
+                f" -> ROK (the gateway's system_id {esme.smsc_id!r})"
+            )
+            print(f"  submit_sm from Telegram to {second.phone}: {sms_text!r}")
+            sm_resp = await esme.send(second.phone, sms_text, source_addr="Telegram")
+            # Read once, before anything else: the resp comes only after the commit.
+            stored = [
+                m
+                for m in await parts.outbox.list_messages(phone=second.phone, limit=10)
+                if m.source == source and m.text == sms_text
+            ]
+        if not sm_resp.ok or not stored:
+            raise GatewayError(
+                f"demo: submit_sm_resp {sm_resp.status_name}, {len(stored)} stored; expected ROK"
+                " and the message in the store"
+            )
+        smpp_id = stored[0].sms_id
+        print(
+            f"  submit_sm_resp {sm_resp.status_name}, message_id {sm_resp.message_id}"
+            f" (answered after the commit: smsId {smpp_id} was in the store); the box unbinds"
+        )
+        await standin.wait_for(
+            lambda s: any(p.sms_id == smpp_id and p.status for p in s.pushes), timeout=30
+        )
+        [push] = [p for p in standin.pushes if p.sms_id == smpp_id and p.status]
+        body = push.body or {}
+        print(
+            f"  the gateway pushed it: PUSH_SMS smsId {body.get('smsId')} phone"
+            f" {body.get('phone')} from {body.get('phoneFrom')} -> HTTP {push.status}"
+        )
+
         step("where to look (the daemon keeps running; Ctrl-C stops everything):")
         cli, cfg_arg = cli_command(), shlex.quote(str(cfg_path.resolve()))
         print(f"  {cli} sims -c {cfg_arg}")
@@ -297,7 +367,7 @@ async def run_demo(*, port: int, directory: str) -> int:
         print(f"  {cli} messages list -c {cfg_arg}")
         print(f"  {cli} status -c {cfg_arg}")
         print(f"  status page: {base}/")
-        print(f"  curl {base}/health")
+        print(f"  curl {base}/health    (checks.smpp-server: the SMPP account and its binds)")
         print(f"  curl {base}/metrics")
         print(f"  curl {standin_base}/activations    (the stand-in's view as Onlinesim)")
         print(f"  curl {standin_base}/received")
