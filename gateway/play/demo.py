@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from gateway import config
-from gateway.daemon import Daemon
+from gateway.daemon import Daemon, StoreLocked, lock_store
 from gateway.errors import GatewayError
 from gateway.outbox import State
 from gateway.play.esme import Esme
@@ -64,6 +64,27 @@ NAMES = {
     "401-01": "beeline",
     "401-02": "kcell",
 }
+
+
+STORE = "outbox.sqlite3"
+# The store and what lives beside it (WAL, the id marks): each demo starts without them.
+_STORE_FILES = ("", "-wal", "-shm", "-journal", ".ids", ".activation-ids")
+
+
+def fresh_store(directory: Path) -> None:
+    """Remove the store an earlier demo left in `directory`: its sales and activations would
+    change what this run shows (a number sold for vk is never offered for it again), and its
+    stand-in Onlinesim, which knew those smsIds, is gone. Refused while a demo still runs on it
+    (its daemon holds the store's lock)."""
+    store = directory / STORE
+    try:
+        os.close(lock_store(str(store)))  # the daemon's own lock; closing lets it go
+    except StoreLocked:
+        raise GatewayError(
+            f"demo: another demo is running on {directory}; stop it, or give another --dir"
+        ) from None
+    for suffix in _STORE_FILES:
+        Path(f"{store}{suffix}").unlink(missing_ok=True)
 
 
 def start_modems(directory: Path) -> list[FakeModem]:
@@ -124,7 +145,7 @@ def write_config(directory: Path, upstream_url: str, port: int, extra: str = "")
         "retry_interval = 2.0\n"
         "timeout = 5.0\n\n"
         "[store]\n"
-        f'path = "{(directory / "outbox.sqlite3").resolve()}"\n\n'
+        f'path = "{(directory / STORE).resolve()}"\n\n'
         "[http]\n"
         f'listen = "127.0.0.1:{port}"\n'
         f'ingest_token = "{DEMO_TOKEN}"\n\n'
@@ -191,6 +212,8 @@ async def run_demo(*, port: int, directory: str) -> int:
     modems: list[FakeModem] = []
     daemon: Daemon | None = None
     try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        fresh_store(Path(directory))
         modems = start_modems(Path(directory))
         tables = [modem_tables(modems), partner_table(), smpp_tables()]
         cfg_path = write_config(Path(directory), standin.url, port, "\n".join(tables))
