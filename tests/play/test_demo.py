@@ -5,8 +5,11 @@ SIGINT as Ctrl-C stops it."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import shlex
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -92,3 +95,27 @@ async def demo_once(tmp_path: Path, run: int) -> None:
     assert rest.rstrip().endswith("demo stopped"), rest
     assert code == 0, stderr
     assert "Traceback" not in stderr, stderr
+    assert "russia vk 4 -> 3 (sold" in out and "russia wa 4 -> 4" in out  # the count, by one
+    printed_commands_work(out + rest, tmp_path, first)
+
+
+def printed_commands_work(output: str, tmp_path: Path, phone: str) -> None:
+    """The commands the demo prints work as shown, from any directory, without .venv/bin on
+    the PATH (the daemon has stopped: they read its store)."""
+    [status_line] = [line for line in output.splitlines() if " status -c " in line]
+    shown = subprocess.run(
+        shlex.split(status_line),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        env={**os.environ, "PATH": "/usr/bin:/bin"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "delivered 2" in shown.stdout and "held 2" in shown.stdout, shown.stdout
+    [activations_line] = [line for line in output.splitlines() if " activations list " in line]
+    shown = subprocess.run(
+        shlex.split(activations_line), capture_output=True, text=True, timeout=30, cwd=tmp_path
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(rf"\d+\s+finished\s+3 sold\s+{phone}\s+vk", shown.stdout), shown.stdout
