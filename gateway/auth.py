@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 import hmac
 import ipaddress
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 
@@ -94,6 +95,14 @@ class GuardedToken:
 
     def __bool__(self) -> bool:
         return bool(self._token)
+
+    # What a locked-out address is told, and when to try again (every door says the same).
+    LOCKED_OUT = "too many wrong tokens from this address; try again in a minute"
+
+    @property
+    def retry_after(self) -> str:
+        """The `Retry-After` of a locked-out answer: the lockout's length, in seconds."""
+        return str(math.ceil(self._window))
 
     def remembered(self) -> int:
         """How many addresses are remembered now (at most `max_addresses`)."""

@@ -40,9 +40,9 @@ def sims_routes(
         verdict = checked.check(bearer(request), request.remote)
         if verdict is Verdict.LOCKED:
             return json_response(
-                {"error": "too many wrong tokens from this address; try again in a minute"},
+                {"error": GuardedToken.LOCKED_OUT},
                 429,
-                headers={"Retry-After": "60"},
+                headers={"Retry-After": checked.retry_after},
             )
         if verdict is not Verdict.OK:
             return json_response({"error": "Authorization: Bearer <http.status_token>"}, 401)

@@ -774,9 +774,10 @@ class Outbox:
         return await self._reader.call(lambda conn: conn.execute(sql, params).fetchone())
 
 
-def _chunks(ids: Sequence[int]) -> Iterable[list[int]]:
-    for start in range(0, len(ids), _IDS_PER_STATEMENT):
-        yield list(ids[start : start + _IDS_PER_STATEMENT])
+def _chunks(items: Sequence[T], size: int = _IDS_PER_STATEMENT) -> Iterable[list[T]]:
+    """`items` in lists of at most `size`: one statement each, below SQLite's variable limit."""
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
 
 
 def _continue_ids(
@@ -832,8 +833,7 @@ def _existing_refs(
         {(i.source, ref) for i in items for ref in (i.source_ref, i.earlier_ref) if ref is not None}
     )
     known: dict[tuple[str, str | None], int] = {}
-    for start in range(0, len(pairs), _CHUNK):
-        chunk = pairs[start : start + _CHUNK]
+    for chunk in _chunks(pairs, _CHUNK):
         params = [v for pair in chunk for v in pair]
         for source, ref, sms_id in conn.execute(existing_refs_sql(len(chunk)), params):
             known[(source, ref)] = int(sms_id)

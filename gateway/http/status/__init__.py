@@ -54,15 +54,6 @@ def _static(name: str) -> bytes:
     return (resources.files(__package__) / "static" / name).read_bytes()
 
 
-def _locked_out(*, html: bool) -> web.Response:
-    """Too many wrong tokens from this address lately (gateway.auth.GuardedToken)."""
-    text = "too many wrong tokens from this address; try again in a minute"
-    headers = {**_HEADERS, "Retry-After": "60"}
-    if html:
-        return web.Response(text=text, status=429, content_type="text/plain", headers=headers)
-    return json_response({"error": text}, status=429, headers=headers)
-
-
 class StatusPage:
     def __init__(
         self,
@@ -120,9 +111,17 @@ class StatusPage:
             return self._guard.check(given, request.remote)
         return Verdict.REFUSED
 
+    def _locked_out(self, *, html: bool) -> web.Response:
+        """Too many wrong tokens from this address lately (gateway.auth.GuardedToken)."""
+        text = GuardedToken.LOCKED_OUT
+        headers = {**_HEADERS, "Retry-After": self._guard.retry_after}
+        if html:
+            return web.Response(text=text, status=429, content_type="text/plain", headers=headers)
+        return json_response({"error": text}, status=429, headers=headers)
+
     def _refused(self, verdict: Verdict, *, html: bool) -> web.Response:
         if verdict is Verdict.LOCKED:
-            return _locked_out(html=html)
+            return self._locked_out(html=html)
         if html:
             # The login form, without a Basic challenge: a browser would cover the form with
             # its own dialog. Basic works all the same when the client sends it unasked.
@@ -148,7 +147,7 @@ class StatusPage:
         given = form.get("token")
         verdict = self._guard.check(given if isinstance(given, str) else None, request.remote)
         if verdict is Verdict.LOCKED:
-            return _locked_out(html=True)
+            return self._locked_out(html=True)
         if not self._token or verdict is not Verdict.OK:
             if self._token:
                 log.warning("status_page.login_refused", remote=request.remote)

@@ -33,7 +33,7 @@ class SmppSources:
         sims: SimTable | None = None,
     ) -> None:
         # `sims`: the daemon's table, so a SIGHUP's [[sim]] entries apply to the next message.
-        inbound = Inbound(intake, sims if sims is not None else SimTable(cfg.sim), clock=clock)
+        inbound = Inbound(intake, sims if sims is not None else cfg.sim, clock=clock)
         self.server = (
             SmppServer(cfg.smpp_server, inbound, metrics, clock=clock)
             if cfg.smpp_server is not None

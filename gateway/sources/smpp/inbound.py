@@ -87,13 +87,18 @@ def _msisdn(destination: str) -> str | None:
 
 def _kept(hold: Hold | None, user_data: str | None, destination: str) -> str | None:
     """What a held message keeps in `raw` for a person to read (`messages show`): the user
-    data of one not read as text; the destination_addr (a box's port) of one with no phone,
-    so the operator can add its [[sim]] and send it on (`messages retry --phone`)."""
+    data of one not read as text; where one with no phone came in (`_came_in_on`)."""
     if hold in (Hold.NOT_TEXT, Hold.UNDECODABLE):
         return user_data
     if hold is Hold.NO_PHONE:
-        return f"destination_addr={destination}"
+        return _came_in_on(destination)
     return None
+
+
+def _came_in_on(destination: str) -> str:
+    """The destination_addr (a box's port) of a message or part with no phone, so the operator
+    can add its [[sim]] and send it on (`messages retry --phone`)."""
+    return f"destination_addr={destination}"
 
 
 def _destination_key(value: str) -> str:
@@ -228,7 +233,7 @@ class Inbound:
                 m.source_addr,
                 now,
                 source_ref=ref,
-                raw=None if phone else _kept(Hold.NO_PHONE, None, m.destination_addr),
+                raw=None if phone else _came_in_on(m.destination_addr),
                 earlier_ref=earlier,
             )
             return part, message_id
